@@ -1,0 +1,27 @@
+"""The engine: promises, tasks, stores, codec, clock and the invocation actors."""
+
+from __future__ import annotations
+
+from dawait.runtime._clock import Clock, FakeClock, SystemClock
+from dawait.runtime._engine import Engine, EngineConfig
+from dawait.runtime._memory_store import MemoryStore
+from dawait.runtime._promise import PromiseRecord, PromiseState, Value
+from dawait.runtime._sqlite_store import SQLiteStore
+from dawait.runtime._store import Store
+from dawait.runtime._task import TaskRecord, TaskState
+
+__all__ = [
+    "Clock",
+    "Engine",
+    "EngineConfig",
+    "FakeClock",
+    "MemoryStore",
+    "PromiseRecord",
+    "PromiseState",
+    "SQLiteStore",
+    "Store",
+    "SystemClock",
+    "TaskRecord",
+    "TaskState",
+    "Value",
+]

@@ -1,0 +1,273 @@
+"""Payloads as JSON, typed through pydantic from the functions' annotations.
+
+Arguments are checked against their parameters' annotations when an invocation starts and
+decoded back to those types when it runs (or replays); a step's result is encoded through
+its return annotation and decoded to that type on replay. Errors are recorded as their
+type's qualified name, message and (when JSON-able) ``args``, and rebuilt on replay: the
+original type when it can be imported, else ``StepError`` naming it. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from pydantic import TypeAdapter
+
+from dawait.errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
+from dawait.runtime._promise import PromiseRecord, PromiseState
+
+__all__ = [
+    "ANY",
+    "Signature",
+    "decode_error",
+    "decode_json",
+    "decode_outcome",
+    "encode_error",
+    "encode_json",
+    "signature_of",
+]
+
+ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_ADAPTERS: dict[object, TypeAdapter[Any]] = {Any: ANY}
+_SIGNATURES: dict[Callable[..., Any], Signature] = {}
+
+
+def _adapter(annotation: object) -> TypeAdapter[Any]:
+    try:
+        return _ADAPTERS[annotation]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable annotation: build one each time
+        return TypeAdapter(annotation)
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    _ADAPTERS[annotation] = adapter
+    return adapter
+
+
+def encode_json(value: object, adapter: TypeAdapter[Any] = ANY, *, what: str) -> str:
+    """``value`` as JSON text through ``adapter``; ``what`` names it in the error."""
+    try:
+        return adapter.dump_json(value, warnings="error").decode()
+    except (pydantic.PydanticSerializationError, pydantic.ValidationError, ValueError) as exc:
+        raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
+    except TypeError as exc:
+        raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
+
+
+def decode_json(data: str | None, adapter: TypeAdapter[Any] = ANY, *, what: str) -> Any:
+    """JSON text back to the annotated type; ``None`` data decodes as ``None``."""
+    if data is None:
+        return None
+    try:
+        return adapter.validate_json(data)
+    except pydantic.ValidationError as exc:
+        raise SerializationError(f"{what}: stored value does not fit: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    kind: inspect._ParameterKind
+    adapter: TypeAdapter[Any]
+    annotated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What the codec needs to know about a function, computed once per function."""
+
+    name: str
+    params: Sequence[_Param]
+    result: TypeAdapter[Any]
+    takes_context: bool
+    inspected: inspect.Signature | None
+
+    def encode_args(self, args: Sequence[object], kwargs: Mapping[str, object]) -> str:
+        """``{"args": [...], "kwargs": {...}}`` as JSON, each checked against its annotation."""
+        positional, keywords = self._params_for(args, kwargs)
+        encoded_args = [self._encode_arg(p, v) for p, v in zip(positional, args, strict=True)]
+        encoded_kwargs = [
+            f"{json.dumps(key)}:{self._encode_arg(keywords[key], value)}"
+            for key, value in kwargs.items()
+        ]
+        return (
+            '{"args":[' + ",".join(encoded_args) + '],"kwargs":{' + ",".join(encoded_kwargs) + "}}"
+        )
+
+    def decode_args(
+        self, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Plain JSON arguments (as decoded from the record) to the annotated types."""
+        positional, keywords = self._params_for(args, kwargs)
+        return (
+            [self._decode_arg(p, v) for p, v in zip(positional, args, strict=True)],
+            {key: self._decode_arg(keywords[key], value) for key, value in kwargs.items()},
+        )
+
+    def _encode_arg(self, param: _Param, value: object) -> str:
+        what = f"{self.name}: argument {param.name!r}"
+        try:
+            return param.adapter.dump_json(value, warnings="error").decode()
+        except (pydantic.PydanticSerializationError, ValueError, TypeError):
+            pass
+        # A plain JSON form (a dict for a model, a string for a datetime) is fine too.
+        return encode_json(self._decode_arg(param, value), param.adapter, what=what)
+
+    def _decode_arg(self, param: _Param, value: object) -> Any:
+        try:
+            return param.adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise SerializationError(
+                f"{self.name}: argument {param.name!r} does not fit its annotation: {exc}"
+            ) from exc
+
+    def _params_for(
+        self, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> tuple[list[_Param], dict[str, _Param]]:
+        """The parameter each positional and keyword argument binds to."""
+        if self.inspected is not None:
+            try:
+                self.inspected.bind(*(None,) * self.takes_context, *args, **kwargs)
+            except TypeError as exc:
+                raise SerializationError(f"{self.name}: arguments do not match: {exc}") from exc
+        kind = inspect.Parameter
+        ordered = [
+            p for p in self.params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+        ]
+        rest = next((p for p in self.params if p.kind is kind.VAR_POSITIONAL), _ANY_PARAM)
+        named = {p.name: p for p in self.params if p.kind is not kind.VAR_POSITIONAL}
+        extra = next((p for p in self.params if p.kind is kind.VAR_KEYWORD), _ANY_PARAM)
+        positional = [ordered[i] if i < len(ordered) else rest for i in range(len(args))]
+        return positional, {key: named.get(key, extra) for key in kwargs}
+
+
+_ANY_PARAM = _Param("arg", inspect.Parameter.POSITIONAL_ONLY, ANY, False)
+
+
+def signature_of(fn: Callable[..., Any], *, name: str, context_type: type) -> Signature:
+    """The (cached) codec signature of ``fn``."""
+    try:
+        return _SIGNATURES[fn]
+    except (KeyError, TypeError):
+        pass
+    signature = _build_signature(fn, name=name, context_type=context_type)
+    try:
+        _SIGNATURES[fn] = signature
+    except TypeError:
+        pass
+    return signature
+
+
+def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -> Signature:
+    try:
+        inspected: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        inspected = None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: treat as unannotated
+        hints = {}
+    params = [] if inspected is None else list(inspected.parameters.values())
+    takes_context = False
+    if params:
+        first = params[0]
+        hint = hints.get(first.name, first.annotation)
+        if (isinstance(hint, type) and issubclass(hint, context_type)) or (
+            isinstance(hint, str) and hint.split(".")[-1] == context_type.__name__
+        ):
+            takes_context = True
+            params = params[1:]
+    codec_params = [
+        _Param(
+            p.name,
+            p.kind,
+            _adapter(hints.get(p.name, Any)),
+            p.name in hints,
+        )
+        for p in params
+    ]
+    result = hints.get("return", Any)
+    if inspect.iscoroutinefunction(fn) and typing.get_origin(result) is typing.Coroutine:
+        result = typing.get_args(result)[-1]
+    return Signature(
+        name=name,
+        params=codec_params,
+        result=_adapter(result),
+        takes_context=takes_context,
+        inspected=inspected,
+    )
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def encode_error(error: BaseException) -> str:
+    """An exception as ``{"type", "message", "args"?}`` JSON."""
+    record: dict[str, Any] = {"type": qualified_name(type(error)), "message": str(error)}
+    try:
+        record["args"] = ANY.dump_python(error.args, mode="json", warnings="error")
+    except (pydantic.PydanticSerializationError, ValueError, TypeError):
+        pass
+    if isinstance(error, StepError) and error.type_name:
+        record["type"] = error.type_name
+    return json.dumps(record)
+
+
+def decode_error(data: str | None, *, what: str) -> BaseException:
+    """Rebuild a recorded exception: its own type when importable, else ``StepError``."""
+    try:
+        record = json.loads(data) if data else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    type_name = str(record.get("type") or "Exception")
+    message = str(record.get("message", ""))
+    cls = _import_exception(type_name)
+    if cls is not None:
+        args = record.get("args")
+        for attempt in ((tuple(args),) if isinstance(args, list) else ()) + ((message,),):
+            try:
+                return cls(*attempt)
+            except Exception:  # a constructor with other parameters: try the next form
+                continue
+    return StepError(f"{what} failed with {type_name}: {message}", type_name=type_name)
+
+
+def _import_exception(type_name: str) -> type[BaseException] | None:
+    """The exception class named, looked up among modules already imported (and builtins).
+
+    Stored data never makes this process import a module it has not imported itself.
+    """
+    parts = type_name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        obj: Any = module
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            return obj
+        return None
+    return None
+
+
+def decode_outcome(record: PromiseRecord, adapter: Any, what: str) -> Any:
+    """A settled record's outcome: its decoded value, or the exception it records."""
+    state = record.state
+    if state is PromiseState.RESOLVED:
+        return decode_json(record.value.data, adapter, what=what)
+    if state is PromiseState.REJECTED_CANCELED:
+        raise CanceledError(f"{what} was canceled")
+    if state is PromiseState.REJECTED_TIMEDOUT:
+        raise PromiseTimeoutError(f"{what} timed out")
+    raise decode_error(record.value.data, what=what)

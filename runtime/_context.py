@@ -1,0 +1,611 @@
+"""``Context``: what a durable function uses to make durable calls.
+
+Each call gets its id synchronously, when it is made (``parent:N`` under a root,
+``parent.N`` deeper), so ``asyncio.gather`` over ctx calls numbers them the same way on every
+replay. A call whose promise is already settled returns the stored outcome without running.
+A leaf step costs one write: the settled promise, once it has finished. Calls that others
+settle (sleeps, external promises, remote and detached invocations) write their pending
+promise at once, and every step waits for the records of the calls made before it, so an
+id handed out by a later step can always be settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import inspect
+import json
+import random as _random
+import uuid as _uuid
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio.to_thread
+
+from dawait._retry import Exponential, RetryPolicy
+from dawait.errors import NonDeterminismError, PromiseTimeoutError, SerializationError
+from dawait.runtime._codec import (
+    ANY,
+    Signature,
+    decode_outcome,
+    encode_error,
+    encode_json,
+    signature_of,
+)
+from dawait.runtime._invocation import invocation_param, resolve_with
+from dawait.runtime._promise import (
+    TAG_TIMER,
+    PromiseRecord,
+    PromiseState,
+    Settle,
+    Value,
+    expire_promise,
+)
+from dawait.runtime._registry import Registered, function_name
+from dawait.runtime._store import CreatePromise
+
+if TYPE_CHECKING:
+    from dawait.runtime._invocation import Invocation
+
+__all__ = ["Call", "CallOptions", "Context", "Frame"]
+
+T = TypeVar("T")
+
+TAG_EXTERNAL = "resonate:external"
+DEFAULT_STEP_RETRY: RetryPolicy = Exponential()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallOptions:
+    id: str | None = None
+    timeout: float | None = None
+    retry_policy: RetryPolicy | None = None
+    non_retryable: tuple[type[BaseException], ...] | None = None
+    version: int | None = None
+
+
+class Frame:
+    """One durable function's execution: its id, deadline and call counter."""
+
+    __slots__ = ("counter", "deadline", "id")
+
+    def __init__(self, id: str, deadline: int | None) -> None:
+        self.id = id
+        self.deadline = deadline
+        self.counter = 0
+
+    def next_id(self) -> str:
+        self.counter += 1
+        return f"{self.id}{'.' if ':' in self.id else ':'}{self.counter}"
+
+
+class Call(Generic[T]):
+    """The awaitable a ctx call returns; ``id`` is its durable promise's id."""
+
+    __slots__ = ("_wait", "id")
+
+    def __init__(self, id: str, wait: Callable[[], Awaitable[T]]) -> None:
+        self.id = id
+        self._wait = wait
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id}>"
+
+
+def _done(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def wait() -> T:
+        return value()
+
+    return wait
+
+
+def _step_param(name: str) -> Value:
+    return Value(data=f'{{"func":{json.dumps(name)}}}')
+
+
+def _recorded_kind(record: PromiseRecord) -> str:
+    if record.tags.get(TAG_TIMER) == "true":
+        return "ctx.sleep"
+    if record.tags.get(TAG_EXTERNAL) == "true":
+        return "ctx.promise"
+    try:
+        return str(json.loads(record.param.data or "{}").get("func"))
+    except (ValueError, AttributeError):
+        return "?"
+
+
+def _min_deadline(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class Context:
+    """The durable function's handle on the engine. Make every effect through it."""
+
+    __slots__ = ("_frame", "_inv", "_opts")
+
+    def __init__(self, inv: Invocation, frame: Frame, opts: CallOptions | None = None) -> None:
+        self._inv = inv
+        self._frame = frame
+        self._opts = opts or CallOptions()
+
+    @property
+    def id(self) -> str:
+        """This durable function's promise id: stable across replays, use it as an
+        idempotency key for outside systems."""
+        return self._frame.id
+
+    @property
+    def invocation_id(self) -> str:
+        """The id of the invocation this function runs in."""
+        return self._inv.id
+
+    def __repr__(self) -> str:
+        return f"<Context {self.id}>"
+
+    def options(
+        self,
+        *,
+        id: str | None = None,
+        timeout: float | dt.timedelta | None = None,
+        retry_policy: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException], ...] | None = None,
+        version: int | None = None,
+    ) -> Context:
+        """A view of this context whose calls use these options.
+
+        ``id`` names the next call's promise (give it to one call only); ``timeout`` is in
+        seconds, capped by this function's own deadline; ``version`` picks the version of a
+        registered function for ``rpc`` and ``detached``.
+        """
+        opts = self._opts
+        if id is not None:
+            if not isinstance(id, str) or not id:
+                raise ValueError(f"ctx.options: id must be a non-empty string, got {id!r}")
+            opts = replace(opts, id=id)
+        if timeout is not None:
+            opts = replace(opts, timeout=_seconds(timeout, "ctx.options timeout"))
+        if retry_policy is not None:
+            opts = replace(opts, retry_policy=retry_policy)
+        if non_retryable is not None:
+            opts = replace(opts, non_retryable=tuple(non_retryable))
+        if version is not None:
+            opts = replace(opts, version=version)
+        return Context(self._inv, self._frame, opts)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
+        """Run ``fn`` as a step: a leaf step (any function; a plain one runs in a worker
+        thread), or a durable child when its first parameter is a ``Context``."""
+        cid = self._next_id()
+        registered = self._inv.engine.registry.lookup(fn)
+        name = registered.name if registered else function_name(fn)
+        signature = (
+            registered.signature
+            if registered
+            else signature_of(fn, name=name, context_type=Context)
+        )
+        if signature.takes_context:
+            return self._durable(cid, fn, name, signature, registered, args, kwargs)
+        policy = (
+            self._opts.retry_policy
+            or (registered and registered.retry_policy)
+            or (DEFAULT_STEP_RETRY)
+        )
+        non_retryable = self._opts.non_retryable
+        if non_retryable is None:
+            non_retryable = registered.non_retryable if registered else ()
+        timeout = (
+            self._opts.timeout
+            if self._opts.timeout is not None
+            else (registered.timeout if registered else None)
+        )
+        return self._leaf(
+            cid,
+            name,
+            signature,
+            functools.partial(fn, *args, **kwargs),
+            policy,
+            non_retryable,
+            timeout,
+        )
+
+    def rpc(self, name: str, /, *args: Any, **kwargs: Any) -> Call[Any]:
+        """Call the function registered as ``name`` as its own invocation (embedded: in this
+        app; in a cluster: on a node that serves it) and wait for its result."""
+        return self._invoke(name, args, kwargs, detached=False)
+
+    def detached(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Call[Any]:
+        """Start a registered function as its own invocation that may outlive this one;
+        awaiting the call waits for its result."""
+        return self._invoke(fn, args, kwargs, detached=True)
+
+    def sleep(self, duration: float | dt.timedelta) -> Call[None]:
+        """A durable timer: the invocation resumes once ``duration`` has passed, even across
+        restarts (it leaves memory while it waits)."""
+        seconds = _seconds(duration, "ctx.sleep")
+        cid = self._next_id()
+        return self._remote(
+            cid,
+            "ctx.sleep",
+            lambda now: CreatePromise(
+                id=cid,
+                timeout_at=_min_deadline(now + round(seconds * 1000), self._frame.deadline),
+                tags={**self._inv.tags, TAG_TIMER: "true"},
+            ),
+            ANY,
+            start=None,
+        )
+
+    def promise(
+        self, id: str | None = None, timeout: float | dt.timedelta | None = None
+    ) -> Call[Any]:
+        """A promise settled from outside (``app.promises.resolve(call.id, value)``).
+
+        Returns at once; its record is written before this function's next call proceeds.
+        Without ``timeout`` it waits as long as this function may.
+        """
+        seconds = None if timeout is None else _seconds(timeout, "ctx.promise timeout")
+        cid = self._next_id(id)
+        return self._remote(
+            cid,
+            "ctx.promise",
+            lambda now: CreatePromise(
+                id=cid,
+                timeout_at=_min_deadline(
+                    None if seconds is None else now + round(seconds * 1000), self._frame.deadline
+                ),
+                tags={**self._inv.tags, TAG_EXTERNAL: "true"},
+            ),
+            ANY,
+            start=None,
+        )
+
+    def now(self) -> Call[dt.datetime]:
+        """The current time, recorded: a replay sees the same instant."""
+        clock = self._inv.engine.clock
+        return self._builtin(
+            "dawait.now",
+            _NOW_SIGNATURE,
+            lambda: dt.datetime.fromtimestamp(clock.now() / 1000, dt.UTC),
+        )
+
+    def random(self) -> Call[float]:
+        """A random float in [0, 1), recorded: a replay sees the same number."""
+        return self._builtin("dawait.random", _RANDOM_SIGNATURE, _random.random)
+
+    def uuid(self) -> Call[_uuid.UUID]:
+        """A random UUID, recorded: a replay sees the same one."""
+        return self._builtin("dawait.uuid", _UUID_SIGNATURE, _uuid.uuid4)
+
+    # -- machinery -------------------------------------------------------------------------
+
+    def _next_id(self, explicit: str | None = None) -> str:
+        if self._inv.stopping:
+            raise asyncio.CancelledError
+        generated = self._frame.next_id()
+        chosen = explicit or self._opts.id
+        if chosen is not None and (not isinstance(chosen, str) or not chosen):
+            raise ValueError(f"{self.id}: a promise id must be a non-empty string, got {chosen!r}")
+        return chosen or generated
+
+    def _recorded(self, cid: str, kind: str) -> PromiseRecord | None:
+        record = self._inv.cache.get(cid)
+        if record is None:
+            return None
+        found = _recorded_kind(record)
+        if found != kind:
+            raise NonDeterminismError(
+                f"invocation {self._inv.id}: call {cid} is now {kind} but was recorded as "
+                f"{found}; code that changes the order of calls must be registered as a new "
+                "version"
+            )
+        return expire_promise(record, self._inv.engine.clock.now()).record
+
+    def _builtin(self, name: str, signature: Signature, fn: Callable[[], Any]) -> Call[Any]:
+        return self._leaf(self._next_id(), name, signature, fn, DEFAULT_STEP_RETRY, (), None)
+
+    def _leaf(
+        self,
+        cid: str,
+        name: str,
+        signature: Signature,
+        call: Callable[[], Any],
+        policy: RetryPolicy,
+        non_retryable: tuple[type[BaseException], ...],
+        timeout: float | None,
+    ) -> Call[Any]:
+        what = f"step {name} ({cid})"
+        recorded = self._recorded(cid, name)
+        if recorded is not None and recorded.state.settled:
+            return Call(cid, _done(lambda: decode_outcome(recorded, signature.result, what)))
+        inv = self._inv
+        engine = inv.engine
+        deadline = _min_deadline(
+            None if timeout is None else engine.clock.now() + round(timeout * 1000),
+            self._frame.deadline,
+        )
+        barrier = inv.unwritten()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def record(state: PromiseState, data: str) -> None:
+            await engine.create_promise(
+                CreatePromise(
+                    id=cid,
+                    param=_step_param(name),
+                    tags=inv.tags,
+                    state=state,
+                    value=Value(data=data),
+                )
+            )
+
+        async def step() -> Any:
+            if barrier:
+                await asyncio.wait(barrier)
+            retry = 0
+            while True:
+                try:
+                    result = await inv.within(deadline, _call_leaf(call), what)
+                except PromiseTimeoutError as exc:
+                    await record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc))
+                    raise
+                except Exception as exc:
+                    retry += 1
+                    delay = None if isinstance(exc, non_retryable) else policy.backoff(retry)
+                    wake = None if delay is None else engine.clock.now() + round(delay * 1000)
+                    if wake is None or (deadline is not None and wake >= deadline):
+                        await record(PromiseState.REJECTED, encode_error(exc))
+                        raise
+                    engine.stats["step_retries"] += 1
+                    await engine.clock.sleep_until(wake)
+                    continue
+                try:
+                    data = encode_json(result, signature.result, what=f"{what} result")
+                except SerializationError as exc:
+                    await record(PromiseState.REJECTED, encode_error(exc))
+                    raise
+                await record(PromiseState.RESOLVED, data)
+                engine.stats["steps"] += 1
+                return result
+
+        inv.begin_local()
+        inv.spawn(resolve_with(future, step(), inv.end_local), name=f"dawait:{cid}")
+        return Call(cid, lambda: future)
+
+    def _durable(
+        self,
+        cid: str,
+        fn: Callable[..., Any],
+        name: str,
+        signature: Signature,
+        registered: Registered | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Call[Any]:
+        what = f"{name} ({cid})"
+        recorded = self._recorded(cid, name)
+        if recorded is not None and recorded.state.settled:
+            return Call(cid, _done(lambda: decode_outcome(recorded, signature.result, what)))
+        inv = self._inv
+        engine = inv.engine
+        policy = self._opts.retry_policy or (registered.retry_policy if registered else None)
+        non_retryable = self._opts.non_retryable
+        if non_retryable is None:
+            non_retryable = registered.non_retryable if registered else ()
+        timeout = (
+            self._opts.timeout
+            if self._opts.timeout is not None
+            else (registered.timeout if registered else None)
+        )
+        barrier = inv.unwritten()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def body() -> Any:
+            writing = True
+            try:
+                if barrier:
+                    await asyncio.wait(barrier)
+                record = recorded or await self._create_pending(cid, name, timeout)
+                inv.end_local()  # the record is written; the body itself is not local work
+                writing = False
+                if record.state.settled:
+                    return decode_outcome(record, signature.result, what)
+                return await self._run_durable(
+                    cid, what, record, fn, signature, policy, non_retryable, args, kwargs
+                )
+            finally:
+                if writing:
+                    inv.end_local()
+
+        inv.begin_local()
+        inv.spawn(resolve_with(future, body()), name=f"dawait:{cid}")
+        return Call(cid, lambda: future)
+
+    async def _create_pending(self, cid: str, name: str, timeout: float | None) -> PromiseRecord:
+        engine = self._inv.engine
+        now = engine.clock.now()
+        created = await engine.create_promise(
+            CreatePromise(
+                id=cid,
+                param=_step_param(name),
+                timeout_at=_min_deadline(
+                    None if timeout is None else now + round(timeout * 1000),
+                    self._frame.deadline,
+                ),
+                tags=self._inv.tags,
+            )
+        )
+        return created.promise
+
+    async def _run_durable(
+        self,
+        cid: str,
+        what: str,
+        record: PromiseRecord,
+        fn: Callable[..., Any],
+        signature: Signature,
+        policy: RetryPolicy | None,
+        non_retryable: tuple[type[BaseException], ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run a durable child's body (retrying per ``policy``) and settle its promise."""
+        inv = self._inv
+        engine = inv.engine
+
+        async def settle(event: Settle, data: str) -> None:
+            inv.begin_local()
+            try:
+                await engine.settle(cid, event, Value(data=data))
+            finally:
+                inv.end_local()
+
+        retry = 0
+        while True:
+            child = Context(inv, Frame(cid, record.timeout_at))
+            try:
+                result = await inv.within(record.timeout_at, fn(child, *args, **kwargs), what)
+            except PromiseTimeoutError as exc:
+                await settle(Settle.TIMEOUT, encode_error(exc))
+                raise
+            except Exception as exc:
+                retry += 1
+                exempt = policy is None or isinstance(exc, non_retryable)
+                delay = None if exempt else policy.backoff(retry)  # type: ignore[union-attr]
+                if delay is None:
+                    await settle(Settle.REJECT, encode_error(exc))
+                    raise
+                await engine.clock.sleep_until(engine.clock.now() + round(delay * 1000))
+                continue
+            try:
+                data = encode_json(result, signature.result, what=f"{what} result")
+            except SerializationError as exc:
+                await settle(Settle.REJECT, encode_error(exc))
+                raise
+            await settle(Settle.RESOLVE, data)
+            return result
+
+    def _invoke(
+        self,
+        target: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        detached: bool,
+    ) -> Call[Any]:
+        registered = self._inv.engine.registry.resolve(target, self._opts.version)
+        cid = self._next_id()
+        param = invocation_param(
+            registered.name, registered.version, registered.signature.encode_args(args, kwargs)
+        )
+        timeout = self._opts.timeout if self._opts.timeout is not None else registered.timeout
+        parent_deadline = None if detached else self._frame.deadline
+
+        def request(now: int) -> CreatePromise:
+            return CreatePromise(
+                id=cid,
+                param=Value(data=param),
+                timeout_at=_min_deadline(
+                    None if timeout is None else now + round(timeout * 1000), parent_deadline
+                ),
+                tags=self._inv.tags,
+            )
+
+        return self._remote(
+            cid,
+            registered.name,
+            request,
+            registered.signature.result,
+            start=self._inv.engine.start_invocation,
+        )
+
+    def _remote(
+        self,
+        cid: str,
+        kind: str,
+        request: Callable[[int], CreatePromise],
+        adapter: Any,
+        *,
+        start: Callable[[CreatePromise], Awaitable[Any]] | None,
+    ) -> Call[Any]:
+        """A call whose promise something else settles: write it now, wait when awaited."""
+        inv = self._inv
+        engine = inv.engine
+        what = f"{kind} ({cid})"
+        recorded = self._recorded(cid, kind)
+        if recorded is not None and recorded.state.settled:
+            return Call(cid, _done(lambda: decode_outcome(recorded, adapter, what)))
+        settled = inv.waiter(cid)
+        if recorded is not None:
+            created: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()
+            created.set_result(recorded)
+        else:
+            created = inv.write(self._create(request, start), name=f"dawait:{cid}")
+
+        async def wait() -> Any:
+            record = await asyncio.shield(created)
+            if not record.state.settled:
+                inv.begin_remote(cid)
+                try:
+                    record = await asyncio.shield(settled)
+                finally:
+                    inv.end_remote(cid)
+            return decode_outcome(record, adapter, what)
+
+        return Call(cid, wait)
+
+    async def _create(
+        self,
+        request: Callable[[int], CreatePromise],
+        start: Callable[[CreatePromise], Awaitable[Any]] | None,
+    ) -> PromiseRecord:
+        engine = self._inv.engine
+        req = request(engine.clock.now())
+        if start is not None:
+            created = await start(req)
+        else:
+            created = await engine.create_promise(req)
+        record: PromiseRecord = created.promise
+        return record
+
+
+async def _call_leaf(call: Callable[[], Any]) -> Any:
+    if inspect.iscoroutinefunction(call):
+        return await call()
+    result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _seconds(duration: float | dt.timedelta, what: str) -> float:
+    if isinstance(duration, dt.timedelta):
+        seconds = duration.total_seconds()
+    elif isinstance(duration, int | float) and not isinstance(duration, bool):
+        seconds = float(duration)
+    else:
+        raise TypeError(f"{what}: expected seconds or a timedelta, got {duration!r}")
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"{what}: duration must be >= 0 seconds, got {duration!r}")
+    return seconds
+
+
+def _builtin_signature(name: str, fn: Callable[..., Any]) -> Signature:
+    return signature_of(fn, name=name, context_type=Context)
+
+
+def _now_type() -> dt.datetime: ...
+def _random_type() -> float: ...
+def _uuid_type() -> _uuid.UUID: ...
+
+
+_NOW_SIGNATURE = _builtin_signature("dawait.now", _now_type)
+_RANDOM_SIGNATURE = _builtin_signature("dawait.random", _random_type)
+_UUID_SIGNATURE = _builtin_signature("dawait.uuid", _uuid_type)

@@ -1,0 +1,297 @@
+"""The engine: one supervisor for the actors, the timers and the store of one app.
+
+Every background task lives in the supervisor's task group, which runs in one runner task
+that the app starts on open and cancels on close. The engine is the only place that
+settles promises, so it is also the one place that tells what waits on them: in-memory
+waiters (an actor awaiting a timer, a caller awaiting a result) and, through the store's
+callbacks, suspended invocations that must be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dawait.errors import NotStartedError, PromiseNotFoundError
+from dawait.runtime._clock import Clock
+from dawait.runtime._promise import PromiseRecord, Settle, Value
+from dawait.runtime._store import (
+    CreatePromise,
+    InvocationCreated,
+    PromiseCreated,
+    PromiseSettled,
+    Store,
+)
+from dawait.runtime._task import TaskRecord
+
+if TYPE_CHECKING:
+    from dawait.runtime._invocation import Invocation
+    from dawait.runtime._registry import Registry
+
+__all__ = ["Engine", "EngineConfig"]
+
+log = logging.getLogger("dawait.engine")
+
+_EXPIRE_BATCH = 1000
+_RECOVER_BATCH = 1000
+
+
+class EngineConfig:
+    """Tunables of the engine (plain attributes, all with working defaults)."""
+
+    def __init__(self, *, evict_after: float = 1.0, max_active: int = 10_000) -> None:
+        if evict_after < 0:
+            raise ValueError(f"evict_after must be >= 0 seconds, got {evict_after}")
+        if max_active < 1:
+            raise ValueError(f"max_active must be >= 1, got {max_active}")
+        self.evict_after = evict_after
+        """Seconds an invocation may sit blocked on timers or other promises before it is
+        evicted from memory (and replayed when what it awaits settles)."""
+        self.max_active = max_active
+        """Invocations held in memory at once; more wait in a queue."""
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        registry: Registry,
+        *,
+        config: EngineConfig | None = None,
+        pid: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+        self.config = config or EngineConfig()
+        self.pid = pid or uuid.uuid4().hex
+        self._waiters: dict[str, list[asyncio.Future[PromiseRecord]]] = {}
+        self._actors: dict[str, Invocation] = {}
+        self._queued: collections.deque[str] = collections.deque()
+        self._queued_ids: set[str] = set()
+        self._requeue: set[str] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._timer_wakeup = asyncio.Event()
+        self._next_timeout: int | None = None
+        self.stats = collections.Counter[str]()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store, then start the supervisor: timers and recovery of pending work."""
+        if self._runner is not None:
+            return
+        await self.store.open()
+        started = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.get_running_loop().create_task(
+            self._supervise(started), name="dawait-supervisor"
+        )
+        await started
+
+    async def close(self) -> None:
+        """Stop every actor and timer (their work resumes on the next open), close the store."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        self._group = None
+        for waiters in self._waiters.values():
+            for future in waiters:
+                future.cancel()
+        self._waiters.clear()
+        await self.store.close()
+
+    @property
+    def running(self) -> bool:
+        return self._group is not None
+
+    async def _supervise(self, started: asyncio.Future[None]) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            started.set_result(None)
+            group.create_task(self._fire_timers(), name="dawait-timers")
+            group.create_task(self._recover(), name="dawait-recover")
+            await asyncio.Event().wait()
+
+    def _require_group(self) -> asyncio.TaskGroup:
+        if self._group is None:
+            raise NotStartedError(
+                "the app is not open: use `async with Resonate(...) as app` or `await app.open()`"
+            )
+        return self._group
+
+    # -- promises --------------------------------------------------------------------------
+
+    async def create_promise(self, request: CreatePromise) -> PromiseCreated:
+        created = await self.store.create_promise(request, now=self.clock.now())
+        if created.created:
+            self._schedule_timeout(created.promise)
+        return created
+
+    async def settle(self, id: str, event: Settle, value: Value) -> PromiseSettled:
+        settled = await self.store.settle_promise(
+            id, event=event, value=value, now=self.clock.now()
+        )
+        self._on_settled(settled)
+        return settled
+
+    async def get_promise(self, id: str) -> PromiseRecord | None:
+        return await self.store.get_promise(id, now=self.clock.now())
+
+    async def wait_settled(self, id: str) -> PromiseRecord:
+        """The promise once it has settled (raises ``PromiseNotFoundError`` for an unknown id)."""
+        future = self.waiter(id)
+        try:
+            record = await self.get_promise(id)
+            if record is None:
+                raise PromiseNotFoundError(f"no promise or invocation with id {id!r}")
+            if record.state.settled:
+                return record
+            return await future
+        finally:
+            self.drop_waiter(id, future)
+
+    def waiter(self, id: str) -> asyncio.Future[PromiseRecord]:
+        """A future resolved when the engine settles promise ``id``; drop it when done."""
+        future: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(id, []).append(future)
+        return future
+
+    def drop_waiter(self, id: str, future: asyncio.Future[PromiseRecord]) -> None:
+        waiters = self._waiters.get(id)
+        if waiters is None:
+            return
+        try:
+            waiters.remove(future)
+        except ValueError:
+            pass
+        if not waiters:
+            del self._waiters[id]
+
+    def _on_settled(self, settled: PromiseSettled) -> None:
+        record = settled.promise
+        for future in self._waiters.pop(record.id, ()):
+            if not future.done():
+                future.set_result(record)
+        actor = self._actors.get(record.id)
+        if actor is not None:
+            actor.root_settled(record)
+        for task in settled.resumed:
+            self.resume(task.id)
+
+    # -- invocations -----------------------------------------------------------------------
+
+    async def start_invocation(self, request: CreatePromise) -> InvocationCreated:
+        """Create an invocation and run it here (or return the one with that id)."""
+        self._require_group()
+        created = await self.store.create_invocation(
+            request, pid=self.pid, ttl=None, now=self.clock.now()
+        )
+        if created.task is not None:
+            self._schedule_timeout(created.promise)
+            self._enqueue(created.promise.id)
+        return created
+
+    def resume(self, id: str) -> None:
+        """Run invocation ``id`` (again): its task became pending."""
+        if id in self._actors:
+            self._requeue.add(id)  # it is being evicted: start again once it has gone
+        else:
+            self._enqueue(id)
+
+    def _enqueue(self, id: str) -> None:
+        if id in self._queued_ids or id in self._actors:
+            return
+        self._queued.append(id)
+        self._queued_ids.add(id)
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        group = self._group
+        if group is None:
+            return
+        while self._queued and len(self._actors) < self.config.max_active:
+            id = self._queued.popleft()
+            self._queued_ids.discard(id)
+            from dawait.runtime._invocation import Invocation
+
+            actor = Invocation(self, id)
+            self._actors[id] = actor
+            group.create_task(self._run_actor(actor), name=f"dawait-invocation:{id}")
+
+    async def _run_actor(self, actor: Invocation) -> None:
+        try:
+            await actor.run()
+        except Exception:
+            log.exception("invocation %s failed inside the engine; it resumes on restart", actor.id)
+            self.stats["actor_crashes"] += 1
+        finally:
+            del self._actors[actor.id]
+            if actor.id in self._requeue:
+                self._requeue.discard(actor.id)
+                self._enqueue(actor.id)
+            self._start_queued()
+
+    def cancel_actor(self, id: str) -> None:
+        actor = self._actors.get(id)
+        if actor is not None:
+            actor.abort()
+
+    @property
+    def active(self) -> int:
+        """Invocations in memory now."""
+        return len(self._actors)
+
+    async def _recover(self) -> None:
+        """Resume every invocation the store says should be running (after a restart)."""
+        after: str | None = None
+        while True:
+            tasks: Sequence[TaskRecord] = await self.store.runnable_tasks(
+                after=after, limit=_RECOVER_BATCH
+            )
+            for task in tasks:
+                self._enqueue(task.id)
+            if len(tasks) < _RECOVER_BATCH:
+                return
+            after = tasks[-1].id
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _schedule_timeout(self, record: PromiseRecord) -> None:
+        if record.state.settled or record.timeout_at is None:
+            return
+        if self._next_timeout is None or record.timeout_at < self._next_timeout:
+            self._next_timeout = record.timeout_at
+            self._timer_wakeup.set()
+
+    async def _fire_timers(self) -> None:
+        """Settle promises as their deadlines pass: timers resolve, the rest time out."""
+        while True:
+            self._timer_wakeup.clear()
+            expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
+            for settled in expired:
+                self.stats["timeouts_fired"] += 1
+                self._on_settled(settled)
+            if len(expired) == _EXPIRE_BATCH:
+                await asyncio.sleep(0)
+                continue
+            self._next_timeout = await self.store.next_timeout()
+            await self._sleep_until_timeout()
+
+    async def _sleep_until_timeout(self) -> None:
+        wakeup = asyncio.ensure_future(self._timer_wakeup.wait())
+        waits: set[asyncio.Future[object]] = {wakeup}  # type: ignore[arg-type]
+        if self._next_timeout is not None:
+            waits.add(asyncio.ensure_future(self.clock.sleep_until(self._next_timeout)))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in waits:
+                future.cancel()

@@ -1,0 +1,351 @@
+"""The actor of one invocation: runs (or replays) its function and owns every task it starts.
+
+An invocation is a root promise whose param names a registered function and its
+arguments. Its actor loads the promises the invocation recorded before (its branch), runs
+the function with a root ``Context`` (calls already recorded return their stored outcome
+without running), and settles the root promise with the result.
+
+While every task of the invocation is waiting on promises that others settle (timers,
+external promises, remote calls) and no step is running, it is *blocked*. Blocked for
+``evict_after`` seconds, it is evicted: the store records a callback on each awaited promise,
+the coroutine is cancelled and the actor ends. When one of those promises settles the
+store makes the task pending again and the engine replays the invocation from the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from dawait.errors import PromiseTimeoutError, SerializationError, UnknownFunctionError
+from dawait.runtime._clock import deadline_scope
+from dawait.runtime._codec import encode_error, encode_json
+from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, Value
+from dawait.runtime._task import TaskState
+
+if TYPE_CHECKING:
+    from dawait.runtime._engine import Engine
+    from dawait.runtime._registry import Registered
+
+__all__ = ["Invocation", "invocation_param"]
+
+log = logging.getLogger("dawait.invocation")
+
+
+def invocation_param(name: str, version: int, encoded_args: str) -> str:
+    """The param of an invocation's promise: ``{"func", "version", "args", "kwargs"}``."""
+    return f'{{"func":{json.dumps(name)},"version":{version},{encoded_args[1:]}'
+
+
+class _Evicted(Exception):
+    """The invocation left memory; it is replayed when what it awaits settles."""
+
+
+class Invocation:
+    """One active invocation: its replay cache, its tasks and its blocked/evicted state."""
+
+    def __init__(self, engine: Engine, id: str) -> None:
+        self.engine = engine
+        self.id = id
+        self.cache: dict[str, PromiseRecord] = {}
+        self.tags = {TAG_BRANCH: id}
+        self.registered: Registered | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._remote_tasks: set[asyncio.Task[Any]] = set()
+        self._unwritten: set[asyncio.Future[PromiseRecord]] = set()
+        self._waiters: list[tuple[str, asyncio.Future[PromiseRecord]]] = []
+        self._group: asyncio.TaskGroup | None = None
+        self._local = 0
+        self._remote: dict[str, int] = {}
+        self._epoch = 0
+        self._evict_timer: asyncio.Task[None] | None = None
+        self._evicting = False
+        self._aborted = False
+        self._finishing = False
+
+    # -- what Context uses -----------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once the invocation is being evicted or aborted: ctx calls must not start."""
+        return self._evicting or self._aborted
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str, remote: bool = False
+    ) -> asyncio.Task[Any]:
+        """Start a task owned by this invocation; a ``remote`` one only waits on a promise
+        that something else settles, and is cancelled when the function returns."""
+        assert self._group is not None, "spawn outside run()"
+        task = self._group.create_task(coro, name=name)
+        tasks = self._remote_tasks if remote else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    def write(
+        self, coro: Coroutine[Any, Any, PromiseRecord], *, name: str
+    ) -> asyncio.Future[PromiseRecord]:
+        """Start writing a record; later calls wait for it (see ``unwritten``)."""
+        future: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()
+        self.begin_local()
+        self._unwritten.add(future)
+        future.add_done_callback(self._unwritten.discard)
+        self.spawn(resolve_with(future, coro, self.end_local), name=name)
+        return future
+
+    def unwritten(self) -> list[asyncio.Future[PromiseRecord]]:
+        """Records still being written, which a call made now must wait for."""
+        return list(self._unwritten)
+
+    def waiter(self, id: str) -> asyncio.Future[PromiseRecord]:
+        """A future the engine resolves when promise ``id`` settles (dropped when the run ends)."""
+        future = self.engine.waiter(id)
+        self._waiters.append((id, future))
+        return future
+
+    def begin_local(self) -> None:
+        """Local work (a step running, a record being written) started: not blocked."""
+        self._local += 1
+        self._epoch += 1
+
+    def end_local(self) -> None:
+        self._local -= 1
+        self._epoch += 1
+        self._check_blocked()
+
+    def begin_remote(self, id: str) -> None:
+        """A task started waiting for promise ``id``, which something else settles."""
+        self._remote[id] = self._remote.get(id, 0) + 1
+        self._epoch += 1
+        self._check_blocked()
+
+    def end_remote(self, id: str) -> None:
+        count = self._remote[id] - 1
+        if count:
+            self._remote[id] = count
+        else:
+            del self._remote[id]
+        self._epoch += 1
+        self._check_blocked()
+
+    @property
+    def blocked(self) -> bool:
+        return self._local == 0 and bool(self._remote)
+
+    # -- engine -> actor -------------------------------------------------------------------
+
+    def root_settled(self, record: PromiseRecord) -> None:
+        """The root promise settled; unless by this actor's own result, stop running."""
+        if not self._finishing:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop at once without writing anything more (canceled, timed out, shut down)."""
+        if self._aborted:
+            return
+        self._aborted = True
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        for task in [*self._tasks, *self._remote_tasks]:
+            task.cancel()
+
+    # -- the actor -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        engine = self.engine
+        record = await engine.store.get_promise(self.id, now=engine.clock.now())
+        if record is None or record.state.settled:
+            return
+        task = await engine.store.get_task(self.id)
+        if task is None or task.state is TaskState.FULFILLED:
+            return
+        if task.state is not TaskState.ACQUIRED or task.pid != engine.pid:
+            # This process holds the store's only lock: whoever held the task is gone.
+            if (
+                await engine.store.acquire_task(
+                    self.id, pid=engine.pid, ttl=None, now=engine.clock.now(), force=True
+                )
+                is None
+            ):
+                return
+        try:
+            call = json.loads(record.param.data or "{}")
+            registered = engine.registry.get(call["func"], call.get("version"))
+            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
+        except UnknownFunctionError as exc:
+            # Not deployed here (yet): leave it pending for a process that has it.
+            log.error("cannot run invocation %s: %s", self.id, exc)
+            engine.stats["unknown_function"] += 1
+            return
+        except (SerializationError, KeyError, TypeError, ValueError) as exc:
+            error = SerializationError(f"invocation {self.id}: cannot decode its call: {exc}")
+            await self._finish(Settle.REJECT, Value(data=encode_error(error)))
+            return
+        self.registered = registered
+        retry = 0
+        while True:
+            self.cache = {r.id: r for r in await engine.store.branch_promises(self.id)}
+            try:
+                result = await self._run_once(record, registered, args, kwargs)
+            except _Evicted:
+                engine.stats["evictions"] += 1
+                return
+            except asyncio.CancelledError:
+                if self._aborted and self._cancelled_by_abort():
+                    return
+                raise
+            except Exception as exc:
+                retry += 1
+                delay = self._retry_delay(registered, exc, retry)
+                if delay is None:
+                    await self._finish(Settle.REJECT, Value(data=encode_error(exc)))
+                    return
+                engine.stats["retries"] += 1
+                await engine.clock.sleep_until(engine.clock.now() + round(delay * 1000))
+                continue
+            try:
+                data = encode_json(
+                    result, registered.signature.result, what=f"{registered.name} result"
+                )
+            except SerializationError as exc:
+                await self._finish(Settle.REJECT, Value(data=encode_error(exc)))
+                return
+            await self._finish(Settle.RESOLVE, Value(data=data))
+            return
+
+    def _cancelled_by_abort(self) -> bool:
+        task = asyncio.current_task()
+        return task is None or task.cancelling() == 0
+
+    @staticmethod
+    def _retry_delay(registered: Registered, error: Exception, retry: int) -> float | None:
+        policy = registered.retry_policy
+        if policy is None or isinstance(error, registered.non_retryable):
+            return None
+        return policy.backoff(retry)
+
+    async def _run_once(
+        self, record: PromiseRecord, registered: Registered, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run the function once to its end, replaying what is recorded."""
+        from dawait.runtime._context import Context, Frame
+
+        self._local = 0
+        self._remote.clear()
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                root = Context(self, Frame(self.id, record.timeout_at))
+                fn_args = (root, *args) if registered.durable else tuple(args)
+                main = self.spawn(
+                    resolve_with(outcome, registered.fn(*fn_args, **kwargs)),
+                    name=f"dawait:{self.id}",
+                )
+                await asyncio.wait([main])
+                await self._drain()
+                if (
+                    self._evict_timer is not None
+                    and self._evict_timer is not asyncio.current_task()
+                ):
+                    self._evict_timer.cancel()
+        finally:
+            self._group = None
+            self._evict_timer = None
+            for id, future in self._waiters:
+                self.engine.drop_waiter(id, future)
+            self._waiters.clear()
+        if self._evicting:
+            raise _Evicted
+        if self._aborted or outcome.cancelled():
+            raise asyncio.CancelledError
+        return outcome.result()
+
+    async def _drain(self) -> None:
+        """After the function returned: stop remote waits, let local work finish."""
+        while self._tasks or self._remote_tasks:
+            for task in self._remote_tasks:
+                task.cancel()
+            await asyncio.wait([*self._tasks, *self._remote_tasks])
+
+    async def _finish(self, event: Settle, value: Value) -> None:
+        self._finishing = True
+        if self._aborted:
+            return
+        try:
+            await self.engine.settle(self.id, event, value)
+        except Exception:
+            log.exception(
+                "invocation %s: cannot record its outcome; it resumes on restart", self.id
+            )
+            raise
+
+    # -- eviction --------------------------------------------------------------------------
+
+    def _check_blocked(self) -> None:
+        if self.blocked and self._evict_timer is None and self._group is not None:
+            if not self.stopping:
+                self._evict_timer = self._group.create_task(self._evict_when_idle())
+
+    async def _evict_when_idle(self) -> None:
+        clock = self.engine.clock
+        delay = round(self.engine.config.evict_after * 1000)
+        try:
+            while True:
+                epoch = self._epoch
+                await clock.sleep_until(clock.now() + delay)
+                if not self.blocked or self.stopping:
+                    return
+                if epoch == self._epoch:
+                    break
+            awaited = list(self._remote)
+            suspended = await self.engine.store.suspend_task(
+                self.id, awaited=awaited, now=clock.now()
+            )
+            if not suspended or self.stopping:
+                return  # something it awaits settled meanwhile: it goes on in memory
+            self._evicting = True
+            self._cancel_all()
+        finally:
+            if asyncio.current_task() is self._evict_timer:
+                self._evict_timer = None
+
+    # -- helpers for Context ---------------------------------------------------------------
+
+    async def within(self, deadline: int | None, coro: Coroutine[Any, Any, Any], what: str) -> Any:
+        """Await ``coro``; past ``deadline`` cancel it and raise ``PromiseTimeoutError``."""
+        try:
+            async with deadline_scope(self.engine.clock, deadline):
+                return await coro
+        except TimeoutError:
+            raise PromiseTimeoutError(f"{what} timed out") from None
+
+
+async def resolve_with(
+    future: asyncio.Future[Any],
+    coro: Coroutine[Any, Any, Any],
+    done: Callable[[], None] | None = None,
+) -> None:
+    """Run ``coro`` into ``future``, never raising into the task group, then call ``done``.
+
+    The future may have been cancelled by a waiter that went away; the outcome is then
+    dropped.
+    """
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:  # the outcome belongs to whoever awaits the future
+        if not future.done():
+            future.set_exception(exc)
+    else:
+        if not future.done():
+            future.set_result(result)
+    finally:
+        if done is not None:
+            done()

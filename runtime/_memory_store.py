@@ -1,0 +1,120 @@
+"""``MemoryStore``: the store in this process's memory, for tests and throwaway apps."""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+from dawait.runtime._promise import PromiseRecord, PromiseState
+from dawait.runtime._store_ops import TablesStore
+from dawait.runtime._task import TaskRecord, TaskState
+
+__all__ = ["MemoryStore", "glob_regex"]
+
+R = TypeVar("R")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for an id pattern where ``*`` matches any run of characters."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+class MemoryTables:
+    """Records in dicts, with the indexes the operations need."""
+
+    def __init__(self) -> None:
+        self.promises: dict[str, PromiseRecord] = {}
+        self.branches: dict[str, list[str]] = {}
+        self.timeouts: list[tuple[int, str]] = []
+        self.tasks: dict[str, TaskRecord] = {}
+        self.callbacks: dict[str, list[str]] = {}
+
+    def get_promise(self, id: str) -> PromiseRecord | None:
+        return self.promises.get(id)
+
+    def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
+        self.promises[record.id] = record
+        if not new:
+            return
+        if record.branch is not None and record.branch != record.id:
+            self.branches.setdefault(record.branch, []).append(record.id)
+        if record.state is PromiseState.PENDING and record.timeout_at is not None:
+            heapq.heappush(self.timeouts, (record.timeout_at, record.id))
+
+    def branch_promises(self, branch: str) -> list[PromiseRecord]:
+        return [self.promises[id] for id in self.branches.get(branch, ())]
+
+    def search_promises(
+        self, pattern: str, state: PromiseState | None, limit: int, after: str | None
+    ) -> list[PromiseRecord]:
+        regex = glob_regex(pattern)
+        found = sorted(
+            (
+                record
+                for id, record in self.promises.items()
+                if (after is None or id > after)
+                and (state is None or record.state is state)
+                and regex.fullmatch(id)
+            ),
+            key=lambda record: record.id,
+        )
+        return found[:limit]
+
+    def due_promises(self, now: int, limit: int) -> list[PromiseRecord]:
+        due = []
+        while self.timeouts and len(due) < limit:
+            timeout_at, id = self.timeouts[0]
+            if timeout_at > now:
+                break
+            heapq.heappop(self.timeouts)
+            record = self.promises[id]
+            if record.state is PromiseState.PENDING:
+                due.append(record)
+        return due
+
+    def next_timeout(self) -> int | None:
+        while self.timeouts:
+            timeout_at, id = self.timeouts[0]
+            if self.promises[id].state is PromiseState.PENDING:
+                return timeout_at
+            heapq.heappop(self.timeouts)
+        return None
+
+    def get_task(self, id: str) -> TaskRecord | None:
+        return self.tasks.get(id)
+
+    def put_task(self, task: TaskRecord, *, new: bool) -> None:
+        self.tasks[task.id] = task
+
+    def add_callback(self, promise_id: str, task_id: str) -> None:
+        awaiters = self.callbacks.setdefault(promise_id, [])
+        if task_id not in awaiters:
+            awaiters.append(task_id)
+
+    def pop_callbacks(self, promise_id: str) -> list[str]:
+        return self.callbacks.pop(promise_id, [])
+
+    def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
+        runnable = sorted(
+            (
+                task
+                for id, task in self.tasks.items()
+                if task.state in (TaskState.PENDING, TaskState.ACQUIRED)
+                and (after is None or id > after)
+            ),
+            key=lambda task: task.id,
+        )
+        return runnable[:limit]
+
+
+class MemoryStore(TablesStore):
+    """Everything in RAM: lost when the process ends. Operations are atomic because they
+    run to completion on the event loop without awaiting."""
+
+    def __init__(self) -> None:
+        self.tables = MemoryTables()
+
+    async def _transact(self, op: Callable[..., R], *args: object) -> R:
+        return op(self.tables, *args)

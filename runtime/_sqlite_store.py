@@ -1,0 +1,380 @@
+"""``SQLiteStore``: every record in one SQLite file, written by one thread with group commit.
+
+All operations go through a single connection owned by one writer thread. The thread takes
+every operation queued while it was busy and runs them in one transaction (each under its
+own savepoint, so one failing operation does not undo its neighbours), then commits once:
+concurrent checkpoints share one fsync. By default a commit is fsynced before any of its
+operations is acknowledged (``synchronous=FULL`` in WAL mode); ``fsync=False`` relaxes that
+to ``synchronous=NORMAL``, which survives a process crash but may lose the last commits on
+power loss.
+
+The file is opened with ``locking_mode=EXCLUSIVE``: one process at a time owns it, and a
+second one gets a ``StoreError`` naming the file instead of two engines racing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dawait.errors import DawaitError, StoreError
+from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.runtime._store_ops import TablesStore
+from dawait.runtime._task import TaskRecord, TaskState
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+R = TypeVar("R")
+
+SCHEMA_VERSION = 1
+_MAX_BATCH = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS promises (
+    id            TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    param_data    TEXT,
+    param_headers TEXT,
+    value_data    TEXT,
+    value_headers TEXT,
+    timeout_at    INTEGER,
+    tags          TEXT,
+    branch        TEXT,
+    created_at    INTEGER NOT NULL,
+    settled_at    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_due ON promises (timeout_at)
+    WHERE state = 'pending' AND timeout_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tasks (
+    id         TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    pid        TEXT,
+    expires_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_runnable ON tasks (id) WHERE state IN ('pending', 'acquired');
+CREATE TABLE IF NOT EXISTS callbacks (
+    promise_id TEXT NOT NULL,
+    task_id    TEXT NOT NULL,
+    PRIMARY KEY (promise_id, task_id)
+) WITHOUT ROWID;
+"""
+
+_PROMISE_COLUMNS = (
+    "id, state, param_data, param_headers, value_data, value_headers, "
+    "timeout_at, tags, branch, created_at, settled_at"
+)
+
+
+def _dump_map(mapping: Mapping[str, str] | None) -> str | None:
+    return json.dumps(dict(mapping), separators=(",", ":")) if mapping else None
+
+
+def _promise_from_row(row: tuple[Any, ...]) -> PromiseRecord:
+    (id, state, param_data, param_headers, value_data, value_headers) = row[:6]
+    (timeout_at, tags, _branch, created_at, settled_at) = row[6:]
+    return PromiseRecord(
+        id=id,
+        state=PromiseState(state),
+        param=Value(data=param_data, headers=json.loads(param_headers) if param_headers else None),
+        value=Value(data=value_data, headers=json.loads(value_headers) if value_headers else None),
+        timeout_at=timeout_at,
+        tags=json.loads(tags) if tags else NO_TAGS,
+        created_at=created_at,
+        settled_at=settled_at,
+    )
+
+
+def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
+    id, state, version, pid, expires_at = row
+    return TaskRecord(
+        id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
+    )
+
+
+def _glob_pattern(pattern: str) -> str:
+    """SQLite GLOB for an id pattern whose only wildcard is ``*`` (GLOB is case-sensitive)."""
+    return pattern.replace("[", "[[]").replace("?", "[?]")
+
+
+class SQLiteTables:
+    """The ``Tables`` of one SQLite connection, used only on the writer thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get_promise(self, id: str) -> PromiseRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_PROMISE_COLUMNS} FROM promises WHERE id = ?", (id,)
+        ).fetchone()
+        return None if row is None else _promise_from_row(row)
+
+    def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
+        if new:
+            self.conn.execute(
+                f"INSERT INTO promises ({_PROMISE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.state.value,
+                    record.param.data,
+                    _dump_map(record.param.headers),
+                    record.value.data,
+                    _dump_map(record.value.headers),
+                    record.timeout_at,
+                    _dump_map(record.tags),
+                    record.branch if record.branch != record.id else None,
+                    record.created_at,
+                    record.settled_at,
+                ),
+            )
+        else:
+            # Only settling changes a stored promise.
+            self.conn.execute(
+                "UPDATE promises SET state = ?, value_data = ?, value_headers = ?, "
+                "settled_at = ? WHERE id = ?",
+                (
+                    record.state.value,
+                    record.value.data,
+                    _dump_map(record.value.headers),
+                    record.settled_at,
+                    record.id,
+                ),
+            )
+
+    def branch_promises(self, branch: str) -> list[PromiseRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_PROMISE_COLUMNS} FROM promises WHERE branch = ?", (branch,)
+        ).fetchall()
+        return [_promise_from_row(row) for row in rows]
+
+    def search_promises(
+        self, pattern: str, state: PromiseState | None, limit: int, after: str | None
+    ) -> list[PromiseRecord]:
+        sql = f"SELECT {_PROMISE_COLUMNS} FROM promises WHERE id GLOB ?"
+        args: list[object] = [_glob_pattern(pattern)]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state.value)
+        if after is not None:
+            sql += " AND id > ?"
+            args.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [_promise_from_row(row) for row in self.conn.execute(sql, args)]
+
+    def due_promises(self, now: int, limit: int) -> list[PromiseRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_PROMISE_COLUMNS} FROM promises WHERE state = 'pending' "
+            "AND timeout_at IS NOT NULL AND timeout_at <= ? ORDER BY timeout_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_promise_from_row(row) for row in rows]
+
+    def next_timeout(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(timeout_at) FROM promises WHERE state = 'pending' "
+            "AND timeout_at IS NOT NULL"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def get_task(self, id: str) -> TaskRecord | None:
+        row = self.conn.execute(
+            "SELECT id, state, version, pid, expires_at FROM tasks WHERE id = ?", (id,)
+        ).fetchone()
+        return None if row is None else _task_from_row(row)
+
+    def put_task(self, task: TaskRecord, *, new: bool) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO tasks (id, state, version, pid, expires_at) VALUES (?,?,?,?,?)",
+            (task.id, task.state.value, task.version, task.pid, task.expires_at),
+        )
+
+    def add_callback(self, promise_id: str, task_id: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO callbacks (promise_id, task_id) VALUES (?, ?)",
+            (promise_id, task_id),
+        )
+
+    def pop_callbacks(self, promise_id: str) -> list[str]:
+        rows = self.conn.execute(
+            "DELETE FROM callbacks WHERE promise_id = ? RETURNING task_id", (promise_id,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
+        rows = self.conn.execute(
+            "SELECT id, state, version, pid, expires_at FROM tasks "
+            "WHERE state IN ('pending', 'acquired') AND id > ? ORDER BY id LIMIT ?",
+            ("" if after is None else after, limit),
+        ).fetchall()
+        return [_task_from_row(row) for row in rows]
+
+
+_Op = tuple[Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]"]
+
+
+class SQLiteStore(TablesStore):
+    """Records in one SQLite file (WAL), written by one thread with group commit."""
+
+    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batch_sizes: list[int] = []
+        """Operations per commit, most recent last (kept short); for metrics and tests."""
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._writer, args=(ready,), name=f"dawait-sqlite:{self.path.name}", daemon=True
+        )
+        self._thread.start()
+        try:
+            await ready
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+
+    async def _transact(self, op: Callable[..., R], *args: object) -> R:
+        if self._loop is None or self._thread is None:
+            raise StoreError(f"{self!r} is not open")
+        future: asyncio.Future[R] = self._loop.create_future()
+        self._queue.put((op, args, future))
+        return await future
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this dawait reads up to "
+                    f"{SCHEMA_VERSION}: upgrade dawait"
+                )
+            if version == 0:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                )
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise StoreError(
+                    f"{self.path} is in use by another process: one dawait app per SQLite file"
+                ) from exc
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+
+    def _writer(self, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            conn = self._connect()
+        except StoreError as exc:
+            loop.call_soon_threadsafe(_fail, ready, exc)
+            return
+        loop.call_soon_threadsafe(_succeed, ready, None)
+        tables = SQLiteTables(conn)
+        try:
+            while (item := self._queue.get()) is not None:
+                batch = [item]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                outcomes = self._commit(conn, tables, batch)
+                loop.call_soon_threadsafe(_deliver, outcomes)
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _commit(
+        self, conn: sqlite3.Connection, tables: SQLiteTables, batch: list[_Op]
+    ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, args, future in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(tables, *args)
+                except (DawaitError, sqlite3.Error, ValueError) as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    error = exc if isinstance(exc, DawaitError) else _store_error(self, exc)
+                    outcomes.append((future, False, error))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((future, True, result))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _store_error(self, exc)
+            return [(future, False, error) for _op, _args, future in batch]
+        self.batch_sizes.append(len(batch))
+        if len(self.batch_sizes) > 4096:
+            del self.batch_sizes[:2048]
+        return outcomes
+
+
+def _store_error(store: SQLiteStore, exc: Exception) -> StoreError:
+    error = StoreError(f"{store.path}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, result in outcomes:
+        if ok:
+            _succeed(future, result)
+        else:
+            _fail(future, result)

@@ -1,0 +1,156 @@
+"""The ``Store`` protocol: everything the engine knows, kept durably.
+
+Records and operations follow the Distributed Async Await protocol: promises, tasks (who runs
+an invocation) and callbacks (a suspended task waiting for a promise). Each operation is
+atomic. Every store applies the pure transitions of ``_promise`` and ``_task``, so the
+stores differ only in where the records live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dawait.runtime._promise import (
+    EMPTY,
+    NO_TAGS,
+    PromiseRecord,
+    PromiseState,
+    Settle,
+    SettleOutcome,
+    Value,
+)
+from dawait.runtime._task import TaskRecord
+
+__all__ = [
+    "CreatePromise",
+    "InvocationCreated",
+    "PromiseCreated",
+    "PromisePage",
+    "PromiseSettled",
+    "Store",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePromise:
+    """A request to create a promise; ``state`` other than pending creates it settled."""
+
+    id: str
+    param: Value = EMPTY
+    timeout_at: int | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: NO_TAGS)
+    state: PromiseState = PromiseState.PENDING
+    value: Value = EMPTY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromiseCreated:
+    promise: PromiseRecord
+    created: bool
+    """False when a promise with this id existed already (it is returned unchanged)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvocationCreated:
+    promise: PromiseRecord
+    task: TaskRecord | None
+    """The new task; None when the invocation existed already."""
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromiseSettled:
+    promise: PromiseRecord
+    outcome: SettleOutcome
+    resumed: Sequence[TaskRecord]
+    """Suspended tasks that awaited this promise and are now pending again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromisePage:
+    promises: Sequence[PromiseRecord]
+    cursor: str | None
+    """Pass back to get the next page; None on the last page."""
+
+
+class Store(Protocol):
+    """Durable promises, tasks and callbacks. Every method is one atomic operation."""
+
+    async def open(self) -> None:
+        """Make the store ready (create files and schema); called once before use."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release everything; the store is not used afterwards."""
+        ...
+
+    async def create_promise(self, request: CreatePromise, *, now: int) -> PromiseCreated:
+        """Create a promise, or return the existing one with that id (idempotent)."""
+        ...
+
+    async def create_invocation(
+        self, request: CreatePromise, *, pid: str | None, ttl: int | None, now: int
+    ) -> InvocationCreated:
+        """Create a promise and its task together (acquired by ``pid`` when given)."""
+        ...
+
+    async def settle_promise(
+        self, id: str, *, event: Settle, value: Value, now: int
+    ) -> PromiseSettled:
+        """Settle a promise, fulfil its task and resume the tasks awaiting it.
+
+        Raises ``PromiseNotFoundError`` for an unknown id.
+        """
+        ...
+
+    async def expire_promises(self, *, now: int, limit: int) -> Sequence[PromiseSettled]:
+        """Time out (or, for timers, resolve) up to ``limit`` pending promises past due."""
+        ...
+
+    async def next_timeout(self) -> int | None:
+        """The earliest ``timeout_at`` of any pending promise."""
+        ...
+
+    async def get_promise(self, id: str, *, now: int | None = None) -> PromiseRecord | None:
+        """The promise with this id; with ``now``, as it is at that time (timed out if due)."""
+        ...
+
+    async def branch_promises(self, branch: str) -> Sequence[PromiseRecord]:
+        """Every promise tagged with this branch: the calls made by one invocation."""
+        ...
+
+    async def search_promises(
+        self,
+        pattern: str,
+        *,
+        state: PromiseState | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        now: int | None = None,
+    ) -> PromisePage:
+        """Promises whose id matches the glob ``pattern`` (``*`` any run), ordered by id."""
+        ...
+
+    async def get_task(self, id: str) -> TaskRecord | None: ...
+
+    async def acquire_task(
+        self, id: str, *, pid: str, ttl: int | None, now: int, force: bool = False
+    ) -> TaskRecord | None:
+        """Take a task that is pending (or whose lease ended, or any with ``force``);
+        None if it cannot be taken."""
+        ...
+
+    async def suspend_task(self, id: str, *, awaited: Sequence[str], now: int) -> bool:
+        """Park an acquired task until one of ``awaited`` settles.
+
+        False, changing nothing, when one of them has settled already: the caller goes on.
+        """
+        ...
+
+    async def runnable_tasks(
+        self, *, after: str | None = None, limit: int = 1000
+    ) -> Sequence[TaskRecord]:
+        """Tasks that are pending or acquired, ordered by id, after the id ``after``."""
+        ...

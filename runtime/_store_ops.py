@@ -1,0 +1,257 @@
+"""The store operations, written once over a small synchronous ``Tables`` interface.
+
+A store provides ``Tables`` over its own records (dicts in memory, SQL in one SQLite
+transaction) and runs these functions atomically; the logic of creating, settling, timing
+out, suspending and resuming is therefore the same in every store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+from dawait.errors import PromiseNotFoundError
+from dawait.runtime._promise import (
+    PromiseRecord,
+    PromiseState,
+    Settle,
+    SettleOutcome,
+    Value,
+    create_promise,
+    expire_promise,
+    settle_promise,
+)
+from dawait.runtime._store import (
+    CreatePromise,
+    InvocationCreated,
+    PromiseCreated,
+    PromisePage,
+    PromiseSettled,
+)
+from dawait.runtime._task import (
+    TaskRecord,
+    acquire_task,
+    fulfill_task,
+    new_task,
+    resume_task,
+    suspend_task,
+)
+
+__all__ = ["Tables", "TablesStore"]
+
+R = TypeVar("R")
+
+
+class Tables(Protocol):
+    """Synchronous access to a store's records inside one transaction."""
+
+    def get_promise(self, id: str) -> PromiseRecord | None: ...
+    def put_promise(self, record: PromiseRecord, *, new: bool) -> None: ...
+    def branch_promises(self, branch: str) -> list[PromiseRecord]: ...
+    def search_promises(
+        self, pattern: str, state: PromiseState | None, limit: int, after: str | None
+    ) -> list[PromiseRecord]: ...
+    def due_promises(self, now: int, limit: int) -> list[PromiseRecord]: ...
+    def next_timeout(self) -> int | None: ...
+    def get_task(self, id: str) -> TaskRecord | None: ...
+    def put_task(self, task: TaskRecord, *, new: bool) -> None: ...
+    def add_callback(self, promise_id: str, task_id: str) -> None: ...
+    def pop_callbacks(self, promise_id: str) -> list[str]: ...
+    def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
+
+
+def op_create_promise(t: Tables, request: CreatePromise, now: int) -> PromiseCreated:
+    existing = t.get_promise(request.id)
+    transition = create_promise(
+        existing,
+        id=request.id,
+        now=now,
+        param=request.param,
+        timeout_at=request.timeout_at,
+        tags=request.tags,
+        state=request.state,
+        value=request.value,
+    )
+    if existing is None:
+        t.put_promise(transition.record, new=True)
+    elif transition.changed:
+        _settled(t, transition.record, SettleOutcome.SETTLED)
+    return PromiseCreated(promise=transition.record, created=existing is None)
+
+
+def op_create_invocation(
+    t: Tables, request: CreatePromise, pid: str | None, ttl: int | None, now: int
+) -> InvocationCreated:
+    created = op_create_promise(t, request, now)
+    if not created.created:
+        return InvocationCreated(promise=created.promise, task=None, created=False)
+    if created.promise.state.settled:
+        return InvocationCreated(promise=created.promise, task=None, created=True)
+    task = new_task(request.id, pid=pid, now=now, ttl=ttl)
+    t.put_task(task, new=True)
+    return InvocationCreated(promise=created.promise, task=task, created=True)
+
+
+def op_settle_promise(t: Tables, id: str, event: Settle, value: Value, now: int) -> PromiseSettled:
+    record = t.get_promise(id)
+    if record is None:
+        raise PromiseNotFoundError(f"no promise with id {id!r}")
+    transition = settle_promise(record, event=event, value=value, now=now)
+    if not transition.changed:
+        return PromiseSettled(promise=transition.record, outcome=transition.outcome, resumed=())
+    return _settled(t, transition.record, transition.outcome)
+
+
+def op_expire_promises(t: Tables, now: int, limit: int) -> list[PromiseSettled]:
+    results = []
+    for record in t.due_promises(now, limit):
+        transition = expire_promise(record, now)
+        if transition.changed:
+            results.append(_settled(t, transition.record, SettleOutcome.SETTLED))
+    return results
+
+
+def op_get_promise(t: Tables, id: str, now: int | None) -> PromiseRecord | None:
+    record = t.get_promise(id)
+    if record is None or now is None:
+        return record
+    return expire_promise(record, now).record
+
+
+def op_search_promises(
+    t: Tables,
+    pattern: str,
+    state: PromiseState | None,
+    limit: int,
+    cursor: str | None,
+    now: int | None,
+) -> PromisePage:
+    # One extra row tells whether there is a next page without a second query.
+    rows = t.search_promises(pattern, state, limit + 1, cursor)
+    page = rows[:limit] if now is None else [expire_promise(r, now).record for r in rows[:limit]]
+    next_cursor = page[-1].id if len(rows) > limit and page else None
+    return PromisePage(promises=page, cursor=next_cursor)
+
+
+def op_acquire_task(t: Tables, id: str, pid: str, ttl: int | None, now: int) -> TaskRecord | None:
+    task = t.get_task(id)
+    acquired = None if task is None else acquire_task(task, pid=pid, now=now, ttl=ttl)
+    if acquired is not None:
+        t.put_task(acquired, new=False)
+    return acquired
+
+
+def op_suspend_task(t: Tables, id: str, awaited: Sequence[str], now: int) -> bool:
+    task = t.get_task(id)
+    suspended = None if task is None else suspend_task(task)
+    if suspended is None:
+        return False
+    for promise_id in awaited:
+        record = t.get_promise(promise_id)
+        if record is None or expire_promise(record, now).record.state.settled:
+            return False
+    for promise_id in awaited:
+        t.add_callback(promise_id, id)
+    t.put_task(suspended, new=False)
+    return True
+
+
+def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> PromiseSettled:
+    """Write a newly settled promise, fulfil its task and resume the tasks awaiting it."""
+    t.put_promise(record, new=False)
+    task = t.get_task(record.id)
+    fulfilled = None if task is None else fulfill_task(task)
+    if fulfilled is not None:
+        t.put_task(fulfilled, new=False)
+    resumed = []
+    for task_id in t.pop_callbacks(record.id):
+        awaiter = t.get_task(task_id)
+        pending = None if awaiter is None else resume_task(awaiter)
+        if pending is not None:
+            t.put_task(pending, new=False)
+            resumed.append(pending)
+    return PromiseSettled(promise=record, outcome=outcome, resumed=resumed)
+
+
+class TablesStore:
+    """A ``Store`` built from the operations above; subclasses say how an operation runs.
+
+    ``_transact(op, *args)`` runs ``op(tables, *args)`` atomically and returns its result.
+    """
+
+    async def _transact(self, op: Callable[..., R], *args: object) -> R:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create_promise(self, request: CreatePromise, *, now: int) -> PromiseCreated:
+        return await self._transact(op_create_promise, request, now)
+
+    async def create_invocation(
+        self, request: CreatePromise, *, pid: str | None, ttl: int | None, now: int
+    ) -> InvocationCreated:
+        return await self._transact(op_create_invocation, request, pid, ttl, now)
+
+    async def settle_promise(
+        self, id: str, *, event: Settle, value: Value, now: int
+    ) -> PromiseSettled:
+        return await self._transact(op_settle_promise, id, event, value, now)
+
+    async def expire_promises(self, *, now: int, limit: int) -> Sequence[PromiseSettled]:
+        return await self._transact(op_expire_promises, now, limit)
+
+    async def next_timeout(self) -> int | None:
+        return await self._transact(_next_timeout)
+
+    async def get_promise(self, id: str, *, now: int | None = None) -> PromiseRecord | None:
+        return await self._transact(op_get_promise, id, now)
+
+    async def branch_promises(self, branch: str) -> Sequence[PromiseRecord]:
+        return await self._transact(_branch_promises, branch)
+
+    async def search_promises(
+        self,
+        pattern: str,
+        *,
+        state: PromiseState | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        now: int | None = None,
+    ) -> PromisePage:
+        return await self._transact(op_search_promises, pattern, state, limit, cursor, now)
+
+    async def get_task(self, id: str) -> TaskRecord | None:
+        return await self._transact(_get_task, id)
+
+    async def acquire_task(
+        self, id: str, *, pid: str, ttl: int | None, now: int, force: bool = False
+    ) -> TaskRecord | None:
+        return await self._transact(op_acquire_task, id, pid, ttl, now, force)
+
+    async def suspend_task(self, id: str, *, awaited: Sequence[str], now: int) -> bool:
+        return await self._transact(op_suspend_task, id, awaited, now)
+
+    async def runnable_tasks(
+        self, *, after: str | None = None, limit: int = 1000
+    ) -> Sequence[TaskRecord]:
+        return await self._transact(_runnable_tasks, after, limit)
+
+
+def _next_timeout(t: Tables) -> int | None:
+    return t.next_timeout()
+
+
+def _branch_promises(t: Tables, branch: str) -> list[PromiseRecord]:
+    return t.branch_promises(branch)
+
+
+def _get_task(t: Tables, id: str) -> TaskRecord | None:
+    return t.get_task(id)
+
+
+def _runnable_tasks(t: Tables, after: str | None, limit: int) -> list[TaskRecord]:
+    return t.runnable_tasks(after, limit)

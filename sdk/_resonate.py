@@ -1,0 +1,409 @@
+"""``Resonate``: the app. Registers functions, starts and awaits invocations, settles promises."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, overload
+
+from dawait._retry import RetryPolicy
+from dawait.errors import (
+    InvocationConflictError,
+    PromiseAlreadySettledError,
+    PromiseNotFoundError,
+    UnknownFunctionError,
+)
+from dawait.runtime._clock import Clock, SystemClock
+from dawait.runtime._codec import ANY, decode_error, decode_json, decode_outcome, encode_error, encode_json
+from dawait.runtime._context import Context
+from dawait.runtime._engine import Engine, EngineConfig
+from dawait.runtime._invocation import invocation_param
+from dawait.runtime._memory_store import MemoryStore
+from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.runtime._registry import Registered, Registry
+from dawait.runtime._sqlite_store import SQLiteStore
+from dawait.runtime._store import CreatePromise, Store
+
+__all__ = ["Handle", "PromiseInfo", "Promises", "Resonate", "open_store"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_MAX_ID_LENGTH = 512
+
+
+def open_store(store: Store | str | None) -> Store:
+    """A store from a URL: ``None`` or ``memory://`` (RAM), ``sqlite:///relative/app.db``,
+    ``sqlite:////absolute/app.db``; ``?fsync=false`` relaxes SQLite's fsync per commit."""
+    if store is None:
+        return MemoryStore()
+    if not isinstance(store, str):
+        return store
+    url = urllib.parse.urlsplit(store)
+    options = dict(urllib.parse.parse_qsl(url.query))
+    if url.scheme == "memory":
+        return MemoryStore()
+    if url.scheme == "sqlite":
+        path = url.path[1:] if url.path.startswith("/") else url.path
+        if url.netloc or not path:
+            raise ValueError(
+                f"store {store!r}: expected sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
+        fsync = options.pop("fsync", "true").lower()
+        if fsync not in ("true", "false") or options:
+            raise ValueError(f"store {store!r}: the only option is fsync=true|false")
+        return SQLiteStore(Path(path), fsync=fsync == "true")
+    raise ValueError(f"store {store!r}: unknown scheme {url.scheme!r} (use memory:// or sqlite:///)")
+
+
+def _check_root_id(id: object) -> str:
+    if not isinstance(id, str) or not id:
+        raise ValueError(f"invocation id must be a non-empty string, got {id!r}")
+    if ":" in id:
+        raise ValueError(f"invocation id {id!r} may not contain ':' (reserved for call ids)")
+    if len(id) > _MAX_ID_LENGTH:
+        raise ValueError(f"invocation id {id[:40]!r}... is longer than {_MAX_ID_LENGTH} characters")
+    return id
+
+
+def _time(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromiseInfo:
+    """A durable promise as the outside sees it, its payloads decoded from JSON."""
+
+    id: str
+    state: str
+    """``pending``, ``resolved``, ``rejected``, ``rejected_canceled`` or ``rejected_timedout``."""
+    value: Any
+    """The resolved value (decoded JSON), or None."""
+    error: BaseException | None
+    """The rejection as an exception, or None."""
+    param: Any
+    timeout_at: dt.datetime | None
+    created_at: dt.datetime
+    settled_at: dt.datetime | None
+    tags: Mapping[str, str]
+
+    @classmethod
+    def of(cls, record: PromiseRecord) -> PromiseInfo:
+        error: BaseException | None = None
+        value: Any = None
+        if record.state is PromiseState.RESOLVED:
+            value = decode_json(record.value.data, ANY, what=f"promise {record.id}")
+        elif record.state.settled:
+            try:
+                decode_outcome(record, ANY, f"promise {record.id}")
+            except Exception as exc:
+                error = exc
+        try:
+            param = json.loads(record.param.data) if record.param.data else None
+        except ValueError:
+            param = record.param.data
+        return cls(
+            id=record.id,
+            state=record.state.value,
+            value=value,
+            error=error,
+            param=param,
+            timeout_at=_time(record.timeout_at),
+            created_at=_time(record.created_at) or dt.datetime.fromtimestamp(0, dt.UTC),
+            settled_at=_time(record.settled_at),
+            tags=dict(record.tags),
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PromiseState.PENDING.value
+
+
+class Handle(Generic[T]):
+    """An invocation, started or found by id."""
+
+    def __init__(self, app: Resonate, id: str) -> None:
+        self._app = app
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id}>"
+
+    async def result(self) -> T:
+        """Wait for the invocation to finish: its result, or the exception it failed with."""
+        record = await self._app._engine.wait_settled(self.id)
+        result: T = self._app._decode_result(record)
+        return result
+
+    async def done(self) -> bool:
+        """Whether the invocation has finished (in any way)."""
+        record = await self._app._engine.get_promise(self.id)
+        if record is None:
+            raise PromiseNotFoundError(f"no invocation with id {self.id!r}")
+        return record.state.settled
+
+    async def cancel(self) -> None:
+        """Cancel the invocation: it settles ``rejected_canceled`` and its running code gets
+        ``asyncio.CancelledError`` at its next await. Canceling a finished one does nothing."""
+        await self._app._engine.settle(self.id, Settle.CANCEL, Value())
+
+
+class Promises:
+    """Durable promises, settled from outside the workflows that await them."""
+
+    def __init__(self, app: Resonate) -> None:
+        self._app = app
+
+    async def create(
+        self,
+        id: str,
+        *,
+        timeout: float | dt.timedelta | None = None,
+        data: Any = None,
+    ) -> PromiseInfo:
+        """Create a pending promise (idempotent: an existing one is returned unchanged)."""
+        if not isinstance(id, str) or not id:
+            raise ValueError(f"promise id must be a non-empty string, got {id!r}")
+        engine = self._app._engine
+        timeout_at = None
+        if timeout is not None:
+            seconds = timeout.total_seconds() if isinstance(timeout, dt.timedelta) else timeout
+            if seconds < 0:
+                raise ValueError(f"promise {id}: timeout must be >= 0 seconds, got {timeout!r}")
+            timeout_at = engine.clock.now() + round(seconds * 1000)
+        param = Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
+        created = await engine.create_promise(
+            CreatePromise(id=id, param=param, timeout_at=timeout_at)
+        )
+        return PromiseInfo.of(created.promise)
+
+    async def get(self, id: str) -> PromiseInfo:
+        record = await self._app._engine.get_promise(id)
+        if record is None:
+            raise PromiseNotFoundError(f"no promise with id {id!r}")
+        return PromiseInfo.of(record)
+
+    async def resolve(self, id: str, value: Any = None) -> PromiseInfo:
+        """Resolve a pending promise with ``value`` (JSON-able); resolving it again with the
+        same value returns it, with another raises ``PromiseAlreadySettledError``."""
+        data = encode_json(value, what=f"promise {id} value")
+        return await self._settle(id, Settle.RESOLVE, Value(data=data))
+
+    async def reject(self, id: str, error: BaseException | str) -> PromiseInfo:
+        """Reject a pending promise; its awaiter raises ``error`` (a ``str`` becomes an
+        ``Exception`` with that message)."""
+        exc = Exception(error) if isinstance(error, str) else error
+        return await self._settle(id, Settle.REJECT, Value(data=encode_error(exc)))
+
+    async def cancel(self, id: str) -> PromiseInfo:
+        return await self._settle(id, Settle.CANCEL, Value())
+
+    async def search(
+        self, pattern: str = "*", *, state: str | None = None, limit: int = 100
+    ) -> list[PromiseInfo]:
+        """Promises whose id matches ``pattern`` (``*`` matches any run), by id."""
+        try:
+            wanted = None if state is None else PromiseState(state)
+        except ValueError:
+            states = ", ".join(s.value for s in PromiseState)
+            raise ValueError(f"search: unknown state {state!r} (one of {states})") from None
+        if limit < 1:
+            raise ValueError(f"search: limit must be >= 1, got {limit}")
+        engine = self._app._engine
+        page = await engine.store.search_promises(
+            pattern, state=wanted, limit=limit, now=engine.clock.now()
+        )
+        return [PromiseInfo.of(record) for record in page.promises]
+
+    async def _settle(self, id: str, event: Settle, value: Value) -> PromiseInfo:
+        settled = await self._app._engine.settle(id, event, value)
+        if settled.outcome is SettleOutcome.ALREADY_OTHER:
+            raise PromiseAlreadySettledError(
+                f"promise {id!r} is already {settled.promise.state.value}"
+            )
+        return PromiseInfo.of(settled.promise)
+
+
+class Resonate:
+    """A dawait app: ``Resonate()`` keeps everything in memory,
+    ``Resonate(store="sqlite:///app.db")`` in one SQLite file that survives restarts.
+
+    Use it as ``async with Resonate(...) as app:``; on entry it resumes every invocation
+    its store holds pending.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        clock: Clock | None = None,
+        evict_after: float = 1.0,
+        max_active: int = 10_000,
+    ) -> None:
+        self.store = open_store(store)
+        self.clock: Clock = clock or SystemClock()
+        self._registry = Registry(Context)
+        self._engine = Engine(
+            self.store,
+            self.clock,
+            self._registry,
+            config=EngineConfig(evict_after=evict_after, max_active=max_active),
+        )
+        self.promises = Promises(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and resume pending invocations (``async with`` does this)."""
+        await self._engine.open()
+
+    async def close(self) -> None:
+        """Stop running invocations (they resume on the next open) and close the store."""
+        await self._engine.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- registration ----------------------------------------------------------------------
+
+    @overload
+    def register(self, fn: F, /) -> F: ...
+
+    @overload
+    def register(
+        self,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | dt.timedelta | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> F | Callable[[F], F]:
+        """Register a function so invocations can run (and after a restart, resume) it.
+
+        ``@app.register`` or ``@app.register(name=, version=, retry_policy=, timeout=,
+        non_retryable=)``. A durable function (first parameter a ``Context``) is retried
+        only when given a ``retry_policy``; a plain one used as a step is retried by default.
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, dt.timedelta) else timeout
+
+        def add(function: F) -> F:
+            self._registry.add(
+                function,
+                name=name,
+                version=version,
+                retry_policy=retry_policy,
+                timeout=seconds,
+                non_retryable=non_retryable,
+            )
+            return function
+
+        return add if fn is None else add(fn)
+
+    # -- invocations -----------------------------------------------------------------------
+
+    async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Start invocation ``id`` of ``fn`` (or attach to the one with that id) and return
+        its result. The same id always gives the same result."""
+        handle: Handle[Any] = await self.start(id, fn, *args, **kwargs)
+        return await handle.result()
+
+    async def start(
+        self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> Handle[Any]:
+        """Start invocation ``id`` of ``fn`` (or find the one with that id): a ``Handle``."""
+        _check_root_id(id)
+        registered = self._registry.resolve(fn)
+        param = invocation_param(
+            registered.name, registered.version, registered.signature.encode_args(args, kwargs)
+        )
+        timeout_at = (
+            None
+            if registered.timeout is None
+            else self.clock.now() + round(registered.timeout * 1000)
+        )
+        created = await self._engine.start_invocation(
+            CreatePromise(id=id, param=Value(data=param), timeout_at=timeout_at)
+        )
+        if not created.created:
+            _check_same_call(id, registered, param, created.promise)
+        return Handle(self, id)
+
+    async def get(self, id: str) -> Handle[Any]:
+        """The handle of an existing invocation (``PromiseNotFoundError`` if there is none)."""
+        if await self._engine.get_promise(id) is None:
+            raise PromiseNotFoundError(f"no invocation with id {id!r}")
+        return Handle(self, id)
+
+    def _decode_result(self, record: PromiseRecord) -> Any:
+        name = _function_of(record)
+        adapter = ANY
+        if name is not None:
+            try:
+                adapter = self._registry.get(name).signature.result
+            except UnknownFunctionError:
+                pass
+        return decode_outcome(record, adapter, f"invocation {record.id} ({name or '?'})")
+
+    @property
+    def registered(self) -> list[str]:
+        """Names of the registered functions."""
+        return self._registry.names()
+
+
+def _function_of(record: PromiseRecord) -> str | None:
+    try:
+        call = json.loads(record.param.data or "{}")
+    except ValueError:
+        return None
+    func = call.get("func") if isinstance(call, dict) else None
+    return func if isinstance(func, str) else None
+
+
+def _check_same_call(id: str, registered: Registered, param: str, existing: PromiseRecord) -> None:
+    """An existing invocation may be attached to only with the same function and arguments."""
+    try:
+        stored = json.loads(existing.param.data or "{}")
+    except ValueError:
+        stored = {}
+    if not isinstance(stored, dict) or "func" not in stored:
+        raise InvocationConflictError(f"id {id!r} is already used by a promise that is not an invocation")
+    if stored["func"] != registered.name:
+        raise InvocationConflictError(
+            f"invocation {id!r} was started with function {stored['func']!r}, "
+            f"not {registered.name!r}"
+        )
+    requested = json.loads(param)
+    if (stored.get("args"), stored.get("kwargs")) != (requested["args"], requested["kwargs"]):
+        raise InvocationConflictError(
+            f"invocation {id!r} of {registered.name!r} was started with other arguments"
+        )
+
+
+_ = decode_error  # re-exported helpers stay importable from here
