@@ -9,6 +9,7 @@ original type when it can be imported, else ``StepError`` naming it. Nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import sys
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from pydantic import TypeAdapter
-
 from dawait.errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
 from dawait.runtime._promise import PromiseRecord, PromiseState
+from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "ANY",
@@ -39,7 +40,7 @@ _ADAPTERS: dict[object, TypeAdapter[Any]] = {Any: ANY}
 _SIGNATURES: dict[Callable[..., Any], Signature] = {}
 
 
-def _adapter(annotation: object) -> TypeAdapter[Any]:
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
     try:
         return _ADAPTERS[annotation]
     except KeyError:
@@ -55,7 +56,7 @@ def encode_json(value: object, adapter: TypeAdapter[Any] = ANY, *, what: str) ->
     """``value`` as JSON text through ``adapter``; ``what`` names it in the error."""
     try:
         return adapter.dump_json(value, warnings="error").decode()
-    except (pydantic.PydanticSerializationError, pydantic.ValidationError, ValueError) as exc:
+    except (PydanticSerializationError, pydantic.ValidationError, ValueError) as exc:
         raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
     except TypeError as exc:
         raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
@@ -87,6 +88,8 @@ class Signature:
     params: Sequence[_Param]
     result: TypeAdapter[Any]
     takes_context: bool
+    is_async: bool
+    """Whether calling the function returns a coroutine (else it runs in a worker thread)."""
     inspected: inspect.Signature | None
 
     def encode_args(self, args: Sequence[object], kwargs: Mapping[str, object]) -> str:
@@ -105,7 +108,7 @@ class Signature:
         self, args: Sequence[object], kwargs: Mapping[str, object]
     ) -> tuple[list[Any], dict[str, Any]]:
         """Plain JSON arguments (as decoded from the record) to the annotated types."""
-        positional, keywords = self._params_for(args, kwargs)
+        positional, keywords = self._params_for(args, kwargs, check=False)
         return (
             [self._decode_arg(p, v) for p, v in zip(positional, args, strict=True)],
             {key: self._decode_arg(keywords[key], value) for key, value in kwargs.items()},
@@ -115,7 +118,7 @@ class Signature:
         what = f"{self.name}: argument {param.name!r}"
         try:
             return param.adapter.dump_json(value, warnings="error").decode()
-        except (pydantic.PydanticSerializationError, ValueError, TypeError):
+        except (PydanticSerializationError, ValueError, TypeError):
             pass
         # A plain JSON form (a dict for a model, a string for a datetime) is fine too.
         return encode_json(self._decode_arg(param, value), param.adapter, what=what)
@@ -129,10 +132,10 @@ class Signature:
             ) from exc
 
     def _params_for(
-        self, args: Sequence[object], kwargs: Mapping[str, object]
+        self, args: Sequence[object], kwargs: Mapping[str, object], *, check: bool = True
     ) -> tuple[list[_Param], dict[str, _Param]]:
         """The parameter each positional and keyword argument binds to."""
-        if self.inspected is not None:
+        if check and self.inspected is not None:
             try:
                 self.inspected.bind(*(None,) * self.takes_context, *args, **kwargs)
             except TypeError as exc:
@@ -158,10 +161,8 @@ def signature_of(fn: Callable[..., Any], *, name: str, context_type: type) -> Si
     except (KeyError, TypeError):
         pass
     signature = _build_signature(fn, name=name, context_type=context_type)
-    try:
+    with contextlib.suppress(TypeError):
         _SIGNATURES[fn] = signature
-    except TypeError:
-        pass
     return signature
 
 
@@ -201,6 +202,7 @@ def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -
         params=codec_params,
         result=_adapter(result),
         takes_context=takes_context,
+        is_async=inspect.iscoroutinefunction(fn),
         inspected=inspected,
     )
 
@@ -212,10 +214,8 @@ def qualified_name(cls: type) -> str:
 def encode_error(error: BaseException) -> str:
     """An exception as ``{"type", "message", "args"?}`` JSON."""
     record: dict[str, Any] = {"type": qualified_name(type(error)), "message": str(error)}
-    try:
+    with contextlib.suppress(PydanticSerializationError, ValueError, TypeError):
         record["args"] = ANY.dump_python(error.args, mode="json", warnings="error")
-    except (pydantic.PydanticSerializationError, ValueError, TypeError):
-        pass
     if isinstance(error, StepError) and error.type_name:
         record["type"] = error.type_name
     return json.dumps(record)

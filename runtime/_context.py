@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
-
 from dawait._retry import Exponential, RetryPolicy
 from dawait.errors import NonDeterminismError, PromiseTimeoutError, SerializationError
 from dawait.runtime._codec import (
@@ -34,7 +33,7 @@ from dawait.runtime._codec import (
     encode_json,
     signature_of,
 )
-from dawait.runtime._invocation import invocation_param, resolve_with
+from dawait.runtime._invocation import invocation_param
 from dawait.runtime._promise import (
     TAG_TIMER,
     PromiseRecord,
@@ -82,26 +81,47 @@ class Frame:
 
 
 class Call(Generic[T]):
-    """The awaitable a ctx call returns; ``id`` is its durable promise's id."""
+    """The awaitable a ctx call returns; ``id`` is its durable promise's id.
 
-    __slots__ = ("_wait", "id")
+    Like a coroutine, a step runs when it is awaited (``asyncio.gather`` runs several at
+    once); awaiting a call again gives the same outcome without running it again.
+    """
 
-    def __init__(self, id: str, wait: Callable[[], Awaitable[T]]) -> None:
+    __slots__ = ("_future", "_run", "id")
+
+    def __init__(self, id: str, run: Callable[[], Awaitable[T]]) -> None:
         self.id = id
-        self._wait = wait
+        self._run = run
+        self._future: asyncio.Future[T] | None = None
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._wait().__await__()
+        return self._outcome().__await__()
+
+    async def _outcome(self) -> T:
+        if self._future is not None:
+            return await asyncio.shield(self._future)
+        future = self._future = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._run()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: only later awaiters re-raise it
+            raise
+        future.set_result(result)
+        return result
 
     def __repr__(self) -> str:
         return f"<Call {self.id}>"
 
 
 def _done(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    async def wait() -> T:
+    async def outcome() -> T:
         return value()
 
-    return wait
+    return outcome
 
 
 def _step_param(name: str) -> Value:
@@ -211,7 +231,7 @@ class Context:
             cid,
             name,
             signature,
-            functools.partial(fn, *args, **kwargs),
+            _LeafCall(fn, signature.is_async, args, kwargs),
             policy,
             non_retryable,
             timeout,
@@ -310,14 +330,16 @@ class Context:
         return expire_promise(record, self._inv.engine.clock.now()).record
 
     def _builtin(self, name: str, signature: Signature, fn: Callable[[], Any]) -> Call[Any]:
-        return self._leaf(self._next_id(), name, signature, fn, DEFAULT_STEP_RETRY, (), None)
+        return self._leaf(
+            self._next_id(), name, signature, _Builtin(fn), DEFAULT_STEP_RETRY, (), None
+        )
 
     def _leaf(
         self,
         cid: str,
         name: str,
         signature: Signature,
-        call: Callable[[], Any],
+        call: _LeafCall | _Builtin,
         policy: RetryPolicy,
         non_retryable: tuple[type[BaseException], ...],
         timeout: float | None,
@@ -333,7 +355,6 @@ class Context:
             self._frame.deadline,
         )
         barrier = inv.unwritten()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         async def record(state: PromiseState, data: str) -> None:
             await engine.create_promise(
@@ -352,7 +373,7 @@ class Context:
             retry = 0
             while True:
                 try:
-                    result = await inv.within(deadline, _call_leaf(call), what)
+                    result = await inv.within(deadline, call.run(), what)
                 except PromiseTimeoutError as exc:
                     await record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc))
                     raise
@@ -375,9 +396,14 @@ class Context:
                 engine.stats["steps"] += 1
                 return result
 
-        inv.begin_local()
-        inv.spawn(resolve_with(future, step(), inv.end_local), name=f"dawait:{cid}")
-        return Call(cid, lambda: future)
+        async def run() -> Any:
+            inv.begin_local()
+            try:
+                return await step()
+            finally:
+                inv.end_local()
+
+        return Call(cid, run)
 
     def _durable(
         self,
@@ -394,7 +420,6 @@ class Context:
         if recorded is not None and recorded.state.settled:
             return Call(cid, _done(lambda: decode_outcome(recorded, signature.result, what)))
         inv = self._inv
-        engine = inv.engine
         policy = self._opts.retry_policy or (registered.retry_policy if registered else None)
         non_retryable = self._opts.non_retryable
         if non_retryable is None:
@@ -405,9 +430,9 @@ class Context:
             else (registered.timeout if registered else None)
         )
         barrier = inv.unwritten()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         async def body() -> Any:
+            inv.begin_local()
             writing = True
             try:
                 if barrier:
@@ -424,9 +449,7 @@ class Context:
                 if writing:
                     inv.end_local()
 
-        inv.begin_local()
-        inv.spawn(resolve_with(future, body()), name=f"dawait:{cid}")
-        return Call(cid, lambda: future)
+        return Call(cid, body)
 
     async def _create_pending(self, cid: str, name: str, timeout: float | None) -> PromiseRecord:
         engine = self._inv.engine
@@ -518,13 +541,12 @@ class Context:
                 tags=self._inv.tags,
             )
 
-        return self._remote(
-            cid,
-            registered.name,
-            request,
-            registered.signature.result,
-            start=self._inv.engine.start_invocation,
-        )
+        engine = self._inv.engine
+
+        async def start(req: CreatePromise) -> Any:
+            return await engine.start_invocation(req, (registered, list(args), dict(kwargs)))
+
+        return self._remote(cid, registered.name, request, registered.signature.result, start=start)
 
     def _remote(
         self,
@@ -537,7 +559,6 @@ class Context:
     ) -> Call[Any]:
         """A call whose promise something else settles: write it now, wait when awaited."""
         inv = self._inv
-        engine = inv.engine
         what = f"{kind} ({cid})"
         recorded = self._recorded(cid, kind)
         if recorded is not None and recorded.state.settled:
@@ -576,13 +597,38 @@ class Context:
         return record
 
 
-async def _call_leaf(call: Callable[[], Any]) -> Any:
-    if inspect.iscoroutinefunction(call):
-        return await call()
-    result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-    if inspect.isawaitable(result):
-        return await result
-    return result
+class _LeafCall:
+    """A leaf step's function and arguments: coroutine functions are awaited here, plain
+    functions run in a worker thread (abandoned, not stopped, on timeout or eviction)."""
+
+    __slots__ = ("args", "fn", "is_async", "kwargs")
+
+    def __init__(
+        self, fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.fn = fn
+        self.is_async = is_async
+        self.args = args
+        self.kwargs = kwargs
+
+    async def run(self) -> Any:
+        if self.is_async:
+            return await self.fn(*self.args, **self.kwargs)
+        call = functools.partial(self.fn, *self.args, **self.kwargs)
+        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+class _Builtin:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+    async def run(self) -> Any:
+        return self.fn()
 
 
 def _seconds(duration: float | dt.timedelta, what: str) -> float:
@@ -601,9 +647,16 @@ def _builtin_signature(name: str, fn: Callable[..., Any]) -> Signature:
     return signature_of(fn, name=name, context_type=Context)
 
 
-def _now_type() -> dt.datetime: ...
-def _random_type() -> float: ...
-def _uuid_type() -> _uuid.UUID: ...
+def _now_type() -> dt.datetime:
+    raise NotImplementedError  # only its annotations are read
+
+
+def _random_type() -> float:
+    raise NotImplementedError
+
+
+def _uuid_type() -> _uuid.UUID:
+    raise NotImplementedError
 
 
 _NOW_SIGNATURE = _builtin_signature("dawait.now", _now_type)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from dawait.errors import NotStartedError, PromiseNotFoundError
 from dawait.runtime._clock import Clock
@@ -29,8 +30,8 @@ from dawait.runtime._store import (
 from dawait.runtime._task import TaskRecord
 
 if TYPE_CHECKING:
-    from dawait.runtime._invocation import Invocation
-    from dawait.runtime._registry import Registry
+    from dawait.runtime._invocation import Invocation, Start
+    from dawait.runtime._registry import Registered, Registry
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -75,6 +76,7 @@ class Engine:
         self._queued: collections.deque[str] = collections.deque()
         self._queued_ids: set[str] = set()
         self._requeue: set[str] = set()
+        self._fresh: dict[str, Start] = {}
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._timer_wakeup = asyncio.Event()
@@ -119,6 +121,10 @@ class Engine:
             group.create_task(self._fire_timers(), name="dawait-timers")
             group.create_task(self._recover(), name="dawait-recover")
             await asyncio.Event().wait()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Start a background task under the supervisor (it must not raise)."""
+        return self._require_group().create_task(coro, name=name)
 
     def _require_group(self) -> asyncio.TaskGroup:
         if self._group is None:
@@ -168,10 +174,8 @@ class Engine:
         waiters = self._waiters.get(id)
         if waiters is None:
             return
-        try:
+        with contextlib.suppress(ValueError):
             waiters.remove(future)
-        except ValueError:
-            pass
         if not waiters:
             del self._waiters[id]
 
@@ -188,14 +192,24 @@ class Engine:
 
     # -- invocations -----------------------------------------------------------------------
 
-    async def start_invocation(self, request: CreatePromise) -> InvocationCreated:
-        """Create an invocation and run it here (or return the one with that id)."""
+    async def start_invocation(
+        self,
+        request: CreatePromise,
+        call: tuple[Registered, list[Any], dict[str, Any]] | None = None,
+    ) -> InvocationCreated:
+        """Create an invocation and run it here (or return the one with that id).
+
+        ``call`` is the function and arguments the request encodes, when the caller has
+        them: a new invocation then starts without reading them back from the store.
+        """
         self._require_group()
         created = await self.store.create_invocation(
             request, pid=self.pid, ttl=None, now=self.clock.now()
         )
         if created.task is not None:
             self._schedule_timeout(created.promise)
+            if call is not None:
+                self._fresh[created.promise.id] = (created.promise, *call)
             self._enqueue(created.promise.id)
         return created
 
@@ -222,7 +236,7 @@ class Engine:
             self._queued_ids.discard(id)
             from dawait.runtime._invocation import Invocation
 
-            actor = Invocation(self, id)
+            actor = Invocation(self, id, self._fresh.pop(id, None))
             self._actors[id] = actor
             group.create_task(self._run_actor(actor), name=f"dawait-invocation:{id}")
 
@@ -286,10 +300,9 @@ class Engine:
             await self._sleep_until_timeout()
 
     async def _sleep_until_timeout(self) -> None:
-        wakeup = asyncio.ensure_future(self._timer_wakeup.wait())
-        waits: set[asyncio.Future[object]] = {wakeup}  # type: ignore[arg-type]
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._timer_wakeup.wait())}
         if self._next_timeout is not None:
-            waits.add(asyncio.ensure_future(self.clock.sleep_until(self._next_timeout)))  # type: ignore[arg-type]
+            waits.add(asyncio.ensure_future(self.clock.sleep_until(self._next_timeout)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

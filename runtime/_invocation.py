@@ -40,24 +40,34 @@ def invocation_param(name: str, version: int, encoded_args: str) -> str:
     return f'{{"func":{json.dumps(name)},"version":{version},{encoded_args[1:]}'
 
 
+Start = tuple[PromiseRecord, "Registered", list[Any], dict[str, Any]]
+"""An invocation's promise, function and decoded arguments."""
+
+
 class _Evicted(Exception):
     """The invocation left memory; it is replayed when what it awaits settles."""
+
+
+class _Aborted(Exception):
+    """The invocation was canceled or timed out from outside: write nothing more."""
 
 
 class Invocation:
     """One active invocation: its replay cache, its tasks and its blocked/evicted state."""
 
-    def __init__(self, engine: Engine, id: str) -> None:
+    def __init__(self, engine: Engine, id: str, fresh: Start | None = None) -> None:
         self.engine = engine
         self.id = id
+        self.fresh = fresh
+        """What a new invocation started here runs with, so it need not read it back."""
         self.cache: dict[str, PromiseRecord] = {}
         self.tags = {TAG_BRANCH: id}
         self.registered: Registered | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._remote_tasks: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[Any] | None = None
+        self._writes: set[asyncio.Task[Any]] = set()
         self._unwritten: set[asyncio.Future[PromiseRecord]] = set()
         self._waiters: list[tuple[str, asyncio.Future[PromiseRecord]]] = []
-        self._group: asyncio.TaskGroup | None = None
+        self._cancelled = False
         self._local = 0
         self._remote: dict[str, int] = {}
         self._epoch = 0
@@ -73,18 +83,6 @@ class Invocation:
         """True once the invocation is being evicted or aborted: ctx calls must not start."""
         return self._evicting or self._aborted
 
-    def spawn(
-        self, coro: Coroutine[Any, Any, Any], *, name: str, remote: bool = False
-    ) -> asyncio.Task[Any]:
-        """Start a task owned by this invocation; a ``remote`` one only waits on a promise
-        that something else settles, and is cancelled when the function returns."""
-        assert self._group is not None, "spawn outside run()"
-        task = self._group.create_task(coro, name=name)
-        tasks = self._remote_tasks if remote else self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
     def write(
         self, coro: Coroutine[Any, Any, PromiseRecord], *, name: str
     ) -> asyncio.Future[PromiseRecord]:
@@ -93,7 +91,9 @@ class Invocation:
         self.begin_local()
         self._unwritten.add(future)
         future.add_done_callback(self._unwritten.discard)
-        self.spawn(resolve_with(future, coro, self.end_local), name=name)
+        task = self.engine.spawn(resolve_with(future, coro, self.end_local), name=name)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
         return future
 
     def unwritten(self) -> list[asyncio.Future[PromiseRecord]]:
@@ -143,61 +143,40 @@ class Invocation:
             self.abort()
 
     def abort(self) -> None:
-        """Stop at once without writing anything more (canceled, timed out, shut down)."""
+        """Stop at once without writing anything more (canceled, timed out)."""
         if self._aborted:
             return
         self._aborted = True
-        self._cancel_all()
+        self._stop_running()
 
-    def _cancel_all(self) -> None:
-        for task in [*self._tasks, *self._remote_tasks]:
+    def _stop_running(self) -> None:
+        """Cancel the function where it awaits, and the writes it started."""
+        for task in self._writes:
             task.cancel()
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
 
     # -- the actor -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        start = self.fresh or await self._load()
+        if start is None:
+            return
+        record, registered, args, kwargs = start
         engine = self.engine
-        record = await engine.store.get_promise(self.id, now=engine.clock.now())
-        if record is None or record.state.settled:
-            return
-        task = await engine.store.get_task(self.id)
-        if task is None or task.state is TaskState.FULFILLED:
-            return
-        if task.state is not TaskState.ACQUIRED or task.pid != engine.pid:
-            # This process holds the store's only lock: whoever held the task is gone.
-            if (
-                await engine.store.acquire_task(
-                    self.id, pid=engine.pid, ttl=None, now=engine.clock.now(), force=True
-                )
-                is None
-            ):
-                return
-        try:
-            call = json.loads(record.param.data or "{}")
-            registered = engine.registry.get(call["func"], call.get("version"))
-            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
-        except UnknownFunctionError as exc:
-            # Not deployed here (yet): leave it pending for a process that has it.
-            log.error("cannot run invocation %s: %s", self.id, exc)
-            engine.stats["unknown_function"] += 1
-            return
-        except (SerializationError, KeyError, TypeError, ValueError) as exc:
-            error = SerializationError(f"invocation {self.id}: cannot decode its call: {exc}")
-            await self._finish(Settle.REJECT, Value(data=encode_error(error)))
-            return
         self.registered = registered
         retry = 0
         while True:
-            self.cache = {r.id: r for r in await engine.store.branch_promises(self.id)}
+            if self.fresh is None or retry:
+                self.cache = {r.id: r for r in await engine.store.branch_promises(self.id)}
             try:
                 result = await self._run_once(record, registered, args, kwargs)
             except _Evicted:
                 engine.stats["evictions"] += 1
                 return
-            except asyncio.CancelledError:
-                if self._aborted and self._cancelled_by_abort():
-                    return
-                raise
+            except _Aborted:
+                return
             except Exception as exc:
                 retry += 1
                 delay = self._retry_delay(registered, exc, retry)
@@ -217,9 +196,35 @@ class Invocation:
             await self._finish(Settle.RESOLVE, Value(data=data))
             return
 
-    def _cancelled_by_abort(self) -> bool:
-        task = asyncio.current_task()
-        return task is None or task.cancelling() == 0
+    async def _load(self) -> Start | None:
+        """Read the invocation back from the store and take its task; None if done."""
+        engine = self.engine
+        record = await engine.store.get_promise(self.id, now=engine.clock.now())
+        if record is None or record.state.settled:
+            return None
+        task = await engine.store.get_task(self.id)
+        if task is None or task.state is TaskState.FULFILLED:
+            return None
+        held = task.state is TaskState.ACQUIRED and task.pid == engine.pid
+        # This process holds the store's only lock: whoever held the task before is gone.
+        if not held and not await engine.store.acquire_task(
+            self.id, pid=engine.pid, ttl=None, now=engine.clock.now(), force=True
+        ):
+            return None
+        try:
+            call = json.loads(record.param.data or "{}")
+            registered = engine.registry.get(call["func"], call.get("version"))
+            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
+        except UnknownFunctionError as exc:
+            # Not deployed here (yet): leave it pending for a process that has it.
+            log.error("cannot run invocation %s: %s", self.id, exc)
+            engine.stats["unknown_function"] += 1
+            return None
+        except (SerializationError, KeyError, TypeError, ValueError) as exc:
+            error = SerializationError(f"invocation {self.id}: cannot decode its call: {exc}")
+            await self._finish(Settle.REJECT, Value(data=encode_error(error)))
+            return None
+        return record, registered, args, kwargs
 
     @staticmethod
     def _retry_delay(registered: Registered, error: Exception, retry: int) -> float | None:
@@ -231,46 +236,46 @@ class Invocation:
     async def _run_once(
         self, record: PromiseRecord, registered: Registered, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
-        """Run the function once to its end, replaying what is recorded."""
+        """Run the function once to its end in this task, replaying what is recorded."""
         from dawait.runtime._context import Context, Frame
 
         self._local = 0
         self._remote.clear()
-        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.current_task()
+        root = Context(self, Frame(self.id, record.timeout_at))
+        fn_args = (root, *args) if registered.durable else tuple(args)
         try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                root = Context(self, Frame(self.id, record.timeout_at))
-                fn_args = (root, *args) if registered.durable else tuple(args)
-                main = self.spawn(
-                    resolve_with(outcome, registered.fn(*fn_args, **kwargs)),
-                    name=f"dawait:{self.id}",
-                )
-                await asyncio.wait([main])
-                await self._drain()
-                if (
-                    self._evict_timer is not None
-                    and self._evict_timer is not asyncio.current_task()
-                ):
-                    self._evict_timer.cancel()
+            try:
+                result = await registered.fn(*fn_args, **kwargs)
+            finally:
+                self._task = None
+                self._uncancel()
+            await self._drain()
         finally:
-            self._group = None
-            self._evict_timer = None
+            if self._evict_timer is not None:
+                self._evict_timer.cancel()
+                self._evict_timer = None
             for id, future in self._waiters:
                 self.engine.drop_waiter(id, future)
             self._waiters.clear()
+        return result
+
+    def _uncancel(self) -> None:
+        """Take back the cancellation this actor asked for (eviction, abort)."""
+        if self._cancelled:
+            self._cancelled = False
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         if self._evicting:
             raise _Evicted
-        if self._aborted or outcome.cancelled():
-            raise asyncio.CancelledError
-        return outcome.result()
+        if self._aborted:
+            raise _Aborted
 
     async def _drain(self) -> None:
-        """After the function returned: stop remote waits, let local work finish."""
-        while self._tasks or self._remote_tasks:
-            for task in self._remote_tasks:
-                task.cancel()
-            await asyncio.wait([*self._tasks, *self._remote_tasks])
+        """After the function returned: let the records it started writing finish."""
+        while self._writes:
+            await asyncio.wait(list(self._writes))
 
     async def _finish(self, event: Settle, value: Value) -> None:
         self._finishing = True
@@ -287,9 +292,11 @@ class Invocation:
     # -- eviction --------------------------------------------------------------------------
 
     def _check_blocked(self) -> None:
-        if self.blocked and self._evict_timer is None and self._group is not None:
-            if not self.stopping:
-                self._evict_timer = self._group.create_task(self._evict_when_idle())
+        idle = self.blocked and not self.stopping and self._task is not None
+        if idle and self._evict_timer is None:
+            self._evict_timer = self.engine.spawn(
+                self._evict_when_idle(), name=f"dawait-evict:{self.id}"
+            )
 
     async def _evict_when_idle(self) -> None:
         clock = self.engine.clock
@@ -309,7 +316,7 @@ class Invocation:
             if not suspended or self.stopping:
                 return  # something it awaits settled meanwhile: it goes on in memory
             self._evicting = True
-            self._cancel_all()
+            self._stop_running()
         finally:
             if asyncio.current_task() is self._evict_timer:
                 self._evict_timer = None
@@ -318,6 +325,8 @@ class Invocation:
 
     async def within(self, deadline: int | None, coro: Coroutine[Any, Any, Any], what: str) -> Any:
         """Await ``coro``; past ``deadline`` cancel it and raise ``PromiseTimeoutError``."""
+        if deadline is None:
+            return await coro
         try:
             async with deadline_scope(self.engine.clock, deadline):
                 return await coro

@@ -63,7 +63,7 @@ class MemoryTables:
         return found[:limit]
 
     def due_promises(self, now: int, limit: int) -> list[PromiseRecord]:
-        due = []
+        due: list[PromiseRecord] = []
         while self.timeouts and len(due) < limit:
             timeout_at, id = self.timeouts[0]
             if timeout_at > now:

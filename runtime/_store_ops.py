@@ -133,9 +133,11 @@ def op_search_promises(
     return PromisePage(promises=page, cursor=next_cursor)
 
 
-def op_acquire_task(t: Tables, id: str, pid: str, ttl: int | None, now: int) -> TaskRecord | None:
+def op_acquire_task(
+    t: Tables, id: str, pid: str, ttl: int | None, now: int, force: bool
+) -> TaskRecord | None:
     task = t.get_task(id)
-    acquired = None if task is None else acquire_task(task, pid=pid, now=now, ttl=ttl)
+    acquired = None if task is None else acquire_task(task, pid=pid, now=now, ttl=ttl, force=force)
     if acquired is not None:
         t.put_task(acquired, new=False)
     return acquired

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import urllib.parse
@@ -19,7 +20,13 @@ from dawait.errors import (
     UnknownFunctionError,
 )
 from dawait.runtime._clock import Clock, SystemClock
-from dawait.runtime._codec import ANY, decode_error, decode_json, decode_outcome, encode_error, encode_json
+from dawait.runtime._codec import (
+    ANY,
+    decode_json,
+    decode_outcome,
+    encode_error,
+    encode_json,
+)
 from dawait.runtime._context import Context
 from dawait.runtime._engine import Engine, EngineConfig
 from dawait.runtime._invocation import invocation_param
@@ -58,7 +65,9 @@ def open_store(store: Store | str | None) -> Store:
         if fsync not in ("true", "false") or options:
             raise ValueError(f"store {store!r}: the only option is fsync=true|false")
         return SQLiteStore(Path(path), fsync=fsync == "true")
-    raise ValueError(f"store {store!r}: unknown scheme {url.scheme!r} (use memory:// or sqlite:///)")
+    raise ValueError(
+        f"store {store!r}: unknown scheme {url.scheme!r} (use memory:// or sqlite:///)"
+    )
 
 
 def _check_root_id(id: object) -> str:
@@ -176,7 +185,9 @@ class Promises:
             if seconds < 0:
                 raise ValueError(f"promise {id}: timeout must be >= 0 seconds, got {timeout!r}")
             timeout_at = engine.clock.now() + round(seconds * 1000)
-        param = Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
+        param = (
+            Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
+        )
         created = await engine.create_promise(
             CreatePromise(id=id, param=param, timeout_at=timeout_at)
         )
@@ -286,6 +297,8 @@ class Resonate:
     @overload
     def register(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         version: int = 1,
@@ -349,7 +362,8 @@ class Resonate:
             else self.clock.now() + round(registered.timeout * 1000)
         )
         created = await self._engine.start_invocation(
-            CreatePromise(id=id, param=Value(data=param), timeout_at=timeout_at)
+            CreatePromise(id=id, param=Value(data=param), timeout_at=timeout_at),
+            (registered, list(args), dict(kwargs)),
         )
         if not created.created:
             _check_same_call(id, registered, param, created.promise)
@@ -365,10 +379,8 @@ class Resonate:
         name = _function_of(record)
         adapter = ANY
         if name is not None:
-            try:
+            with contextlib.suppress(UnknownFunctionError):
                 adapter = self._registry.get(name).signature.result
-            except UnknownFunctionError:
-                pass
         return decode_outcome(record, adapter, f"invocation {record.id} ({name or '?'})")
 
     @property
@@ -393,7 +405,9 @@ def _check_same_call(id: str, registered: Registered, param: str, existing: Prom
     except ValueError:
         stored = {}
     if not isinstance(stored, dict) or "func" not in stored:
-        raise InvocationConflictError(f"id {id!r} is already used by a promise that is not an invocation")
+        raise InvocationConflictError(
+            f"id {id!r} is already used by a promise that is not an invocation"
+        )
     if stored["func"] != registered.name:
         raise InvocationConflictError(
             f"invocation {id!r} was started with function {stored['func']!r}, "
@@ -404,6 +418,3 @@ def _check_same_call(id: str, registered: Registered, param: str, existing: Prom
         raise InvocationConflictError(
             f"invocation {id!r} of {registered.name!r} was started with other arguments"
         )
-
-
-_ = decode_error  # re-exported helpers stay importable from here
