@@ -1,12 +1,20 @@
-"""``SQLiteStore``: every record in one SQLite file, written by one thread with group commit.
+"""``SQLiteStore``: every record in one SQLite file, with group commit.
 
-All operations go through a single connection owned by one writer thread. The thread takes
-every operation queued while it was busy and runs them in one transaction (each under its
-own savepoint, so one failing operation does not undo its neighbours), then commits once:
-concurrent checkpoints share one fsync. By default a commit is fsynced before any of its
-operations is acknowledged (``synchronous=FULL`` in WAL mode); ``fsync=False`` relaxes that
-to ``synchronous=NORMAL``, which survives a process crash but may lose the last commits on
-power loss.
+One connection. Operations run on the event loop as they arrive, inside the open
+transaction, each under its own savepoint (so one failing operation does not undo its
+neighbours); these statements only touch SQLite's page cache and take microseconds. Once
+per loop iteration the transaction is committed on one committer thread, which is where
+the fsync happens; operations arriving meanwhile wait and form the next transaction, so
+concurrent checkpoints share one fsync. No operation is answered before the commit that
+holds it is durable.
+
+This replaced a design where a writer thread ran every statement: each statement then
+paid a thread hand-off and a GIL round trip, and the loop produced too few operations per
+fsync (measured: ~4 per commit, 2,000 steps/s, against ~10x more per commit here).
+
+By default every commit is fsynced (``synchronous=FULL`` in WAL mode); ``fsync=False``
+relaxes that to ``synchronous=NORMAL``, which survives a process crash but may lose the
+last commits on power loss.
 
 The file is opened with ``locking_mode=EXCLUSIVE``: one process at a time owns it, and a
 second one gets a ``StoreError`` naming the file instead of two engines racing.
@@ -15,10 +23,9 @@ second one gets a ``StoreError`` naming the file instead of two engines racing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -217,18 +224,21 @@ class SQLiteTables:
         return [_task_from_row(row) for row in rows]
 
 
-_Op = tuple[Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]"]
-
-
 class SQLiteStore(TablesStore):
-    """Records in one SQLite file (WAL), written by one thread with group commit."""
+    """Records in one SQLite file (WAL), with group commit; see the module docstring."""
 
     def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._tables: SQLiteTables | None = None
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._batch: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._waiting: list[tuple[Callable[..., Any], tuple[object, ...], asyncio.Future[Any]]] = []
+        self._committing = False
+        self._commit_scheduled = False
+        self._changes_at_begin = 0
+        self._idle: asyncio.Event | None = None
         self.batch_sizes: list[int] = []
         """Operations per commit, most recent last (kept short); for metrics and tests."""
 
@@ -236,34 +246,129 @@ class SQLiteStore(TablesStore):
         return f"SQLiteStore({str(self.path)!r})"
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._conn is not None:
             return
-        self._loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._writer, args=(ready,), name=f"dawait-sqlite:{self.path.name}", daemon=True
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"dawait-sqlite:{self.path.name}"
         )
-        self._thread.start()
+        loop = asyncio.get_running_loop()
         try:
-            await ready
+            self._conn = await loop.run_in_executor(self._committer, self._connect)
         except BaseException:
-            self._thread.join()
-            self._thread = None
+            self._committer.shutdown(wait=False)
+            self._committer = None
             raise
+        self._tables = SQLiteTables(self._conn)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
+        conn, committer = self._conn, self._committer
+        if conn is None or committer is None:
             return
-        self._queue.put(None)
-        await asyncio.to_thread(thread.join)
+        assert self._idle is not None
+        while not self._idle.is_set() or self._waiting or self._batch:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+        self._conn = self._tables = self._committer = None
+        await asyncio.get_running_loop().run_in_executor(committer, conn.close)
+        committer.shutdown(wait=True)
 
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
-        if self._loop is None or self._thread is None:
+        if self._conn is None:
             raise StoreError(f"{self!r} is not open")
-        future: asyncio.Future[R] = self._loop.create_future()
-        self._queue.put((op, args, future))
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self._committing:
+            self._waiting.append((op, args, future))
+        else:
+            self._run(op, args, future)
         return await future
+
+    def _run(
+        self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
+    ) -> None:
+        """Run one operation now, in the open transaction, under its own savepoint; its
+        future is answered once the transaction has committed."""
+        conn, tables = self._conn, self._tables
+        assert conn is not None
+        assert tables is not None
+        try:
+            if not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                self._changes_at_begin = conn.total_changes
+            conn.execute("SAVEPOINT op")
+        except sqlite3.Error as exc:
+            future.set_exception(_store_error(self, exc))
+            return
+        try:
+            result = op(tables, *args)
+        except (DawaitError, sqlite3.Error, ValueError) as exc:
+            try:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            except sqlite3.Error:
+                pass  # the commit reports the broken transaction to every operation
+            self._batch.append((future, False, _as_store_error(self, exc)))
+        else:
+            conn.execute("RELEASE op")
+            self._batch.append((future, True, result))
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            assert self._idle is not None
+            self._idle.clear()
+            # Commit after everything this loop iteration queued has joined the batch.
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        conn, committer = self._conn, self._committer
+        batch, self._batch = self._batch, []
+        assert conn is not None
+        assert committer is not None
+        if not conn.in_transaction:
+            self._committed(batch, None)
+            return
+        if conn.total_changes == self._changes_at_begin:
+            # Only reads: nothing to make durable, so no fsync and no thread hop.
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                batch = [(future, False, _store_error(self, exc)) for future, _ok, _r in batch]
+            self._committed(batch, None)
+            return
+        self._committing = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(committer, conn.execute, "COMMIT")
+        done.add_done_callback(lambda f: self._committed(batch, f))
+
+    def _committed(
+        self,
+        batch: list[tuple[asyncio.Future[Any], bool, Any]],
+        commit: asyncio.Future[Any] | None,
+    ) -> None:
+        self._committing = False
+        error = None if commit is None or commit.cancelled() else commit.exception()
+        if error is not None:
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = _store_error(self, error)
+            batch = [(future, False, failure) for future, _ok, _result in batch]
+        self.batch_sizes.append(len(batch))
+        if len(self.batch_sizes) > 4096:
+            del self.batch_sizes[:2048]
+        for future, ok, result in batch:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(result)
+            else:
+                future.set_exception(result)
+        waiting, self._waiting = self._waiting, []
+        for op, args, future in waiting:
+            self._run(op, args, future)
+        if not self._commit_scheduled and self._idle is not None:
+            self._idle.set()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -296,85 +401,12 @@ class SQLiteStore(TablesStore):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
-    def _writer(self, ready: asyncio.Future[None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            conn = self._connect()
-        except StoreError as exc:
-            loop.call_soon_threadsafe(_fail, ready, exc)
-            return
-        loop.call_soon_threadsafe(_succeed, ready, None)
-        tables = SQLiteTables(conn)
-        try:
-            while (item := self._queue.get()) is not None:
-                batch = [item]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                outcomes = self._commit(conn, tables, batch)
-                loop.call_soon_threadsafe(_deliver, outcomes)
-                if stop:
-                    break
-        finally:
-            conn.close()
 
-    def _commit(
-        self, conn: sqlite3.Connection, tables: SQLiteTables, batch: list[_Op]
-    ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, args, future in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op(tables, *args)
-                except (DawaitError, sqlite3.Error, ValueError) as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    error = exc if isinstance(exc, DawaitError) else _store_error(self, exc)
-                    outcomes.append((future, False, error))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((future, True, result))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = _store_error(self, exc)
-            return [(future, False, error) for _op, _args, future in batch]
-        self.batch_sizes.append(len(batch))
-        if len(self.batch_sizes) > 4096:
-            del self.batch_sizes[:2048]
-        return outcomes
-
-
-def _store_error(store: SQLiteStore, exc: Exception) -> StoreError:
+def _store_error(store: SQLiteStore, exc: BaseException) -> StoreError:
     error = StoreError(f"{store.path}: {exc}")
     error.__cause__ = exc
     return error
 
 
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
-def _deliver(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, result in outcomes:
-        if ok:
-            _succeed(future, result)
-        else:
-            _fail(future, result)
+def _as_store_error(store: SQLiteStore, exc: Exception) -> DawaitError:
+    return exc if isinstance(exc, DawaitError) else _store_error(store, exc)
