@@ -18,14 +18,11 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-# This folder holds a dbos.py of its own: drop it from the path so "dbos" is the package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 # Keep DBOS local: Conductor is used only with DBOS__CLOUD=true or a conductor_key.
 os.environ.pop("DBOS__CLOUD", None)
 
-import sqlalchemy as sa  # noqa: E402  (installed with dbos)
-from dbos import DBOS, DBOSConfig  # noqa: E402
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig
 
 _counts = {"statement": 0, "begin": 0, "commit": 0}
 _counts_lock = threading.Lock()
@@ -68,7 +65,8 @@ async def _run(mode: str, n: int) -> tuple[float, float]:
     assert await _one(0) == 3  # warm-up
     cpu0, t0 = time.process_time(), time.perf_counter()
     if mode == "concurrent":
-        handles = [await DBOS.start_workflow_async(workflow, i) for i in range(n)]
+        # All started at once, as dawait's concurrent run does.
+        handles = await asyncio.gather(*(DBOS.start_workflow_async(workflow, i) for i in range(n)))
         results = await asyncio.gather(*(h.get_result() for h in handles))
     else:
         results = [await _one(i) for i in range(n)]
@@ -82,8 +80,7 @@ def _pragmas(dbos: DBOS) -> dict[str, Any]:
     engine: sa.Engine = dbos._sys_db.engine
     with engine.connect() as conn:
         return {
-            p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
-            for p in ("synchronous", "journal_mode")
+            p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("synchronous", "journal_mode")
         }
 
 
