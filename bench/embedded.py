@@ -97,7 +97,8 @@ def main() -> None:
         if row["peer"] == "dawait" and row["store"] == "memory" and row["mode"] == "concurrent":
             verdict = "met" if row["steps_per_s"] >= MEMORY_STEPS_TARGET else "MISSED"
             print(
-                f"  memory concurrent >= {MEMORY_STEPS_TARGET} steps/s: {row['steps_per_s']:.0f} {verdict}"
+                f"  memory concurrent >= {MEMORY_STEPS_TARGET} steps/s: "
+                f"{row['steps_per_s']:.0f} {verdict}"
             )
     s = sleepers
     verdict = (
