@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from dawait.errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
-from dawait.runtime._promise import PromiseRecord, PromiseState
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
+
+from dawait.errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
+from dawait.runtime._promise import PromiseRecord, PromiseState
 
 __all__ = [
     "ANY",

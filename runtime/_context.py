@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
+
 from dawait._retry import Exponential, RetryPolicy
 from dawait.errors import NonDeterminismError, PromiseTimeoutError, SerializationError
 from dawait.runtime._codec import (
@@ -568,7 +569,8 @@ class Context:
             created: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()
             created.set_result(recorded)
         else:
-            created = inv.write(self._create(request, start), name=f"dawait:{cid}")
+            barrier = inv.unwritten()
+            created = inv.write(self._create(request, start, barrier), name=f"dawait:{cid}")
 
         async def wait() -> Any:
             record = await asyncio.shield(created)
@@ -586,7 +588,10 @@ class Context:
         self,
         request: Callable[[int], CreatePromise],
         start: Callable[[CreatePromise], Awaitable[Any]] | None,
+        barrier: list[asyncio.Future[PromiseRecord]],
     ) -> PromiseRecord:
+        if barrier:
+            await asyncio.wait(barrier)
         engine = self._inv.engine
         req = request(engine.clock.now())
         if start is not None:

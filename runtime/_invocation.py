@@ -15,10 +15,13 @@ store makes the task pending again and the engine replays the invocation from th
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
 
 from dawait.errors import PromiseTimeoutError, SerializationError, UnknownFunctionError
 from dawait.runtime._clock import deadline_scope
@@ -246,7 +249,11 @@ class Invocation:
         fn_args = (root, *args) if registered.durable else tuple(args)
         try:
             try:
-                result = await registered.fn(*fn_args, **kwargs)
+                if registered.signature.is_async:
+                    result = await registered.fn(*fn_args, **kwargs)
+                else:
+                    call = functools.partial(registered.fn, *fn_args, **kwargs)
+                    result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
             finally:
                 self._task = None
                 self._uncancel()
