@@ -1,0 +1,52 @@
+"""Each package's ``__all__`` is exactly what it exports, and the public names exist."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PACKAGES = ["dawait", "dawait.errors", "dawait.runtime", "dawait.cluster", "dawait.testing"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_lists_every_public_name_and_only_those(name: str) -> None:
+    module = importlib.import_module(name)
+    public = {
+        attr
+        for attr, value in vars(module).items()
+        if not attr.startswith("_")
+        and not isinstance(value, type(importlib))
+        and getattr(value, "__module__", name).startswith("dawait")
+        and attr != "annotations"
+    }
+    assert set(module.__all__) == public
+    assert len(module.__all__) == len(set(module.__all__))
+
+
+def test_the_documented_public_api_imports() -> None:
+    from dawait import (  # noqa: F401
+        Constant,
+        Context,
+        Exponential,
+        Handle,
+        Linear,
+        Never,
+        Resonate,
+        RetryPolicy,
+    )
+    from dawait.errors import (  # noqa: F401
+        CanceledError,
+        DawaitError,
+        NonDeterminismError,
+        PromiseTimeoutError,
+        SerializationError,
+        StepError,
+        UnknownFunctionError,
+    )
+
+
+def test_every_error_is_a_dawait_error() -> None:
+    errors = importlib.import_module("dawait.errors")
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.DawaitError)
