@@ -79,6 +79,7 @@ class Engine:
         self._fresh: dict[str, Start] = {}
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._closing = False
         self._timer_wakeup = asyncio.Event()
         self._next_timeout: int | None = None
         self.stats = collections.Counter[str]()
@@ -101,9 +102,19 @@ class Engine:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        self._closing = True
+        try:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        finally:
+            self._closing = False
         self._group = None
+        # Whatever was running or queued resumes from the store on the next open.
+        self._actors.clear()
+        self._queued.clear()
+        self._queued_ids.clear()
+        self._requeue.clear()
+        self._fresh.clear()
         for waiters in self._waiters.values():
             for future in waiters:
                 future.cancel()
@@ -124,6 +135,9 @@ class Engine:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start a background task under the supervisor (it must not raise)."""
+        if self._closing:
+            coro.close()
+            raise asyncio.CancelledError  # the caller is being stopped too
         return self._require_group().create_task(coro, name=name)
 
     def _require_group(self) -> asyncio.TaskGroup:
@@ -229,7 +243,7 @@ class Engine:
 
     def _start_queued(self) -> None:
         group = self._group
-        if group is None:
+        if group is None or self._closing:
             return
         while self._queued and len(self._actors) < self.config.max_active:
             id = self._queued.popleft()
@@ -247,7 +261,7 @@ class Engine:
             log.exception("invocation %s failed inside the engine; it resumes on restart", actor.id)
             self.stats["actor_crashes"] += 1
         finally:
-            del self._actors[actor.id]
+            self._actors.pop(actor.id, None)
             if actor.id in self._requeue:
                 self._requeue.discard(actor.id)
                 self._enqueue(actor.id)

@@ -30,6 +30,8 @@ class MemoryTables:
         self.timeouts: list[tuple[int, str]] = []
         self.tasks: dict[str, TaskRecord] = {}
         self.callbacks: dict[str, list[str]] = {}
+        self.awaiting: dict[str, set[str]] = {}
+        """Task id -> the promises it has callbacks on (to drop them when it resumes)."""
 
     def get_promise(self, id: str) -> PromiseRecord | None:
         return self.promises.get(id)
@@ -92,9 +94,25 @@ class MemoryTables:
         awaiters = self.callbacks.setdefault(promise_id, [])
         if task_id not in awaiters:
             awaiters.append(task_id)
+            self.awaiting.setdefault(task_id, set()).add(promise_id)
 
     def pop_callbacks(self, promise_id: str) -> list[str]:
-        return self.callbacks.pop(promise_id, [])
+        task_ids = self.callbacks.pop(promise_id, [])
+        for task_id in task_ids:
+            awaited = self.awaiting.get(task_id)
+            if awaited is not None:
+                awaited.discard(promise_id)
+                if not awaited:
+                    del self.awaiting[task_id]
+        return task_ids
+
+    def drop_callbacks(self, task_id: str) -> None:
+        for promise_id in self.awaiting.pop(task_id, ()):
+            awaiters = self.callbacks.get(promise_id)
+            if awaiters is not None and task_id in awaiters:
+                awaiters.remove(task_id)
+                if not awaiters:
+                    del self.callbacks[promise_id]
 
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         runnable = sorted(

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS callbacks (
     task_id    TEXT NOT NULL,
     PRIMARY KEY (promise_id, task_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS callbacks_task ON callbacks (task_id);
 """
 
 _PROMISE_COLUMNS = (
@@ -81,7 +82,12 @@ _PROMISE_COLUMNS = (
 
 
 def _dump_map(mapping: Mapping[str, str] | None) -> str | None:
-    return json.dumps(dict(mapping), separators=(",", ":")) if mapping else None
+    """JSON for headers: None stays NULL, an empty mapping stays ``{}``."""
+    return None if mapping is None else json.dumps(dict(mapping), separators=(",", ":"))
+
+
+def _dump_tags(tags: Mapping[str, str]) -> str | None:
+    return json.dumps(dict(tags), separators=(",", ":")) if tags else None
 
 
 def _promise_from_row(row: tuple[Any, ...]) -> PromiseRecord:
@@ -90,8 +96,12 @@ def _promise_from_row(row: tuple[Any, ...]) -> PromiseRecord:
     return PromiseRecord(
         id=id,
         state=PromiseState(state),
-        param=Value(data=param_data, headers=json.loads(param_headers) if param_headers else None),
-        value=Value(data=value_data, headers=json.loads(value_headers) if value_headers else None),
+        param=Value(
+            data=param_data, headers=None if param_headers is None else json.loads(param_headers)
+        ),
+        value=Value(
+            data=value_data, headers=None if value_headers is None else json.loads(value_headers)
+        ),
         timeout_at=timeout_at,
         tags=json.loads(tags) if tags else NO_TAGS,
         created_at=created_at,
@@ -135,7 +145,7 @@ class SQLiteTables:
                     record.value.data,
                     _dump_map(record.value.headers),
                     record.timeout_at,
-                    _dump_map(record.tags),
+                    _dump_tags(record.tags),
                     record.branch if record.branch != record.id else None,
                     record.created_at,
                     record.settled_at,
@@ -215,11 +225,15 @@ class SQLiteTables:
         ).fetchall()
         return [row[0] for row in rows]
 
+    def drop_callbacks(self, task_id: str) -> None:
+        self.conn.execute("DELETE FROM callbacks WHERE task_id = ?", (task_id,))
+
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         rows = self.conn.execute(
             "SELECT id, state, version, pid, expires_at FROM tasks "
-            "WHERE state IN ('pending', 'acquired') AND id > ? ORDER BY id LIMIT ?",
-            ("" if after is None else after, limit),
+            "WHERE state IN ('pending', 'acquired') AND (? IS NULL OR id > ?) "
+            "ORDER BY id LIMIT ?",
+            (after, after, limit),
         ).fetchall()
         return [_task_from_row(row) for row in rows]
 
@@ -302,7 +316,7 @@ class SQLiteStore(TablesStore):
             return
         try:
             result = op(tables, *args)
-        except (DawaitError, sqlite3.Error, ValueError) as exc:
+        except Exception as exc:
             try:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
@@ -376,22 +390,32 @@ class SQLiteStore(TablesStore):
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()  # releases the lock at once, not when the error is collected
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        try:
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {version}; this dawait reads up to "
                     f"{SCHEMA_VERSION}: upgrade dawait"
                 )
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
             if version == 0:
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
-            return conn
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc):
                 raise StoreError(

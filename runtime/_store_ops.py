@@ -57,6 +57,7 @@ class Tables(Protocol):
     def put_task(self, task: TaskRecord, *, new: bool) -> None: ...
     def add_callback(self, promise_id: str, task_id: str) -> None: ...
     def pop_callbacks(self, promise_id: str) -> list[str]: ...
+    def drop_callbacks(self, task_id: str) -> None: ...
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
 
 
@@ -126,11 +127,44 @@ def op_search_promises(
     cursor: str | None,
     now: int | None,
 ) -> PromisePage:
-    # One extra row tells whether there is a next page without a second query.
-    rows = t.search_promises(pattern, state, limit + 1, cursor)
-    page = rows[:limit] if now is None else [expire_promise(r, now).record for r in rows[:limit]]
-    next_cursor = page[-1].id if len(rows) > limit and page else None
+    if now is None or state is None:
+        # One extra row tells whether there is a next page without a second query.
+        rows = t.search_promises(pattern, state, limit + 1, cursor)
+        page = (
+            rows[:limit] if now is None else [expire_promise(r, now).record for r in rows[:limit]]
+        )
+        next_cursor = page[-1].id if len(rows) > limit and page else None
+        return PromisePage(promises=page, cursor=next_cursor)
+    # The state asked for is the state as of ``now``: a pending promise past its deadline
+    # counts as timed out (or, for a timer, resolved), so read stored states that may turn
+    # into it and filter after applying the deadline.
+    stored = [state]
+    if state in (PromiseState.RESOLVED, PromiseState.REJECTED_TIMEDOUT):
+        stored.append(PromiseState.PENDING)
+    matches: list[PromiseRecord] = []
+    more = True
+    after = cursor
+    while len(matches) <= limit and more:
+        rows = _search_states(t, pattern, stored, limit + 1, after)
+        more = len(rows) > limit
+        for row in rows:
+            record = expire_promise(row, now).record
+            if record.state is state:
+                matches.append(record)
+        if rows:
+            after = rows[-1].id
+    page = matches[:limit]
+    next_cursor = page[-1].id if (len(matches) > limit or more) and page else None
     return PromisePage(promises=page, cursor=next_cursor)
+
+
+def _search_states(
+    t: Tables, pattern: str, states: list[PromiseState], limit: int, after: str | None
+) -> list[PromiseRecord]:
+    if len(states) == 1:
+        return t.search_promises(pattern, states[0], limit, after)
+    rows = [r for s in states for r in t.search_promises(pattern, s, limit, after)]
+    return sorted(rows, key=lambda r: r.id)[:limit]
 
 
 def op_acquire_task(
@@ -171,6 +205,7 @@ def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> Promis
         pending = None if awaiter is None else resume_task(awaiter)
         if pending is not None:
             t.put_task(pending, new=False)
+            t.drop_callbacks(task_id)  # it replays now; it will say what it awaits next
             resumed.append(pending)
     return PromiseSettled(promise=record, outcome=outcome, resumed=resumed)
 

@@ -38,7 +38,11 @@ class Exponential(_Validated):
     def backoff(self, retry: int) -> float | None:
         if retry > self.max_retries:
             return None
-        return float(min(self.delay * self.factor ** (retry - 1), self.max_delay))
+        try:
+            grown = self.delay * self.factor ** (retry - 1)
+        except OverflowError:
+            grown = float("inf")
+        return float(min(grown, self.max_delay))
 
 
 @dataclass(frozen=True, slots=True)

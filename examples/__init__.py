@@ -1,0 +1,1 @@
+"""Runnable examples of dawait; each module's ``main`` is also run by the test suite."""
