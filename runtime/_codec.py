@@ -115,6 +115,12 @@ class Signature:
             {key: self._decode_arg(keywords[key], value) for key, value in kwargs.items()},
         )
 
+    def decode_param(self, param: str) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments of an encoded invocation param, decoded to their annotated types:
+        what a new invocation runs with, exactly as a replay will."""
+        call = json.loads(param)
+        return self.decode_args(call["args"], call["kwargs"])
+
     def _encode_arg(self, param: _Param, value: object) -> str:
         what = f"{self.name}: argument {param.name!r}"
         try:
@@ -172,10 +178,7 @@ def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -
         inspected: inspect.Signature | None = inspect.signature(fn)
     except (TypeError, ValueError):
         inspected = None
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: treat as unannotated
-        hints = {}
+    hints = _type_hints(fn, name=name, context_type=context_type)
     params = [] if inspected is None else list(inspected.parameters.values())
     takes_context = False
     if params:
@@ -206,6 +209,35 @@ def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -
         is_async=inspect.iscoroutinefunction(fn),
         inspected=inspected,
     )
+
+
+def _type_hints(fn: Callable[..., Any], *, name: str, context_type: type) -> dict[str, Any]:
+    """The function's annotations, resolved; an annotation that cannot be resolved is an
+    error naming it (treating it as ``Any`` would silently change types on replay)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # find out which annotation, below
+        pass
+    raw = getattr(fn, "__annotations__", None) or {}
+    namespace = dict(getattr(inspect.unwrap(fn), "__globals__", {}))
+    hints: dict[str, Any] = {}
+    for key, annotation in raw.items():
+        if not isinstance(annotation, str):
+            hints[key] = annotation
+            continue
+        try:
+            hints[key] = eval(annotation, namespace)  # what get_type_hints does, one by one
+        except Exception as exc:
+            if annotation.split(".")[-1] == context_type.__name__:
+                hints[key] = context_type
+                continue
+            where = "its result" if key == "return" else f"parameter {key!r}"
+            raise SerializationError(
+                f"{name}: cannot resolve the annotation {annotation!r} of {where} ({exc}); "
+                "define the type at module level (annotations are strings under "
+                "`from __future__ import annotations`)"
+            ) from exc
+    return hints
 
 
 def qualified_name(cls: type) -> str:

@@ -358,7 +358,7 @@ class Context:
         barrier = inv.unwritten()
 
         async def record(state: PromiseState, data: str) -> None:
-            await engine.create_promise(
+            created = await engine.create_promise(
                 CreatePromise(
                     id=cid,
                     param=_step_param(name),
@@ -367,6 +367,7 @@ class Context:
                     value=Value(data=data),
                 )
             )
+            inv.remember(created.promise)
 
         async def step() -> Any:
             if barrier:
@@ -487,9 +488,10 @@ class Context:
         async def settle(event: Settle, data: str) -> None:
             inv.begin_local()
             try:
-                await engine.settle(cid, event, Value(data=data))
+                settled = await engine.settle(cid, event, Value(data=data))
             finally:
                 inv.end_local()
+            inv.remember(settled.promise)
 
         retry = 0
         while True:
@@ -545,7 +547,8 @@ class Context:
         engine = self._inv.engine
 
         async def start(req: CreatePromise) -> Any:
-            return await engine.start_invocation(req, (registered, list(args), dict(kwargs)))
+            call = (registered, *registered.signature.decode_param(param))
+            return await engine.start_invocation(req, call)
 
         return self._remote(cid, registered.name, request, registered.signature.result, start=start)
 
@@ -580,6 +583,7 @@ class Context:
                     record = await asyncio.shield(settled)
                 finally:
                     inv.end_remote(cid)
+            inv.remember(record)
             return decode_outcome(record, adapter, what)
 
         return Call(cid, wait)

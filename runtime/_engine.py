@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from dawait.errors import NotStartedError, PromiseNotFoundError
 from dawait.runtime._clock import Clock
-from dawait.runtime._promise import PromiseRecord, Settle, Value
+from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, Value
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
     PromiseCreated,
+    PromisePage,
     PromiseSettled,
     Store,
 )
@@ -115,9 +116,11 @@ class Engine:
         self._queued_ids.clear()
         self._requeue.clear()
         self._fresh.clear()
+        closed = NotStartedError("the app was closed while this was waiting")
         for waiters in self._waiters.values():
             for future in waiters:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(closed)
         self._waiters.clear()
         await self.store.close()
 
@@ -150,12 +153,14 @@ class Engine:
     # -- promises --------------------------------------------------------------------------
 
     async def create_promise(self, request: CreatePromise) -> PromiseCreated:
+        self._require_group()
         created = await self.store.create_promise(request, now=self.clock.now())
         if created.created:
             self._schedule_timeout(created.promise)
         return created
 
     async def settle(self, id: str, event: Settle, value: Value) -> PromiseSettled:
+        self._require_group()
         settled = await self.store.settle_promise(
             id, event=event, value=value, now=self.clock.now()
         )
@@ -163,7 +168,16 @@ class Engine:
         return settled
 
     async def get_promise(self, id: str) -> PromiseRecord | None:
+        self._require_group()
         return await self.store.get_promise(id, now=self.clock.now())
+
+    async def search_promises(
+        self, pattern: str, *, state: PromiseState | None, limit: int, cursor: str | None = None
+    ) -> PromisePage:
+        self._require_group()
+        return await self.store.search_promises(
+            pattern, state=state, limit=limit, cursor=cursor, now=self.clock.now()
+        )
 
     async def wait_settled(self, id: str) -> PromiseRecord:
         """The promise once it has settled (raises ``PromiseNotFoundError`` for an unknown id)."""

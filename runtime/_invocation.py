@@ -109,6 +109,11 @@ class Invocation:
         self._waiters.append((id, future))
         return future
 
+    def remember(self, record: PromiseRecord) -> None:
+        """Keep a settled call's record, so a retry within this run replays it."""
+        if record.state.settled:
+            self.cache[record.id] = record
+
     def begin_local(self) -> None:
         """Local work (a step running, a record being written) started: not blocked."""
         self._local += 1
@@ -187,7 +192,8 @@ class Invocation:
                     await self._finish(Settle.REJECT, Value(data=encode_error(exc)))
                     return
                 engine.stats["retries"] += 1
-                await engine.clock.sleep_until(engine.clock.now() + round(delay * 1000))
+                if not await self._backoff(delay):
+                    return
                 continue
             try:
                 data = encode_json(
@@ -266,6 +272,24 @@ class Invocation:
                 self.engine.drop_waiter(id, future)
             self._waiters.clear()
         return result
+
+    async def _backoff(self, delay: float) -> bool:
+        """Wait before retrying the function; False if it was aborted meanwhile."""
+        clock = self.engine.clock
+        self._task = asyncio.current_task()
+        try:
+            await clock.sleep_until(clock.now() + round(delay * 1000))
+        except asyncio.CancelledError:
+            if not self._aborted:
+                raise
+        finally:
+            self._task = None
+        if self._cancelled:
+            self._cancelled = False
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        return not self._aborted
 
     def _uncancel(self) -> None:
         """Take back the cancellation this actor asked for (eviction, abort)."""

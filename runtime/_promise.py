@@ -14,6 +14,7 @@ resolves at its timeout instead of timing out.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -31,6 +32,7 @@ __all__ = [
     "Value",
     "create_promise",
     "expire_promise",
+    "same_value",
     "settle_promise",
 ]
 
@@ -121,6 +123,21 @@ class Transition:
     outcome: SettleOutcome = SettleOutcome.SETTLED
 
 
+def same_value(a: Value, b: Value) -> bool:
+    """Whether two payloads are the same: equal JSON documents (key order and number
+    spelling aside) with equal headers."""
+    if a.headers != b.headers:
+        return False
+    if a.data == b.data:
+        return True
+    if a.data is None or b.data is None:
+        return False
+    try:
+        return bool(json.loads(a.data) == json.loads(b.data))
+    except ValueError:
+        return False
+
+
 def expire_promise(record: PromiseRecord, now: int) -> Transition:
     """Time the promise out if it is pending and its deadline has passed."""
     if record.state.settled or record.timeout_at is None or now < record.timeout_at:
@@ -175,7 +192,7 @@ def settle_promise(record: PromiseRecord, *, event: Settle, value: Value, now: i
     current = expired.record
     if current.state.settled:
         target = _TRANSITIONS[(PromiseState.PENDING, event)]
-        same = current.state is target and current.value == value
+        same = current.state is target and same_value(current.value, value)
         outcome = SettleOutcome.ALREADY_SAME if same else SettleOutcome.ALREADY_OTHER
         return Transition(record=current, changed=expired.changed, outcome=outcome)
     settled = replace(

@@ -225,10 +225,7 @@ class Promises:
             raise ValueError(f"search: unknown state {state!r} (one of {states})") from None
         if limit < 1:
             raise ValueError(f"search: limit must be >= 1, got {limit}")
-        engine = self._app._engine
-        page = await engine.store.search_promises(
-            pattern, state=wanted, limit=limit, now=engine.clock.now()
-        )
+        page = await self._app._engine.search_promises(pattern, state=wanted, limit=limit)
         return [PromiseInfo.of(record) for record in page.promises]
 
     async def _settle(self, id: str, event: Settle, value: Value) -> PromiseInfo:
@@ -363,7 +360,7 @@ class Resonate:
         )
         created = await self._engine.start_invocation(
             CreatePromise(id=id, param=Value(data=param), timeout_at=timeout_at),
-            (registered, list(args), dict(kwargs)),
+            (registered, *registered.signature.decode_param(param)),
         )
         if not created.created:
             _check_same_call(id, registered, param, created.promise)
@@ -376,11 +373,11 @@ class Resonate:
         return Handle(self, id)
 
     def _decode_result(self, record: PromiseRecord) -> Any:
-        name = _function_of(record)
+        name, version = _function_of(record)
         adapter = ANY
         if name is not None:
             with contextlib.suppress(UnknownFunctionError):
-                adapter = self._registry.get(name).signature.result
+                adapter = self._registry.get(name, version).signature.result
         return decode_outcome(record, adapter, f"invocation {record.id} ({name or '?'})")
 
     @property
@@ -389,13 +386,19 @@ class Resonate:
         return self._registry.names()
 
 
-def _function_of(record: PromiseRecord) -> str | None:
+def _function_of(record: PromiseRecord) -> tuple[str | None, int | None]:
+    """The function name and version an invocation's promise records."""
     try:
         call = json.loads(record.param.data or "{}")
     except ValueError:
-        return None
-    func = call.get("func") if isinstance(call, dict) else None
-    return func if isinstance(func, str) else None
+        return None, None
+    if not isinstance(call, dict):
+        return None, None
+    func, version = call.get("func"), call.get("version")
+    return (
+        func if isinstance(func, str) else None,
+        version if isinstance(version, int) and not isinstance(version, bool) else None,
+    )
 
 
 def _check_same_call(id: str, registered: Registered, param: str, existing: PromiseRecord) -> None:

@@ -261,12 +261,6 @@ async def test_running_an_invocation_after_close_is_not_started_error(store_url:
         await app.run("job", place_order, Order(id="o", amount=1))
 
 
-@pytest.mark.xfail(
-    reason="BUG: app.get and app.promises.* do not check that the app is open: on the memory "
-    "store they read and write before open(), on SQLite they raise StoreError, not "
-    "NotStartedError",
-    strict=True,
-)
 async def test_every_use_of_the_app_before_open_is_not_started_error(store_url: str) -> None:
     app = Resonate(store_url)
     app.register(place_order)
@@ -283,12 +277,6 @@ async def test_every_use_of_the_app_before_open_is_not_started_error(store_url: 
     assert failures == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: closing the app cancels the futures that Handle.result() waits on, so the "
-    "caller's task gets asyncio.CancelledError although nobody cancelled it (Engine.close); "
-    "expected a DawaitError such as NotStartedError",
-    strict=True,
-)
 async def test_waiting_for_a_result_when_the_app_closes_raises_a_dawait_error() -> None:
     async def wf(ctx: Context) -> Any:
         return await ctx.promise()

@@ -307,12 +307,6 @@ async def test_awaiting_a_call_twice_runs_it_once(app: Resonate) -> None:
     assert calls == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: a new invocation runs with the arguments as the caller passed them, not as "
-    "decoded through the annotations (Resonate.start / Context._invoke hand list(args) to "
-    "Engine.start_invocation); a replay decodes them, so the first run and a replay differ",
-    strict=True,
-)
 async def test_a_new_invocation_gets_its_arguments_as_their_annotated_types(
     app: Resonate,
 ) -> None:
@@ -494,12 +488,6 @@ async def test_an_invocation_keeps_the_version_it_started_with(tmp_path: Path) -
         assert (await app.promises.get("pinned")).param["version"] == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: Handle.result() decodes an invocation's result with the newest registered "
-    "version's return type, not the version it ran (Resonate._decode_result ignores the "
-    "recorded version)",
-    strict=True,
-)
 async def test_a_result_is_decoded_with_the_type_of_the_version_that_produced_it(
     app: Resonate,
 ) -> None:
@@ -645,12 +633,6 @@ async def test_a_durable_root_registered_with_a_retry_policy_is_retried(app: Res
     assert calls == {"wf": 3, "once": 1}
 
 
-@pytest.mark.xfail(
-    reason="BUG: canceling an invocation while it waits to retry (registered retry_policy) "
-    "does not stop the retry: Invocation.run sleeps the backoff outside the function task, "
-    "abort() finds no task to cancel, and the function body runs again after the cancel",
-    strict=True,
-)
 async def test_canceling_an_invocation_waiting_to_retry_stops_it(clock: FakeClock) -> None:
     attempts = 0
 
@@ -671,11 +653,6 @@ async def test_canceling_an_invocation_waiting_to_retry_stops_it(clock: FakeCloc
     assert attempts == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: a durable child retried per its retry_policy re-runs steps its failed attempt "
-    "recorded (Context._run_durable replays against inv.cache, loaded once per run)",
-    strict=True,
-)
 async def test_a_durable_child_with_a_retry_policy_is_retried_without_rerunning_its_steps(
     app: Resonate,
 ) -> None:
@@ -1434,12 +1411,6 @@ async def test_promises_create_get_resolve_and_search(app: Resonate) -> None:
     assert [p.id for p in await app.promises.search("*", limit=1)] == ["other"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: settling again compares the JSON text, not the value: resolving with an equal "
-    "dict whose keys come in another order raises PromiseAlreadySettledError "
-    "(settle_promise compares Value.data strings)",
-    strict=True,
-)
 async def test_resolving_again_with_an_equal_value_is_fine(app: Resonate) -> None:
     await app.promises.create("p")
     await app.promises.resolve("p", {"a": 1, "b": 2})

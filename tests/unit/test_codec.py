@@ -128,18 +128,14 @@ def test_unannotated_parameters_and_results_pass_json_through() -> None:
     assert s.result.validate_json('{"k": "v"}') == {"k": "v"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: one unresolvable annotation makes _build_signature drop every annotation "
-    "(get_type_hints fails -> hints = {}), so the other parameters and the result silently "
-    "lose their types and replay as plain JSON",
-    strict=True,
-)
-def test_one_unresolvable_annotation_does_not_drop_the_others() -> None:
+def test_an_unresolvable_annotation_is_an_error_naming_it() -> None:
+    # Treating it as Any would silently give the other annotations up too (get_type_hints
+    # fails as a whole) and change types between a first run and a replay.
     def fn(x: NotDefinedAnywhere, when: dt.datetime) -> dt.datetime:  # type: ignore[name-defined]  # noqa: F821
         return when
 
-    s = sig(fn)
-    assert s.result.validate_json('"2020-02-29T08:00:00Z"') == SINCE
+    with pytest.raises(SerializationError, match=r"fn: .*'NotDefinedAnywhere'.*parameter 'x'"):
+        sig(fn)
 
 
 # -- encode_args / decode_args ----------------------------------------------------------------
