@@ -20,7 +20,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio.to_thread
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["Call", "CallOptions", "Context", "Frame"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 TAG_EXTERNAL = "resonate:external"
 DEFAULT_STEP_RETRY: RetryPolicy = Exponential()
@@ -201,6 +202,23 @@ class Context:
         return Context(self._inv, self._frame, opts)
 
     # -- calls -----------------------------------------------------------------------------
+
+    @overload
+    def run(
+        self,
+        fn: Callable[Concatenate[Context, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Call[T]: ...
+
+    @overload
+    def run(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Call[T]: ...
+
+    @overload
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Call[Any]:
         """Run ``fn`` as a step: a leaf step (any function; a plain one runs in a worker

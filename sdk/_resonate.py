@@ -6,11 +6,11 @@ import contextlib
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from dawait._retry import RetryPolicy
 from dawait.errors import (
@@ -40,6 +40,7 @@ __all__ = ["Handle", "PromiseInfo", "Promises", "Resonate", "open_store"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _MAX_ID_LENGTH = 512
 
@@ -338,11 +339,47 @@ class Resonate:
 
     # -- invocations -----------------------------------------------------------------------
 
+    @overload
+    async def run(
+        self,
+        id: str,
+        fn: Callable[Concatenate[Context, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T: ...
+
+    @overload
+    async def run(
+        self, id: str, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
+
+    @overload
+    async def run(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
     async def run(self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         """Start invocation ``id`` of ``fn`` (or attach to the one with that id) and return
         its result. The same id always gives the same result."""
         handle: Handle[Any] = await self.start(id, fn, *args, **kwargs)
         return await handle.result()
+
+    @overload
+    async def start(
+        self,
+        id: str,
+        fn: Callable[Concatenate[Context, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Handle[T]: ...
+
+    @overload
+    async def start(
+        self, id: str, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Handle[T]: ...
+
+    @overload
+    async def start(self, id: str, fn: str, /, *args: Any, **kwargs: Any) -> Handle[Any]: ...
 
     async def start(
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
