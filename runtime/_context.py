@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-import inspect
-import json
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
-
-import anyio.to_thread
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from dawait._retry import Exponential, RetryPolicy
 from dawait.errors import NonDeterminismError, PromiseTimeoutError, SerializationError
+from dawait.runtime._calls import (
+    TAG_EXTERNAL,
+    Builtin,
+    Call,
+    CallOptions,
+    Frame,
+    LeafCall,
+    done,
+    min_deadline,
+    recorded_kind,
+    step_param,
+    to_seconds,
+)
 from dawait.runtime._codec import (
     ANY,
     Signature,
@@ -54,97 +62,7 @@ __all__ = ["Call", "CallOptions", "Context", "Frame"]
 T = TypeVar("T")
 P = ParamSpec("P")
 
-TAG_EXTERNAL = "resonate:external"
 DEFAULT_STEP_RETRY: RetryPolicy = Exponential()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallOptions:
-    id: str | None = None
-    timeout: float | None = None
-    retry_policy: RetryPolicy | None = None
-    non_retryable: tuple[type[BaseException], ...] | None = None
-    version: int | None = None
-
-
-class Frame:
-    """One durable function's execution: its id, deadline and call counter."""
-
-    __slots__ = ("counter", "deadline", "id")
-
-    def __init__(self, id: str, deadline: int | None) -> None:
-        self.id = id
-        self.deadline = deadline
-        self.counter = 0
-
-    def next_id(self) -> str:
-        self.counter += 1
-        return f"{self.id}{'.' if ':' in self.id else ':'}{self.counter}"
-
-
-class Call(Generic[T]):
-    """The awaitable a ctx call returns; ``id`` is its durable promise's id.
-
-    Like a coroutine, a step runs when it is awaited (``asyncio.gather`` runs several at
-    once); awaiting a call again gives the same outcome without running it again.
-    """
-
-    __slots__ = ("_future", "_run", "id")
-
-    def __init__(self, id: str, run: Callable[[], Awaitable[T]]) -> None:
-        self.id = id
-        self._run = run
-        self._future: asyncio.Future[T] | None = None
-
-    def __await__(self) -> Generator[Any, None, T]:
-        return self._outcome().__await__()
-
-    async def _outcome(self) -> T:
-        if self._future is not None:
-            return await asyncio.shield(self._future)
-        future = self._future = asyncio.get_running_loop().create_future()
-        try:
-            result = await self._run()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: only later awaiters re-raise it
-            raise
-        future.set_result(result)
-        return result
-
-    def __repr__(self) -> str:
-        return f"<Call {self.id}>"
-
-
-def _done(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    async def outcome() -> T:
-        return value()
-
-    return outcome
-
-
-def _step_param(name: str) -> Value:
-    return Value(data=f'{{"func":{json.dumps(name)}}}')
-
-
-def _recorded_kind(record: PromiseRecord) -> str:
-    if record.tags.get(TAG_TIMER) == "true":
-        return "ctx.sleep"
-    if record.tags.get(TAG_EXTERNAL) == "true":
-        return "ctx.promise"
-    try:
-        return str(json.loads(record.param.data or "{}").get("func"))
-    except (ValueError, AttributeError):
-        return "?"
-
-
-def _min_deadline(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
 
 
 class Context:
@@ -192,7 +110,7 @@ class Context:
                 raise ValueError(f"ctx.options: id must be a non-empty string, got {id!r}")
             opts = replace(opts, id=id)
         if timeout is not None:
-            opts = replace(opts, timeout=_seconds(timeout, "ctx.options timeout"))
+            opts = replace(opts, timeout=to_seconds(timeout, "ctx.options timeout"))
         if retry_policy is not None:
             opts = replace(opts, retry_policy=retry_policy)
         if non_retryable is not None:
@@ -250,7 +168,7 @@ class Context:
             cid,
             name,
             signature,
-            _LeafCall(fn, signature.is_async, args, kwargs),
+            LeafCall(fn, signature.is_async, args, kwargs),
             policy,
             non_retryable,
             timeout,
@@ -269,14 +187,14 @@ class Context:
     def sleep(self, duration: float | dt.timedelta) -> Call[None]:
         """A durable timer: the invocation resumes once ``duration`` has passed, even across
         restarts (it leaves memory while it waits)."""
-        seconds = _seconds(duration, "ctx.sleep")
+        seconds = to_seconds(duration, "ctx.sleep")
         cid = self._next_id()
         return self._remote(
             cid,
             "ctx.sleep",
             lambda now: CreatePromise(
                 id=cid,
-                timeout_at=_min_deadline(now + round(seconds * 1000), self._frame.deadline),
+                timeout_at=min_deadline(now + round(seconds * 1000), self._frame.deadline),
                 tags={**self._inv.tags, TAG_TIMER: "true"},
             ),
             ANY,
@@ -291,14 +209,14 @@ class Context:
         Returns at once; its record is written before this function's next call proceeds.
         Without ``timeout`` it waits as long as this function may.
         """
-        seconds = None if timeout is None else _seconds(timeout, "ctx.promise timeout")
+        seconds = None if timeout is None else to_seconds(timeout, "ctx.promise timeout")
         cid = self._next_id(id)
         return self._remote(
             cid,
             "ctx.promise",
             lambda now: CreatePromise(
                 id=cid,
-                timeout_at=_min_deadline(
+                timeout_at=min_deadline(
                     None if seconds is None else now + round(seconds * 1000), self._frame.deadline
                 ),
                 tags={**self._inv.tags, TAG_EXTERNAL: "true"},
@@ -339,7 +257,7 @@ class Context:
         record = self._inv.cache.get(cid)
         if record is None:
             return None
-        found = _recorded_kind(record)
+        found = recorded_kind(record)
         if found != kind:
             raise NonDeterminismError(
                 f"invocation {self._inv.id}: call {cid} is now {kind} but was recorded as "
@@ -350,7 +268,7 @@ class Context:
 
     def _builtin(self, name: str, signature: Signature, fn: Callable[[], Any]) -> Call[Any]:
         return self._leaf(
-            self._next_id(), name, signature, _Builtin(fn), DEFAULT_STEP_RETRY, (), None
+            self._next_id(), name, signature, Builtin(fn), DEFAULT_STEP_RETRY, (), None
         )
 
     def _leaf(
@@ -358,7 +276,7 @@ class Context:
         cid: str,
         name: str,
         signature: Signature,
-        call: _LeafCall | _Builtin,
+        call: LeafCall | Builtin,
         policy: RetryPolicy,
         non_retryable: tuple[type[BaseException], ...],
         timeout: float | None,
@@ -366,10 +284,10 @@ class Context:
         what = f"step {name} ({cid})"
         recorded = self._recorded(cid, name)
         if recorded is not None and recorded.state.settled:
-            return Call(cid, _done(lambda: decode_outcome(recorded, signature.result, what)))
+            return Call(cid, done(lambda: decode_outcome(recorded, signature.result, what)))
         inv = self._inv
         engine = inv.engine
-        deadline = _min_deadline(
+        deadline = min_deadline(
             None if timeout is None else engine.clock.now() + round(timeout * 1000),
             self._frame.deadline,
         )
@@ -379,7 +297,7 @@ class Context:
             created = await engine.create_promise(
                 CreatePromise(
                     id=cid,
-                    param=_step_param(name),
+                    param=step_param(name),
                     tags=inv.tags,
                     state=state,
                     value=Value(data=data),
@@ -438,7 +356,7 @@ class Context:
         what = f"{name} ({cid})"
         recorded = self._recorded(cid, name)
         if recorded is not None and recorded.state.settled:
-            return Call(cid, _done(lambda: decode_outcome(recorded, signature.result, what)))
+            return Call(cid, done(lambda: decode_outcome(recorded, signature.result, what)))
         inv = self._inv
         policy = self._opts.retry_policy or (registered.retry_policy if registered else None)
         non_retryable = self._opts.non_retryable
@@ -477,8 +395,8 @@ class Context:
         created = await engine.create_promise(
             CreatePromise(
                 id=cid,
-                param=_step_param(name),
-                timeout_at=_min_deadline(
+                param=step_param(name),
+                timeout_at=min_deadline(
                     None if timeout is None else now + round(timeout * 1000),
                     self._frame.deadline,
                 ),
@@ -556,7 +474,7 @@ class Context:
             return CreatePromise(
                 id=cid,
                 param=Value(data=param),
-                timeout_at=_min_deadline(
+                timeout_at=min_deadline(
                     None if timeout is None else now + round(timeout * 1000), parent_deadline
                 ),
                 tags=self._inv.tags,
@@ -584,7 +502,7 @@ class Context:
         what = f"{kind} ({cid})"
         recorded = self._recorded(cid, kind)
         if recorded is not None and recorded.state.settled:
-            return Call(cid, _done(lambda: decode_outcome(recorded, adapter, what)))
+            return Call(cid, done(lambda: decode_outcome(recorded, adapter, what)))
         settled = inv.waiter(cid)
         if recorded is not None:
             created: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()
@@ -622,52 +540,6 @@ class Context:
             created = await engine.create_promise(req)
         record: PromiseRecord = created.promise
         return record
-
-
-class _LeafCall:
-    """A leaf step's function and arguments: coroutine functions are awaited here, plain
-    functions run in a worker thread (abandoned, not stopped, on timeout or eviction)."""
-
-    __slots__ = ("args", "fn", "is_async", "kwargs")
-
-    def __init__(
-        self, fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        self.fn = fn
-        self.is_async = is_async
-        self.args = args
-        self.kwargs = kwargs
-
-    async def run(self) -> Any:
-        if self.is_async:
-            return await self.fn(*self.args, **self.kwargs)
-        call = functools.partial(self.fn, *self.args, **self.kwargs)
-        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-
-class _Builtin:
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-
-    async def run(self) -> Any:
-        return self.fn()
-
-
-def _seconds(duration: float | dt.timedelta, what: str) -> float:
-    if isinstance(duration, dt.timedelta):
-        seconds = duration.total_seconds()
-    elif isinstance(duration, int | float) and not isinstance(duration, bool):
-        seconds = float(duration)
-    else:
-        raise TypeError(f"{what}: expected seconds or a timedelta, got {duration!r}")
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"{what}: duration must be >= 0 seconds, got {duration!r}")
-    return seconds
 
 
 def _builtin_signature(name: str, fn: Callable[..., Any]) -> Signature:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dawait._resonate import Handle, PromiseInfo, Promises, Resonate
 from dawait._retry import Constant, Exponential, Linear, Never, RetryPolicy
-from dawait.runtime._context import Call, Context
+from dawait.runtime._calls import Call
+from dawait.runtime._context import Context
 
 __all__ = [
     "Call",
