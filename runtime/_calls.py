@@ -104,6 +104,7 @@ def done(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
     return outcome
 
 
+@functools.lru_cache(maxsize=1024)
 def step_param(name: str) -> Value:
     return Value(data=f'{{"func":{json.dumps(name)}}}')
 

@@ -281,67 +281,16 @@ class Context:
         non_retryable: tuple[type[BaseException], ...],
         timeout: float | None,
     ) -> Call[Any]:
-        what = f"step {name} ({cid})"
         recorded = self._recorded(cid, name)
         if recorded is not None and recorded.state.settled:
+            what = f"step {name} ({cid})"
             return Call(cid, done(lambda: decode_outcome(recorded, signature.result, what)))
-        inv = self._inv
-        engine = inv.engine
         deadline = min_deadline(
-            None if timeout is None else engine.clock.now() + round(timeout * 1000),
+            None if timeout is None else self._inv.engine.clock.now() + round(timeout * 1000),
             self._frame.deadline,
         )
-        barrier = inv.unwritten()
-
-        async def record(state: PromiseState, data: str) -> None:
-            created = await engine.create_promise(
-                CreatePromise(
-                    id=cid,
-                    param=step_param(name),
-                    tags=inv.tags,
-                    state=state,
-                    value=Value(data=data),
-                )
-            )
-            inv.remember(created.promise)
-
-        async def step() -> Any:
-            if barrier:
-                await asyncio.wait(barrier)
-            retry = 0
-            while True:
-                try:
-                    result = await inv.within(deadline, call.run(), what)
-                except PromiseTimeoutError as exc:
-                    await record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc))
-                    raise
-                except Exception as exc:
-                    retry += 1
-                    delay = None if isinstance(exc, non_retryable) else policy.backoff(retry)
-                    wake = None if delay is None else engine.clock.now() + round(delay * 1000)
-                    if wake is None or (deadline is not None and wake >= deadline):
-                        await record(PromiseState.REJECTED, encode_error(exc))
-                        raise
-                    engine.stats["step_retries"] += 1
-                    await engine.clock.sleep_until(wake)
-                    continue
-                try:
-                    data = encode_json(result, signature.result, what=f"{what} result")
-                except SerializationError as exc:
-                    await record(PromiseState.REJECTED, encode_error(exc))
-                    raise
-                await record(PromiseState.RESOLVED, data)
-                engine.stats["steps"] += 1
-                return result
-
-        async def run() -> Any:
-            inv.begin_local()
-            try:
-                return await step()
-            finally:
-                inv.end_local()
-
-        return Call(cid, run)
+        step = _Step(self._inv, cid, name, signature, call, policy, non_retryable, deadline)
+        return Call(cid, step.run)
 
     def _durable(
         self,
@@ -540,6 +489,102 @@ class Context:
             created = await engine.create_promise(req)
         record: PromiseRecord = created.promise
         return record
+
+
+class _Step:
+    """One leaf step's run: wait for earlier records, call, retry, record the outcome."""
+
+    __slots__ = (
+        "barrier",
+        "call",
+        "cid",
+        "deadline",
+        "inv",
+        "name",
+        "non_retryable",
+        "policy",
+        "signature",
+    )
+
+    def __init__(
+        self,
+        inv: Invocation,
+        cid: str,
+        name: str,
+        signature: Signature,
+        call: LeafCall | Builtin,
+        policy: RetryPolicy,
+        non_retryable: tuple[type[BaseException], ...],
+        deadline: int | None,
+    ) -> None:
+        self.inv = inv
+        self.cid = cid
+        self.name = name
+        self.signature = signature
+        self.call = call
+        self.policy = policy
+        self.non_retryable = non_retryable
+        self.deadline = deadline
+        self.barrier = inv.unwritten()
+
+    @property
+    def what(self) -> str:
+        return f"step {self.name} ({self.cid})"
+
+    async def run(self) -> Any:
+        inv = self.inv
+        inv.begin_local()
+        try:
+            if self.barrier:
+                await asyncio.wait(self.barrier)
+            return await self._attempts()
+        finally:
+            inv.end_local()
+
+    async def _attempts(self) -> Any:
+        engine = self.inv.engine
+        deadline = self.deadline
+        retry = 0
+        while True:
+            try:
+                if deadline is None:
+                    result = await self.call.run()
+                else:
+                    result = await self.inv.within(deadline, self.call.run(), self.what)
+            except PromiseTimeoutError as exc:
+                await self._record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc))
+                raise
+            except Exception as exc:
+                retry += 1
+                delay = None if isinstance(exc, self.non_retryable) else self.policy.backoff(retry)
+                wake = None if delay is None else engine.clock.now() + round(delay * 1000)
+                if wake is None or (deadline is not None and wake >= deadline):
+                    await self._record(PromiseState.REJECTED, encode_error(exc))
+                    raise
+                engine.stats["step_retries"] += 1
+                await engine.clock.sleep_until(wake)
+                continue
+            try:
+                data = encode_json(result, self.signature.result, what=f"{self.what} result")
+            except SerializationError as exc:
+                await self._record(PromiseState.REJECTED, encode_error(exc))
+                raise
+            await self._record(PromiseState.RESOLVED, data)
+            engine.stats["steps"] += 1
+            return result
+
+    async def _record(self, state: PromiseState, data: str) -> None:
+        inv = self.inv
+        created = await inv.engine.create_promise(
+            CreatePromise(
+                id=self.cid,
+                param=step_param(self.name),
+                tags=inv.tags,
+                state=state,
+                value=Value(data=data),
+            )
+        )
+        inv.remember(created.promise)
 
 
 def _builtin_signature(name: str, fn: Callable[..., Any]) -> Signature:
