@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dawait.runtime._promise import PromiseRecord, PromiseState
+from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._store_ops import TablesStore
 from dawait.runtime._task import TaskRecord, TaskState
 
@@ -32,6 +33,8 @@ class MemoryTables:
         self.callbacks: dict[str, list[str]] = {}
         self.awaiting: dict[str, set[str]] = {}
         """Task id -> the promises it has callbacks on (to drop them when it resumes)."""
+        self.schedules: dict[str, ScheduleRecord] = {}
+        """Few enough to scan: schedules are configuration, not per-invocation records."""
 
     def get_promise(self, id: str) -> PromiseRecord | None:
         return self.promises.get(id)
@@ -125,6 +128,42 @@ class MemoryTables:
             key=lambda task: task.id,
         )
         return runnable[:limit]
+
+    def get_schedule(self, id: str) -> ScheduleRecord | None:
+        return self.schedules.get(id)
+
+    def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None:
+        self.schedules[record.id] = record
+
+    def delete_schedule(self, id: str) -> bool:
+        return self.schedules.pop(id, None) is not None
+
+    def search_schedules(self, pattern: str, limit: int, after: str | None) -> list[ScheduleRecord]:
+        regex = glob_regex(pattern)
+        found = sorted(
+            (
+                record
+                for id, record in self.schedules.items()
+                if (after is None or id > after) and regex.fullmatch(id)
+            ),
+            key=lambda record: record.id,
+        )
+        return found[:limit]
+
+    def due_schedules(self, now: int, limit: int) -> list[ScheduleRecord]:
+        due = [
+            record
+            for record in self.schedules.values()
+            if record.next_run_at is not None and record.next_run_at <= now
+        ]
+        due.sort(key=lambda record: (record.next_run_at, record.id))
+        return due[:limit]
+
+    def next_schedule_at(self) -> int | None:
+        return min(
+            (r.next_run_at for r in self.schedules.values() if r.next_run_at is not None),
+            default=None,
+        )
 
 
 class MemoryStore(TablesStore):

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from dawait.errors import DawaitError, StoreError
 from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._store_ops import TablesStore
 from dawait.runtime._task import TaskRecord, TaskState
 
@@ -39,7 +40,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open)."""
 _MAX_BATCH = 2048
 
 _SCHEMA = """
@@ -73,12 +75,27 @@ CREATE TABLE IF NOT EXISTS callbacks (
     PRIMARY KEY (promise_id, task_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS callbacks_task ON callbacks (task_id);
+CREATE TABLE IF NOT EXISTS schedules (
+    id          TEXT PRIMARY KEY,
+    cron        TEXT NOT NULL,
+    func        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    args        TEXT NOT NULL,
+    next_run_at INTEGER,
+    last_run_at INTEGER,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run_at)
+    WHERE next_run_at IS NOT NULL;
 """
+"""Every statement is ``IF NOT EXISTS``, so running it upgrades a file of any older version."""
 
 _PROMISE_COLUMNS = (
     "id, state, param_data, param_headers, value_data, value_headers, "
     "timeout_at, tags, branch, created_at, settled_at"
 )
+
+_SCHEDULE_COLUMNS = "id, cron, func, version, args, next_run_at, last_run_at, created_at"
 
 
 def _dump_map(mapping: Mapping[str, str] | None) -> str | None:
@@ -113,6 +130,20 @@ def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
     id, state, version, pid, expires_at = row
     return TaskRecord(
         id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
+    )
+
+
+def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
+    id, cron, func, version, args, next_run_at, last_run_at, created_at = row
+    return ScheduleRecord(
+        id=id,
+        cron=cron,
+        func=func,
+        version=version,
+        args=args,
+        next_run_at=next_run_at,
+        last_run_at=last_run_at,
+        created_at=created_at,
     )
 
 
@@ -236,6 +267,59 @@ class SQLiteTables:
             (after, after, limit),
         ).fetchall()
         return [_task_from_row(row) for row in rows]
+
+    def get_schedule(self, id: str) -> ScheduleRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?", (id,)
+        ).fetchone()
+        return None if row is None else _schedule_from_row(row)
+
+    def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None:
+        if new:
+            self.conn.execute(
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.cron,
+                    record.func,
+                    record.version,
+                    record.args,
+                    record.next_run_at,
+                    record.last_run_at,
+                    record.created_at,
+                ),
+            )
+        else:
+            # Only firing changes a stored schedule.
+            self.conn.execute(
+                "UPDATE schedules SET next_run_at = ?, last_run_at = ? WHERE id = ?",
+                (record.next_run_at, record.last_run_at, record.id),
+            )
+
+    def delete_schedule(self, id: str) -> bool:
+        return self.conn.execute("DELETE FROM schedules WHERE id = ?", (id,)).rowcount > 0
+
+    def search_schedules(self, pattern: str, limit: int, after: str | None) -> list[ScheduleRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id GLOB ? "
+            "AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+            (_glob_pattern(pattern), after, after, limit),
+        ).fetchall()
+        return [_schedule_from_row(row) for row in rows]
+
+    def due_schedules(self, now: int, limit: int) -> list[ScheduleRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE next_run_at IS NOT NULL "
+            "AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_schedule_from_row(row) for row in rows]
+
+    def next_schedule_at(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(next_run_at) FROM schedules WHERE next_run_at IS NOT NULL"
+        ).fetchone()
+        return None if row is None else row[0]
 
 
 class SQLiteStore(TablesStore):
@@ -412,7 +496,7 @@ class SQLiteStore(TablesStore):
             if mode != "wal":
                 raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )

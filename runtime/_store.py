@@ -1,9 +1,10 @@
 """The ``Store`` protocol: everything the engine knows, kept durably.
 
 Records and operations follow the Distributed Async Await protocol: promises, tasks (who runs
-an invocation) and callbacks (a suspended task waiting for a promise). Each operation is
-atomic. Every store applies the pure transitions of ``_promise`` and ``_task``, so the
-stores differ only in where the records live.
+an invocation), callbacks (a suspended task waiting for a promise) and schedules (cron
+expressions that start invocations). Each operation is atomic. Every store applies the pure
+transitions of ``_promise``, ``_task`` and ``_schedule``, so the stores differ only in where
+the records live.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dawait.runtime._promise import (
     SettleOutcome,
     Value,
 )
+from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._task import TaskRecord
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "PromiseCreated",
     "PromisePage",
     "PromiseSettled",
+    "ScheduleCreated",
+    "SchedulePage",
     "Store",
 ]
 
@@ -75,8 +79,22 @@ class PromisePage:
     """Pass back to get the next page; None on the last page."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleCreated:
+    schedule: ScheduleRecord
+    created: bool
+    """False when a schedule with this id existed already (it is returned unchanged)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePage:
+    schedules: Sequence[ScheduleRecord]
+    cursor: str | None
+    """Pass back to get the next page; None on the last page."""
+
+
 class Store(Protocol):
-    """Durable promises, tasks and callbacks. Every method is one atomic operation."""
+    """Durable promises, tasks, callbacks and schedules. Every method is one atomic operation."""
 
     async def open(self) -> None:
         """Make the store ready (create files and schema); called once before use."""
@@ -153,4 +171,49 @@ class Store(Protocol):
         self, *, after: str | None = None, limit: int = 1000
     ) -> Sequence[TaskRecord]:
         """Tasks that are pending or acquired, ordered by id, after the id ``after``."""
+        ...
+
+    async def create_schedule(self, record: ScheduleRecord) -> ScheduleCreated:
+        """Store a schedule, or return the existing one with that id (idempotent)."""
+        ...
+
+    async def get_schedule(self, id: str) -> ScheduleRecord | None: ...
+
+    async def delete_schedule(self, id: str) -> bool:
+        """Remove a schedule; False when there was none with this id."""
+        ...
+
+    async def search_schedules(
+        self, pattern: str, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        """Schedules whose id matches the glob ``pattern`` (``*`` any run), ordered by id."""
+        ...
+
+    async def due_schedules(self, *, now: int, limit: int) -> Sequence[ScheduleRecord]:
+        """Up to ``limit`` schedules whose ``next_run_at`` is at or before ``now``, earliest
+        first."""
+        ...
+
+    async def next_schedule_at(self) -> int | None:
+        """The earliest ``next_run_at`` of any schedule."""
+        ...
+
+    async def fire_schedule(
+        self,
+        id: str,
+        *,
+        expected: int | None,
+        invocation: CreatePromise,
+        next_run_at: int | None,
+        last_run_at: int,
+        pid: str | None,
+        ttl: int | None,
+        now: int,
+    ) -> InvocationCreated | None:
+        """Fire one slot of a schedule: create its invocation (as ``create_invocation``) and
+        move the schedule to ``next_run_at``, together, if its ``next_run_at`` is still
+        ``expected``.
+
+        None, changing nothing, when the schedule is gone or has moved on already.
+        """
         ...

@@ -2,11 +2,13 @@
 
 A store provides ``Tables`` over its own records (dicts in memory, SQL in one SQLite
 transaction) and runs these functions atomically; the logic of creating, settling, timing
-out, suspending and resuming is therefore the same in every store.
+out, suspending and resuming, and of keeping schedules, is therefore the same in every
+store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -21,12 +23,15 @@ from dawait.runtime._promise import (
     expire_promise,
     settle_promise,
 )
+from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
     PromiseCreated,
     PromisePage,
     PromiseSettled,
+    ScheduleCreated,
+    SchedulePage,
 )
 from dawait.runtime._task import (
     TaskRecord,
@@ -59,6 +64,14 @@ class Tables(Protocol):
     def pop_callbacks(self, promise_id: str) -> list[str]: ...
     def drop_callbacks(self, task_id: str) -> None: ...
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
+    def get_schedule(self, id: str) -> ScheduleRecord | None: ...
+    def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None: ...
+    def delete_schedule(self, id: str) -> bool: ...
+    def search_schedules(
+        self, pattern: str, limit: int, after: str | None
+    ) -> list[ScheduleRecord]: ...
+    def due_schedules(self, now: int, limit: int) -> list[ScheduleRecord]: ...
+    def next_schedule_at(self) -> int | None: ...
 
 
 def op_create_promise(t: Tables, request: CreatePromise, now: int) -> PromiseCreated:
@@ -192,6 +205,42 @@ def op_suspend_task(t: Tables, id: str, awaited: Sequence[str], now: int) -> boo
     return True
 
 
+def op_create_schedule(t: Tables, record: ScheduleRecord) -> ScheduleCreated:
+    existing = t.get_schedule(record.id)
+    if existing is not None:
+        return ScheduleCreated(schedule=existing, created=False)
+    t.put_schedule(record, new=True)
+    return ScheduleCreated(schedule=record, created=True)
+
+
+def op_search_schedules(t: Tables, pattern: str, limit: int, cursor: str | None) -> SchedulePage:
+    rows = t.search_schedules(pattern, limit + 1, cursor)
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit and page else None
+    return SchedulePage(schedules=page, cursor=next_cursor)
+
+
+def op_fire_schedule(
+    t: Tables,
+    id: str,
+    expected: int | None,
+    invocation: CreatePromise,
+    next_run_at: int | None,
+    last_run_at: int,
+    pid: str | None,
+    ttl: int | None,
+    now: int,
+) -> InvocationCreated | None:
+    record = t.get_schedule(id)
+    if record is None or record.next_run_at != expected:
+        return None
+    created = op_create_invocation(t, invocation, pid, ttl, now)
+    t.put_schedule(
+        dataclasses.replace(record, next_run_at=next_run_at, last_run_at=last_run_at), new=False
+    )
+    return created
+
+
 def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> PromiseSettled:
     """Write a newly settled promise, fulfil its task and resume the tasks awaiting it."""
     t.put_promise(record, new=False)
@@ -277,6 +326,42 @@ class TablesStore:
     ) -> Sequence[TaskRecord]:
         return await self._transact(_runnable_tasks, after, limit)
 
+    async def create_schedule(self, record: ScheduleRecord) -> ScheduleCreated:
+        return await self._transact(op_create_schedule, record)
+
+    async def get_schedule(self, id: str) -> ScheduleRecord | None:
+        return await self._transact(_get_schedule, id)
+
+    async def delete_schedule(self, id: str) -> bool:
+        return await self._transact(_delete_schedule, id)
+
+    async def search_schedules(
+        self, pattern: str, *, limit: int = 100, cursor: str | None = None
+    ) -> SchedulePage:
+        return await self._transact(op_search_schedules, pattern, limit, cursor)
+
+    async def due_schedules(self, *, now: int, limit: int) -> Sequence[ScheduleRecord]:
+        return await self._transact(_due_schedules, now, limit)
+
+    async def next_schedule_at(self) -> int | None:
+        return await self._transact(_next_schedule_at)
+
+    async def fire_schedule(
+        self,
+        id: str,
+        *,
+        expected: int | None,
+        invocation: CreatePromise,
+        next_run_at: int | None,
+        last_run_at: int,
+        pid: str | None,
+        ttl: int | None,
+        now: int,
+    ) -> InvocationCreated | None:
+        return await self._transact(
+            op_fire_schedule, id, expected, invocation, next_run_at, last_run_at, pid, ttl, now
+        )
+
 
 def _next_timeout(t: Tables) -> int | None:
     return t.next_timeout()
@@ -292,3 +377,19 @@ def _get_task(t: Tables, id: str) -> TaskRecord | None:
 
 def _runnable_tasks(t: Tables, after: str | None, limit: int) -> list[TaskRecord]:
     return t.runnable_tasks(after, limit)
+
+
+def _get_schedule(t: Tables, id: str) -> ScheduleRecord | None:
+    return t.get_schedule(id)
+
+
+def _delete_schedule(t: Tables, id: str) -> bool:
+    return t.delete_schedule(id)
+
+
+def _due_schedules(t: Tables, now: int, limit: int) -> list[ScheduleRecord]:
+    return t.due_schedules(now, limit)
+
+
+def _next_schedule_at(t: Tables) -> int | None:
+    return t.next_schedule_at()

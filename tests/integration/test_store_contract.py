@@ -29,8 +29,15 @@ from dawait.runtime._promise import (
     SettleOutcome,
     Value,
 )
+from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._sqlite_store import SCHEMA_VERSION
-from dawait.runtime._store import CreatePromise, PromiseCreated, PromiseSettled
+from dawait.runtime._store import (
+    CreatePromise,
+    InvocationCreated,
+    PromiseCreated,
+    PromiseSettled,
+    ScheduleCreated,
+)
 from dawait.runtime._task import TaskRecord, TaskState
 
 ONE = Value(data="1")
@@ -853,6 +860,163 @@ async def test_runnable_tasks_lists_the_empty_id(store: Store) -> None:
     assert [task.id for task in await store.runnable_tasks()] == [""]
 
 
+# -- schedules ------------------------------------------------------------------------------
+
+
+def a_schedule(id: str = "s", *, next_run_at: int | None = 60_000, **fields: Any) -> ScheduleRecord:
+    values: dict[str, Any] = {
+        "cron": "* * * * *",
+        "func": "report",
+        "version": 1,
+        "args": '{"args":[1],"kwargs":{}}',
+        "created_at": 5,
+    }
+    values.update(fields)
+    return ScheduleRecord(id=id, next_run_at=next_run_at, **values)
+
+
+async def fire(
+    store: Store, id: str, *, expected: int | None, slot: int, next_run_at: int | None
+) -> InvocationCreated | None:
+    return await store.fire_schedule(
+        id,
+        expected=expected,
+        invocation=CreatePromise(id=f"{id}.{slot}", param=ONE),
+        next_run_at=next_run_at,
+        last_run_at=slot,
+        pid="w1",
+        ttl=None,
+        now=slot,
+    )
+
+
+async def test_create_schedule_and_get_it(store: Store) -> None:
+    record = a_schedule(last_run_at=None)
+
+    created = await store.create_schedule(record)
+
+    assert created == ScheduleCreated(schedule=record, created=True)
+    assert await store.get_schedule("s") == record
+    assert await store.get_schedule("other") is None
+
+
+async def test_create_schedule_again_returns_the_existing_one_unchanged(store: Store) -> None:
+    first = a_schedule()
+    await store.create_schedule(first)
+
+    again = await store.create_schedule(a_schedule(cron="0 * * * *", next_run_at=7, version=2))
+
+    assert again == ScheduleCreated(schedule=first, created=False)
+    assert await store.get_schedule("s") == first
+
+
+async def test_delete_schedule(store: Store) -> None:
+    await store.create_schedule(a_schedule())
+
+    assert await store.delete_schedule("s")
+    assert await store.get_schedule("s") is None
+    assert not await store.delete_schedule("s")
+    assert await store.due_schedules(now=10**15, limit=10) == []
+    assert await store.next_schedule_at() is None
+
+
+async def test_due_schedules_are_those_at_or_past_their_slot_earliest_first(store: Store) -> None:
+    await store.create_schedule(a_schedule("late", next_run_at=300))
+    await store.create_schedule(a_schedule("early", next_run_at=100))
+    await store.create_schedule(a_schedule("same", next_run_at=100))
+    await store.create_schedule(a_schedule("never", next_run_at=None))
+
+    assert await store.next_schedule_at() == 100
+    assert await store.due_schedules(now=99, limit=10) == []
+    assert [r.id for r in await store.due_schedules(now=100, limit=10)] == ["early", "same"]
+    assert [r.id for r in await store.due_schedules(now=10**15, limit=10)] == [
+        "early",
+        "same",
+        "late",
+    ]
+    assert [r.id for r in await store.due_schedules(now=10**15, limit=1)] == ["early"]
+
+
+async def test_fire_schedule_creates_the_invocation_and_moves_the_schedule(store: Store) -> None:
+    await store.create_schedule(a_schedule(next_run_at=60_000))
+
+    created = await fire(store, "s", expected=60_000, slot=60_000, next_run_at=120_000)
+
+    assert created is not None
+    assert created.created
+    assert created.promise.id == "s.60000"
+    assert created.task == TaskRecord(id="s.60000", state=TaskState.ACQUIRED, pid="w1")
+    assert await store.get_promise("s.60000") == created.promise
+    assert await store.get_schedule("s") == a_schedule(next_run_at=120_000, last_run_at=60_000)
+    assert await store.next_schedule_at() == 120_000
+
+
+async def test_fire_schedule_refuses_a_schedule_that_moved_on_or_is_gone(store: Store) -> None:
+    await store.create_schedule(a_schedule(next_run_at=60_000))
+    await fire(store, "s", expected=60_000, slot=60_000, next_run_at=120_000)
+
+    # A second firer that read the schedule before it moved changes nothing.
+    assert await fire(store, "s", expected=60_000, slot=60_000, next_run_at=120_000) is None
+    assert await fire(store, "gone", expected=60_000, slot=60_000, next_run_at=120_000) is None
+    assert await store.get_promise("gone.60000") is None
+    assert (await store.get_schedule("s")) == a_schedule(next_run_at=120_000, last_run_at=60_000)
+
+
+async def test_fire_schedule_of_a_slot_already_started_starts_nothing_new(store: Store) -> None:
+    await invocation(store, "s.60000", now=1)
+    await resolve(store, "s.60000", now=2)
+    await store.create_schedule(a_schedule(next_run_at=60_000))
+
+    created = await fire(store, "s", expected=60_000, slot=60_000, next_run_at=120_000)
+
+    assert created is not None
+    assert not created.created
+    assert created.promise.state is PromiseState.RESOLVED
+    assert (await store.get_schedule("s")) == a_schedule(next_run_at=120_000, last_run_at=60_000)
+
+
+async def test_fire_schedule_to_no_further_slot(store: Store) -> None:
+    await store.create_schedule(a_schedule(next_run_at=60_000))
+
+    await fire(store, "s", expected=60_000, slot=60_000, next_run_at=None)
+
+    assert (await store.get_schedule("s")) == a_schedule(next_run_at=None, last_run_at=60_000)
+    assert await store.next_schedule_at() is None
+    assert await store.due_schedules(now=10**15, limit=10) == []
+
+
+async def test_concurrent_firings_of_one_slot_fire_it_once(store: Store) -> None:
+    await store.create_schedule(a_schedule(next_run_at=60_000))
+
+    results = await asyncio.gather(
+        *(fire(store, "s", expected=60_000, slot=60_000, next_run_at=120_000) for _ in range(5))
+    )
+
+    assert sum(result is not None for result in results) == 1
+
+
+async def test_search_schedules_pages_by_id(store: Store) -> None:
+    ids = ["nightly", "report-1", "report-2", "report-10", "Report-3", "x"]
+    for id in ids:
+        await store.create_schedule(a_schedule(id))
+
+    found: list[str] = []
+    cursor = None
+    while True:
+        page = await store.search_schedules("report-*", limit=2, cursor=cursor)
+        assert len(page.schedules) <= 2
+        found += [record.id for record in page.schedules]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+
+    assert found == ["report-1", "report-10", "report-2"]
+    everything = await store.search_schedules("*")
+    assert [record.id for record in everything.schedules] == sorted(ids)
+    assert everything.cursor is None
+    assert (await store.search_schedules("a[*")).schedules == []
+
+
 # -- SQLite only ----------------------------------------------------------------------------
 
 
@@ -1065,3 +1229,49 @@ async def test_a_failing_operation_does_not_undo_its_neighbours(db: Path) -> Non
         assert await all_pages(reopened, "*", limit=1000) == [f"ok{n:02}" for n in range(50)]
     finally:
         await reopened.close()
+
+
+async def test_schedules_survive_close_and_reopen(db: Path) -> None:
+    first = SQLiteStore(db)
+    await first.open()
+    await first.create_schedule(a_schedule("s", next_run_at=60_000))
+    await first.create_schedule(a_schedule("t", next_run_at=None, cron="0 0 29 2 *"))
+    await fire(first, "s", expected=60_000, slot=60_000, next_run_at=120_000)
+    before = [await first.get_schedule(id) for id in ("s", "t")]
+    await first.close()
+
+    second = SQLiteStore(db)
+    await second.open()
+    try:
+        assert [await second.get_schedule(id) for id in ("s", "t")] == before
+        assert await second.next_schedule_at() == 120_000
+    finally:
+        await second.close()
+
+
+async def test_a_version_1_file_gains_schedules_in_place(db: Path) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+    await store.create_promise(CreatePromise(id="p", param=ONE), now=1)
+    await store.close()
+    # What dawait with schema version 1 left behind: no schedules table.
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("DROP TABLE schedules")
+        conn.execute("PRAGMA user_version = 1")
+    finally:
+        conn.close()
+
+    upgraded = SQLiteStore(db)
+    await upgraded.open()
+    try:
+        assert (await upgraded.get_promise("p")) is not None
+        await upgraded.create_schedule(a_schedule())
+        assert await upgraded.get_schedule("s") == a_schedule()
+    finally:
+        await upgraded.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        conn.close()
