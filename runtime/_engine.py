@@ -1,4 +1,5 @@
-"""The engine: one supervisor for the actors, the timers and the store of one app.
+"""The engine: one supervisor for the actors, the timers, the schedules and the store of one
+app.
 
 Every background task lives in the supervisor's task group, which runs in one runner task
 that the app starts on open and cancels on close. The engine is the only place that
@@ -17,15 +18,19 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dawait.errors import NotStartedError, PromiseNotFoundError
+from dawait.errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
 from dawait.runtime._clock import Clock
+from dawait.runtime._invocation import invocation_param
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, Value
+from dawait.runtime._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
     PromiseCreated,
     PromisePage,
     PromiseSettled,
+    ScheduleCreated,
+    SchedulePage,
     Store,
 )
 from dawait.runtime._task import TaskRecord
@@ -40,6 +45,7 @@ log = logging.getLogger("dawait.engine")
 
 _EXPIRE_BATCH = 1000
 _RECOVER_BATCH = 1000
+_SCHEDULE_BATCH = 100
 
 
 class EngineConfig:
@@ -83,6 +89,7 @@ class Engine:
         self._closing = False
         self._timer_wakeup = asyncio.Event()
         self._next_timeout: int | None = None
+        self._schedule_wakeup = asyncio.Event()
         self.stats = collections.Counter[str]()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -133,6 +140,7 @@ class Engine:
             self._group = group
             started.set_result(None)
             group.create_task(self._fire_timers(), name="dawait-timers")
+            group.create_task(self._fire_schedules(), name="dawait-schedules")
             group.create_task(self._recover(), name="dawait-recover")
             await asyncio.Event().wait()
 
@@ -234,12 +242,20 @@ class Engine:
         created = await self.store.create_invocation(
             request, pid=self.pid, ttl=None, now=self.clock.now()
         )
+        self._started(created, call)
+        return created
+
+    def _started(
+        self,
+        created: InvocationCreated,
+        call: tuple[Registered, list[Any], dict[str, Any]] | None = None,
+    ) -> None:
+        """Run an invocation the store has just created with a task for this process."""
         if created.task is not None:
             self._schedule_timeout(created.promise)
             if call is not None:
                 self._fresh[created.promise.id] = (created.promise, *call)
             self._enqueue(created.promise.id)
-        return created
 
     def resume(self, id: str) -> None:
         """Run invocation ``id`` (again): its task became pending."""
@@ -328,11 +344,94 @@ class Engine:
             await self._sleep_until_timeout()
 
     async def _sleep_until_timeout(self) -> None:
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._timer_wakeup.wait())}
-        if self._next_timeout is not None:
-            waits.add(asyncio.ensure_future(self.clock.sleep_until(self._next_timeout)))
+        await self._sleep_until(self._next_timeout, self._timer_wakeup)
+
+    async def _sleep_until(self, deadline: int | None, wakeup: asyncio.Event) -> None:
+        """Return at ``deadline`` (never, when None), or earlier once ``wakeup`` is set."""
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(wakeup.wait())}
+        if deadline is not None:
+            waits.add(asyncio.ensure_future(self.clock.sleep_until(deadline)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for future in waits:
                 future.cancel()
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def create_schedule(self, record: ScheduleRecord) -> ScheduleCreated:
+        """Store a schedule (or return the one with that id) and fire it when it is due."""
+        self._require_group()
+        created = await self.store.create_schedule(record)
+        if created.created:
+            self._schedule_wakeup.set()  # its slot may come before the one the loop awaits
+        return created
+
+    async def get_schedule(self, id: str) -> ScheduleRecord | None:
+        self._require_group()
+        return await self.store.get_schedule(id)
+
+    async def delete_schedule(self, id: str) -> bool:
+        self._require_group()
+        return await self.store.delete_schedule(id)
+
+    async def search_schedules(
+        self, pattern: str, *, limit: int, cursor: str | None = None
+    ) -> SchedulePage:
+        self._require_group()
+        return await self.store.search_schedules(pattern, limit=limit, cursor=cursor)
+
+    async def _fire_schedules(self) -> None:
+        """Start each schedule's invocation as its slot comes, then move it to its next slot."""
+        while True:
+            self._schedule_wakeup.clear()
+            now = self.clock.now()
+            due = await self.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
+            for record in due:
+                firing = due_firing(record, now)
+                if firing is not None:
+                    await self._fire_schedule(record, firing)
+            if len(due) == _SCHEDULE_BATCH:
+                await asyncio.sleep(0)
+                continue
+            await self._sleep_until(await self.store.next_schedule_at(), self._schedule_wakeup)
+
+    async def _fire_schedule(self, record: ScheduleRecord, firing: ScheduleFiring) -> None:
+        """Start the slot's invocation and move the schedule on, in one store operation.
+
+        Nothing fires twice: the invocation's id is the slot's and creating it is
+        idempotent, and the schedule moves only if no one moved (or deleted) it since it was
+        read. A crash before the operation commits fires the same slot again on restart.
+        """
+        version, timeout = record.version, None
+        try:
+            registered = self.registry.get(record.func)
+        except UnknownFunctionError as exc:
+            # Start it anyway with the version it was created with: it stays pending for a
+            # process that has the function, like any invocation of an unknown function.
+            log.error(
+                "schedule %s starts %s, whose function is not registered here: %s",
+                record.id,
+                firing.invocation_id,
+                exc,
+            )
+        else:
+            version, timeout = registered.version, registered.timeout
+        now = self.clock.now()
+        created = await self.store.fire_schedule(
+            record.id,
+            expected=record.next_run_at,
+            invocation=CreatePromise(
+                id=firing.invocation_id,
+                param=Value(data=invocation_param(record.func, version, record.args)),
+                timeout_at=None if timeout is None else now + round(timeout * 1000),
+            ),
+            next_run_at=firing.next_run_at,
+            last_run_at=firing.slot,
+            pid=self.pid,
+            ttl=None,
+            now=now,
+        )
+        if created is not None:
+            self.stats["schedules_fired"] += 1
+            self._started(created)

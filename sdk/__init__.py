@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dawait._resonate import Handle, PromiseInfo, Promises, Resonate
 from dawait._retry import Constant, Exponential, Linear, Never, RetryPolicy
+from dawait._schedules import ScheduleInfo, Schedules
 from dawait.runtime._calls import Call
 from dawait.runtime._context import Context
 
@@ -23,6 +24,8 @@ __all__ = [
     "Promises",
     "Resonate",
     "RetryPolicy",
+    "ScheduleInfo",
+    "Schedules",
 ]
 
 __version__ = "0.1.0"

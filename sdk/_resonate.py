@@ -1,4 +1,5 @@
-"""``Resonate``: the app. Registers functions, starts and awaits invocations, settles promises."""
+"""``Resonate``: the app. Registers functions, starts and awaits invocations, settles promises,
+keeps schedules (``app.schedules``, in ``_schedules``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from dawait._retry import RetryPolicy
+from dawait._schedules import Schedules
 from dawait.errors import (
     InvocationConflictError,
     PromiseAlreadySettledError,
@@ -264,6 +266,7 @@ class Resonate:
             config=EngineConfig(evict_after=evict_after, max_active=max_active),
         )
         self.promises = Promises(self)
+        self.schedules = Schedules(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@
     ├── PromiseNotFoundError       no promise has that id
     ├── PromiseAlreadySettledError settling a settled promise with another outcome
     ├── PromiseTimeoutError        a promise, step or invocation passed its deadline
+    ├── ScheduleConflictError      a schedule id already used with another cron, function or args
+    ├── ScheduleNotFoundError      no schedule has that id
     ├── CanceledError              the promise or invocation was canceled
     ├── StepError                  a recorded failure whose exception type cannot be rebuilt
     ├── StoreError                 the store cannot be opened or written
@@ -29,6 +31,8 @@ __all__ = [
     "PromiseAlreadySettledError",
     "PromiseNotFoundError",
     "PromiseTimeoutError",
+    "ScheduleConflictError",
+    "ScheduleNotFoundError",
     "SerializationError",
     "StepError",
     "StoreError",
@@ -66,6 +70,14 @@ class PromiseAlreadySettledError(DawaitError):
 
 class PromiseTimeoutError(DawaitError):
     """A promise, a step or an invocation passed its deadline before it settled."""
+
+
+class ScheduleConflictError(DawaitError):
+    """A schedule id already in use with another cron expression, function or arguments."""
+
+
+class ScheduleNotFoundError(DawaitError):
+    """No schedule has the given id."""
 
 
 class CanceledError(DawaitError):
