@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Coroutine, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dawait.errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
 from dawait.runtime._clock import Clock
 from dawait.runtime._invocation import invocation_param
+from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, Value
 from dawait.runtime._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.runtime._store import (
@@ -91,6 +93,11 @@ class Engine:
         self._next_timeout: int | None = None
         self._schedule_wakeup = asyncio.Event()
         self.stats = collections.Counter[str]()
+        self.metrics = EngineMetrics()
+        if hasattr(store, "metrics"):
+            store.metrics = self.metrics  # the SQLite store counts its commits there
+        self._quiescing = False
+        self._idle = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -252,6 +259,8 @@ class Engine:
     ) -> None:
         """Run an invocation the store has just created with a task for this process."""
         if created.task is not None:
+            name = call[0].name if call else _function_name(created.promise.param.data)
+            self.metrics.count("started", name)
             self._schedule_timeout(created.promise)
             if call is not None:
                 self._fresh[created.promise.id] = (created.promise, *call)
@@ -273,7 +282,7 @@ class Engine:
 
     def _start_queued(self) -> None:
         group = self._group
-        if group is None or self._closing:
+        if group is None or self._closing or self._quiescing:
             return
         while self._queued and len(self._actors) < self.config.max_active:
             id = self._queued.popleft()
@@ -301,6 +310,29 @@ class Engine:
         actor = self._actors.get(id)
         if actor is not None:
             actor.abort()
+
+    async def quiesce(self, grace: float) -> None:
+        """Start no more invocations; wait up to ``grace`` seconds until no step is running."""
+        self._quiescing = True
+        deadline = self.clock.now() + round(grace * 1000)
+        while self.busy and self.clock.now() < deadline:
+            self._idle.clear()
+            await self._sleep_until(deadline, self._idle)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any invocation in memory is running a step or writing a record."""
+        return any(actor.local_work for actor in self._actors.values())
+
+    def local_work_done(self) -> None:
+        """An actor's local work fell to zero (see ``quiesce``)."""
+        if self._quiescing:
+            self._idle.set()
+
+    @property
+    def queued(self) -> int:
+        """Invocations waiting for a slot in memory."""
+        return len(self._queued)
 
     @property
     def active(self) -> int:
@@ -331,6 +363,17 @@ class Engine:
 
     async def _fire_timers(self) -> None:
         """Settle promises as their deadlines pass: timers resolve, the rest time out."""
+        while True:
+            try:
+                await self._fire_due_timers()
+            except Exception:
+                # The store failing (disk full, a dropped connection) must not end the
+                # engine: log it and try again shortly.
+                log.exception("firing timers failed; trying again in 1 s")
+                self.stats["loop_errors"] += 1
+                await self.clock.sleep_until(self.clock.now() + 1000)
+
+    async def _fire_due_timers(self) -> None:
         while True:
             self._timer_wakeup.clear()
             expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
@@ -384,6 +427,15 @@ class Engine:
     async def _fire_schedules(self) -> None:
         """Start each schedule's invocation as its slot comes, then move it to its next slot."""
         while True:
+            try:
+                await self._fire_due_schedules()
+            except Exception:
+                log.exception("firing schedules failed; trying again in 1 s")
+                self.stats["loop_errors"] += 1
+                await self.clock.sleep_until(self.clock.now() + 1000)
+
+    async def _fire_due_schedules(self) -> None:
+        while True:
             self._schedule_wakeup.clear()
             now = self.clock.now()
             due = await self.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
@@ -435,3 +487,12 @@ class Engine:
         if created is not None:
             self.stats["schedules_fired"] += 1
             self._started(created)
+
+
+def _function_name(param: str | None) -> str:
+    try:
+        call = json.loads(param or "{}")
+    except ValueError:
+        return "?"
+    name = call.get("func") if isinstance(call, dict) else None
+    return name if isinstance(name, str) else "?"

@@ -26,7 +26,7 @@ import anyio.to_thread
 from dawait.errors import PromiseTimeoutError, SerializationError, UnknownFunctionError
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_error, encode_json
-from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, Value
+from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
 from dawait.runtime._task import TaskState
 
 if TYPE_CHECKING:
@@ -122,7 +122,14 @@ class Invocation:
     def end_local(self) -> None:
         self._local -= 1
         self._epoch += 1
+        if not self._local:
+            self.engine.local_work_done()
         self._check_blocked()
+
+    @property
+    def local_work(self) -> int:
+        """Steps running and records being written right now."""
+        return self._local
 
     def begin_remote(self, id: str) -> None:
         """A task started waiting for promise ``id``, which something else settles."""
@@ -313,7 +320,10 @@ class Invocation:
         if self._aborted:
             return
         try:
-            await self.engine.settle(self.id, event, value)
+            settled = await self.engine.settle(self.id, event, value)
+            if settled.outcome is SettleOutcome.SETTLED and self.registered is not None:
+                outcome = "completed" if event is Settle.RESOLVE else "failed"
+                self.engine.metrics.count(outcome, self.registered.name)
         except Exception:
             log.exception(
                 "invocation %s: cannot record its outcome; it resumes on restart", self.id

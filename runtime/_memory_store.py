@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import json
 import re
 from collections.abc import Callable
 from typing import TypeVar
@@ -117,6 +118,19 @@ class MemoryTables:
                 if not awaiters:
                     del self.callbacks[promise_id]
 
+    def invocation_promises(
+        self, function: str | None, after: str | None, limit: int
+    ) -> list[PromiseRecord]:
+        ids = sorted(id for id in self.tasks if after is None or id > after)
+        found = []
+        for id in ids:
+            record = self.promises[id]
+            if function is None or _function_of(record) == function:
+                found.append(record)
+                if len(found) == limit:
+                    break
+        return found
+
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         runnable = sorted(
             (
@@ -175,3 +189,11 @@ class MemoryStore(TablesStore):
 
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         return op(self.tables, *args)
+
+
+def _function_of(record: PromiseRecord) -> str | None:
+    try:
+        call = json.loads(record.param.data or "{}")
+    except ValueError:
+        return None
+    return call.get("func") if isinstance(call, dict) else None

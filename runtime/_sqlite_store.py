@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dawait.errors import DawaitError, StoreError
+from dawait.runtime._clock import SystemClock
+from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
 from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._store_ops import TablesStore
@@ -39,6 +41,8 @@ from dawait.runtime._task import TaskRecord, TaskState
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 R = TypeVar("R")
+
+_CLOCK = SystemClock()
 
 SCHEMA_VERSION = 2
 """1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open)."""
@@ -259,6 +263,22 @@ class SQLiteTables:
     def drop_callbacks(self, task_id: str) -> None:
         self.conn.execute("DELETE FROM callbacks WHERE task_id = ?", (task_id,))
 
+    def invocation_promises(
+        self, function: str | None, after: str | None, limit: int
+    ) -> list[PromiseRecord]:
+        columns = ", ".join(f"p.{c}" for c in _PROMISE_COLUMNS.split(", "))
+        sql = (
+            f"SELECT {columns} FROM tasks t JOIN promises p ON p.id = t.id "
+            "WHERE (? IS NULL OR t.id > ?)"
+        )
+        args: list[object] = [after, after]
+        if function is not None:
+            sql += " AND json_extract(p.param_data, '$.func') = ?"
+            args.append(function)
+        sql += " ORDER BY t.id LIMIT ?"
+        args.append(limit)
+        return [_promise_from_row(row) for row in self.conn.execute(sql, args)]
+
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         rows = self.conn.execute(
             "SELECT id, state, version, pid, expires_at FROM tasks "
@@ -335,6 +355,8 @@ class SQLiteStore(TablesStore):
         self._waiting: list[tuple[Callable[..., Any], tuple[object, ...], asyncio.Future[Any]]] = []
         self._committing = False
         self._commit_scheduled = False
+        self.metrics: EngineMetrics | None = None
+        """Where commit latencies and batch sizes are counted, once an engine attaches."""
         self._changes_at_begin = 0
         self._idle: asyncio.Event | None = None
         self.batch_sizes: list[int] = []
@@ -436,15 +458,21 @@ class SQLiteStore(TablesStore):
             return
         self._committing = True
         loop = asyncio.get_running_loop()
+        started = _CLOCK.monotonic()
         done = loop.run_in_executor(committer, conn.execute, "COMMIT")
-        done.add_done_callback(lambda f: self._committed(batch, f))
+        done.add_done_callback(lambda f: self._committed(batch, f, started))
 
     def _committed(
         self,
         batch: list[tuple[asyncio.Future[Any], bool, Any]],
         commit: asyncio.Future[Any] | None,
+        started: float | None = None,
     ) -> None:
         self._committing = False
+        if self.metrics is not None:
+            self.metrics.batch_sizes.observe(len(batch))
+            if started is not None:
+                self.metrics.commit_seconds.observe(_CLOCK.monotonic() - started)
         error = None if commit is None or commit.cancelled() else commit.exception()
         if error is not None:
             conn = self._conn

@@ -167,6 +167,19 @@ class Store(Protocol):
         """
         ...
 
+    async def search_invocations(
+        self,
+        *,
+        state: PromiseState | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        now: int,
+    ) -> PromisePage:
+        """Invocations (promises that have a task) ordered by id, filtered by their state as
+        of ``now`` and by the function they call."""
+        ...
+
     async def runnable_tasks(
         self, *, after: str | None = None, limit: int = 1000
     ) -> Sequence[TaskRecord]:

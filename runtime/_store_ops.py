@@ -64,6 +64,9 @@ class Tables(Protocol):
     def pop_callbacks(self, promise_id: str) -> list[str]: ...
     def drop_callbacks(self, task_id: str) -> None: ...
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
+    def invocation_promises(
+        self, function: str | None, after: str | None, limit: int
+    ) -> list[PromiseRecord]: ...
     def get_schedule(self, id: str) -> ScheduleRecord | None: ...
     def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None: ...
     def delete_schedule(self, id: str) -> bool: ...
@@ -163,6 +166,33 @@ def op_search_promises(
         for row in rows:
             record = expire_promise(row, now).record
             if record.state is state:
+                matches.append(record)
+        if rows:
+            after = rows[-1].id
+    page = matches[:limit]
+    next_cursor = page[-1].id if (len(matches) > limit or more) and page else None
+    return PromisePage(promises=page, cursor=next_cursor)
+
+
+def op_search_invocations(
+    t: Tables,
+    state: PromiseState | None,
+    function: str | None,
+    limit: int,
+    cursor: str | None,
+    now: int,
+) -> PromisePage:
+    """Invocations (promises with a task), by id, as of ``now``; filtered by state and
+    function."""
+    matches: list[PromiseRecord] = []
+    more = True
+    after = cursor
+    while len(matches) <= limit and more:
+        rows = t.invocation_promises(function, after, limit + 1)
+        more = len(rows) > limit
+        for row in rows:
+            record = expire_promise(row, now).record
+            if state is None or record.state is state:
                 matches.append(record)
         if rows:
             after = rows[-1].id
@@ -325,6 +355,17 @@ class TablesStore:
         self, *, after: str | None = None, limit: int = 1000
     ) -> Sequence[TaskRecord]:
         return await self._transact(_runnable_tasks, after, limit)
+
+    async def search_invocations(
+        self,
+        *,
+        state: PromiseState | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        now: int,
+    ) -> PromisePage:
+        return await self._transact(op_search_invocations, state, function, limit, cursor, now)
 
     async def create_schedule(self, record: ScheduleRecord) -> ScheduleCreated:
         return await self._transact(op_create_schedule, record)

@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,7 @@ from dawait.runtime._memory_store import MemoryStore
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._registry import Registered, Registry
 from dawait.runtime._sqlite_store import SQLiteStore
-from dawait.runtime._store import CreatePromise, Store
+from dawait.runtime._store import CreatePromise, InvocationCreated, Store
 
 __all__ = ["Handle", "PromiseInfo", "Promises", "Resonate", "open_store"]
 
@@ -248,6 +248,13 @@ class Resonate:
     its store holds pending.
     """
 
+    def __new__(cls, *args: Any, url: str | None = None, **kwargs: Any) -> Resonate:
+        if url is not None and cls is Resonate:
+            from dawait.cluster._remote import RemoteResonate
+
+            return object.__new__(RemoteResonate)
+        return object.__new__(cls)
+
     def __init__(
         self,
         store: Store | str | None = None,
@@ -255,7 +262,11 @@ class Resonate:
         clock: Clock | None = None,
         evict_after: float = 1.0,
         max_active: int = 10_000,
+        url: str | None = None,
+        token: str | None = None,
     ) -> None:
+        """``url`` (and ``token``) make a client of a node's HTTP API instead, which runs
+        nothing itself: ``Resonate(url="http://host:8080", token=...)``."""
         self.store = open_store(store)
         self.clock: Clock = clock or SystemClock()
         self._registry = Registry(Context)
@@ -273,6 +284,18 @@ class Resonate:
     async def open(self) -> None:
         """Open the store and resume pending invocations (``async with`` does this)."""
         await self._engine.open()
+
+    def use_store(self, store: Store | str | None) -> None:
+        """Replace the store before the app opens (``dawait serve --store`` does this)."""
+        if self._engine.running:
+            raise RuntimeError("use_store: the app is open already")
+        self.store = open_store(store)
+        self._engine.store = self.store
+
+    async def quiesce(self, grace: float) -> None:
+        """Stop starting invocations and wait up to ``grace`` seconds for running steps to
+        finish (a graceful shutdown does this before ``close``)."""
+        await self._engine.quiesce(grace)
 
     async def close(self) -> None:
         """Stop running invocations (they resume on the next open) and close the store."""
@@ -388,8 +411,21 @@ class Resonate:
         self, id: str, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> Handle[Any]:
         """Start invocation ``id`` of ``fn`` (or find the one with that id): a ``Handle``."""
+        await self._start_invocation(id, fn, args, kwargs)
+        return Handle(self, id)
+
+    async def _start_invocation(
+        self,
+        id: str,
+        fn: Callable[..., Any] | str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+    ) -> InvocationCreated:
+        """Start (or find) invocation ``id``; says whether it was created."""
         _check_root_id(id)
-        registered = self._registry.resolve(fn)
+        registered = self._registry.resolve(fn, version)
         param = invocation_param(
             registered.name, registered.version, registered.signature.encode_args(args, kwargs)
         )
@@ -404,7 +440,7 @@ class Resonate:
         )
         if not created.created:
             _check_same_call(id, registered, param, created.promise)
-        return Handle(self, id)
+        return created
 
     async def get(self, id: str) -> Handle[Any]:
         """The handle of an existing invocation (``PromiseNotFoundError`` if there is none)."""

@@ -1,0 +1,166 @@
+"""The JSON bodies of the HTTP API, as pydantic models (validated in, serialised out, and the
+source of the OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CreateInvocation",
+    "CreatePromise",
+    "CreateSchedule",
+    "ErrorBody",
+    "ErrorInfo",
+    "Health",
+    "InvocationPage",
+    "InvocationView",
+    "NodeInfo",
+    "PromisePage",
+    "PromiseView",
+    "RejectPromise",
+    "ResolvePromise",
+    "ResultView",
+    "ScheduleList",
+    "ScheduleView",
+    "TreeNode",
+]
+
+PromiseStateName = Literal[
+    "pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"
+]
+
+_ID = Field(min_length=1, max_length=512, description="Invocation id; no ':' (call ids use it)")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx response."""
+
+    error: str = Field(description="A stable code: not_found, conflict, invalid, ...")
+    message: str
+    field: str | None = Field(default=None, description="The input field that was wrong")
+
+
+class ErrorInfo(BaseModel):
+    """A recorded failure."""
+
+    type: str
+    message: str
+
+
+class CreateInvocation(_Strict):
+    id: str = Field(min_length=1, max_length=512, pattern=r"^[^:]+$")
+    function: str = Field(min_length=1, max_length=256)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1)
+
+
+class InvocationView(BaseModel):
+    id: str
+    function: str | None
+    version: int | None
+    state: PromiseStateName
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: ErrorInfo | None = None
+    created_at: dt.datetime
+    settled_at: dt.datetime | None
+    timeout_at: dt.datetime | None
+
+
+class ResultView(BaseModel):
+    """An invocation's outcome; ``state`` is ``pending`` when the wait ran out first."""
+
+    id: str
+    state: PromiseStateName
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class InvocationPage(BaseModel):
+    items: list[InvocationView]
+    cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end")
+
+
+class TreeNode(BaseModel):
+    id: str
+    kind: Literal["invocation", "step", "sleep", "promise", "call"]
+    function: str | None
+    state: PromiseStateName
+    created_at: dt.datetime
+    settled_at: dt.datetime | None
+    duration_ms: int | None
+    children: list[TreeNode] = Field(default_factory=list)
+
+
+class CreatePromise(_Strict):
+    id: str = Field(min_length=1, max_length=512)
+    timeout: float | None = Field(default=None, ge=0, description="Seconds from now")
+    data: Any = None
+
+
+class ResolvePromise(_Strict):
+    value: Any = None
+
+
+class RejectPromise(_Strict):
+    error: str | ErrorInfo = Field(description="A message, or {type, message}")
+
+
+class PromiseView(BaseModel):
+    id: str
+    state: PromiseStateName
+    param: Any = None
+    value: Any = None
+    error: ErrorInfo | None = None
+    tags: dict[str, str]
+    created_at: dt.datetime
+    settled_at: dt.datetime | None
+    timeout_at: dt.datetime | None
+
+
+class PromisePage(BaseModel):
+    items: list[PromiseView]
+    cursor: str | None
+
+
+class CreateSchedule(_Strict):
+    id: str = Field(min_length=1, max_length=256, pattern=r"^[^:]+$")
+    cron: str = Field(min_length=1, max_length=256, description="5-field cron, UTC")
+    function: str = Field(min_length=1, max_length=256)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleView(BaseModel):
+    id: str
+    cron: str
+    function: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    next_run_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleView]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+class NodeInfo(BaseModel):
+    node_id: str
+    address: str
+    functions: list[str]
+    leader: bool

@@ -1,0 +1,153 @@
+"""What the HTTP API does, over one app's engine: start, find, wait for and settle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dawait.errors import PromiseAlreadySettledError, PromiseNotFoundError
+from dawait.runtime._clock import deadline_scope
+from dawait.runtime._codec import encode_json
+from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.runtime._store import CreatePromise
+
+if TYPE_CHECKING:
+    from dawait import Resonate
+
+__all__ = ["NodeBackend"]
+
+
+class NodeBackend:
+    """The node's operations, in the terms of records (the HTTP layer renders them)."""
+
+    def __init__(self, app: Resonate, *, node_id: str = "local", address: str = "") -> None:
+        self.app = app
+        self.node_id = node_id
+        self.address = address
+
+    @property
+    def _engine(self) -> Any:
+        return self.app._engine
+
+    async def start(
+        self,
+        id: str,
+        function: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        version: int | None,
+    ) -> tuple[PromiseRecord, bool]:
+        created = await self.app._start_invocation(id, function, args, kwargs, version=version)
+        return created.promise, created.created
+
+    async def invocation(self, id: str) -> PromiseRecord:
+        record = await self._engine.get_promise(id)
+        if record is None or not _is_invocation(record):
+            raise PromiseNotFoundError(f"no invocation with id {id!r}")
+        result: PromiseRecord = record
+        return result
+
+    async def result(self, id: str, wait: float) -> PromiseRecord:
+        record = await self.invocation(id)
+        if record.state.settled or wait <= 0:
+            return record
+        clock = self._engine.clock
+        try:
+            async with deadline_scope(clock, clock.now() + round(wait * 1000)):
+                settled: PromiseRecord = await self._engine.wait_settled(id)
+                return settled
+        except TimeoutError:
+            return await self.invocation(id)
+
+    async def cancel(self, id: str) -> PromiseRecord:
+        await self.invocation(id)
+        settled = await self._engine.settle(id, Settle.CANCEL, Value())
+        record: PromiseRecord = settled.promise
+        return record
+
+    async def invocations(
+        self, *, state: PromiseState | None, function: str | None, limit: int, cursor: str | None
+    ) -> tuple[Sequence[PromiseRecord], str | None]:
+        page = await self._engine.store.search_invocations(
+            state=state, function=function, limit=limit, cursor=cursor, now=self._engine.clock.now()
+        )
+        return page.promises, page.cursor
+
+    async def tree(self, id: str) -> tuple[PromiseRecord, list[PromiseRecord]]:
+        root = await self.invocation(id)
+        calls: list[PromiseRecord] = []
+        cursor: str | None = None
+        while True:
+            page = await self._engine.search_promises(
+                f"{id}:*", state=None, limit=1000, cursor=cursor
+            )
+            calls.extend(page.promises)
+            cursor = page.cursor
+            if cursor is None or len(calls) >= 10_000:
+                return root, calls
+
+    async def create_promise(
+        self, id: str, timeout: float | None, data: Any
+    ) -> tuple[PromiseRecord, bool]:
+        engine = self._engine
+        timeout_at = None if timeout is None else engine.clock.now() + round(timeout * 1000)
+        param = (
+            Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
+        )
+        created = await engine.create_promise(
+            CreatePromise(id=id, param=param, timeout_at=timeout_at)
+        )
+        return created.promise, created.created
+
+    async def promise(self, id: str) -> PromiseRecord:
+        record = await self._engine.get_promise(id)
+        if record is None:
+            raise PromiseNotFoundError(f"no promise with id {id!r}")
+        result: PromiseRecord = record
+        return result
+
+    async def resolve(self, id: str, value: Any) -> PromiseRecord:
+        data = encode_json(value, what=f"promise {id} value")
+        return await self._settle(id, Settle.RESOLVE, Value(data=data))
+
+    async def reject(self, id: str, type: str, message: str) -> PromiseRecord:
+        data = json.dumps({"type": type, "message": message})
+        return await self._settle(id, Settle.REJECT, Value(data=data))
+
+    async def cancel_promise(self, id: str) -> PromiseRecord:
+        return await self._settle(id, Settle.CANCEL, Value())
+
+    async def promises(
+        self, *, pattern: str, state: PromiseState | None, limit: int, cursor: str | None
+    ) -> tuple[Sequence[PromiseRecord], str | None]:
+        page = await self._engine.search_promises(pattern, state=state, limit=limit, cursor=cursor)
+        return page.promises, page.cursor
+
+    async def readiness(self) -> str | None:
+        """None when the node can take work, else what is wrong."""
+        if not self._engine.running:
+            return "the engine is not running"
+        try:
+            await asyncio.wait_for(self._engine.store.get_promise("dawait-readiness-probe"), 5)
+        except Exception as exc:  # any failure to reach the store means not ready
+            return f"store unreachable: {exc}"
+        return None
+
+    async def _settle(self, id: str, event: Settle, value: Value) -> PromiseRecord:
+        settled = await self._engine.settle(id, event, value)
+        if settled.outcome is SettleOutcome.ALREADY_OTHER:
+            raise PromiseAlreadySettledError(
+                f"promise {id!r} is already {settled.promise.state.value}"
+            )
+        record: PromiseRecord = settled.promise
+        return record
+
+
+def _is_invocation(record: PromiseRecord) -> bool:
+    try:
+        call = json.loads(record.param.data or "")
+    except ValueError:
+        return False
+    return isinstance(call, dict) and "func" in call and "args" in call

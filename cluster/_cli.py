@@ -1,0 +1,277 @@
+"""The ``dawait`` command: run a node, and talk to one.
+
+Exit codes: 0 ok, 1 the invocation failed (or was canceled / timed out), 2 usage error or
+not found (or the node cannot be reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+
+from dawait.cluster import _api_models as m
+from dawait.cluster._client import HttpClient
+from dawait.errors import DawaitError, PromiseNotFoundError, UnknownFunctionError
+
+__all__ = ["main"]
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE
+    if args.command == "serve":
+        return _serve(args)
+    try:
+        return asyncio.run(_client_command(args))
+    except (PromiseNotFoundError, UnknownFunctionError) as exc:
+        print(f"dawait: {exc}", file=sys.stderr)
+        return USAGE
+    except DawaitError as exc:
+        print(f"dawait: {exc}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        return USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dawait", description="dawait: durable execution")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=os.environ.get("DAWAIT_URL", "http://127.0.0.1:8080"),
+        help="the node's address (env DAWAIT_URL)",
+    )  # fmt: skip
+    common.add_argument("--token", default=os.environ.get("DAWAIT_TOKEN"), help="env DAWAIT_TOKEN")
+    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run a node (options also from DAWAIT_* variables)")
+    serve.add_argument("--app", help="MODULE:ATTR of the Resonate app (env DAWAIT_APP)")
+    serve.add_argument("--store", help="store URL (default sqlite:///.dawait/dawait.db)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080)")
+    serve.add_argument("--token", help="require this bearer token (env DAWAIT_TOKEN)")
+    serve.add_argument("--grace-period", type=float, help="seconds to let steps finish on stop")
+
+    invoke = sub.add_parser("invoke", parents=[common], help="start an invocation")
+    invoke.add_argument("id")
+    invoke.add_argument("function")
+    invoke.add_argument("args", nargs="?", default="[]", help="JSON array, or object of kwargs")
+    invoke.add_argument("--wait", action="store_true", help="wait for the result")
+
+    for name, text in (("get", "show an invocation"), ("tree", "show its call tree"),
+                       ("cancel", "cancel an invocation")):  # fmt: skip
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("id")
+
+    ls = sub.add_parser("ls", parents=[common], help="list invocations")
+    ls.add_argument("--state")
+    ls.add_argument("--function")
+    ls.add_argument("--limit", type=int, default=100)
+
+    promises = sub.add_parser("promises", help="durable promises").add_subparsers(
+        dest="action", required=True
+    )
+    get = promises.add_parser("get", parents=[common])
+    get.add_argument("id")
+    resolve = promises.add_parser("resolve", parents=[common])
+    resolve.add_argument("id")
+    resolve.add_argument("value", nargs="?", default="null", help="JSON value")
+    reject = promises.add_parser("reject", parents=[common])
+    reject.add_argument("id")
+    reject.add_argument("message")
+    search = promises.add_parser("search", parents=[common])
+    search.add_argument("pattern", nargs="?", default="*")
+    search.add_argument("--state")
+    search.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dawait.cluster._serve import ServeSettings, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    given = {
+        key: value
+        for key, value in {
+            "app": args.app,
+            "store": args.store,
+            "host": args.host,
+            "port": args.port,
+            "token": args.token,
+            "grace_period": args.grace_period,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = ServeSettings(**given)
+    except pydantic.ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            print(f"dawait serve: {field}: {error['msg']}", file=sys.stderr)
+        return USAGE
+
+    def ready(address: str) -> None:
+        print(f"dawait node listening on {address}", flush=True)
+
+    asyncio.run(serve(settings, on_ready=ready))
+    return OK
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    async with HttpClient(args.url, token=args.token) as client:
+        if args.command == "invoke":
+            return await _invoke(client, args)
+        if args.command == "get":
+            view = await client.invocation(args.id)
+            _show(args, view, _invocation_lines(view))
+            return _exit_code(view.state)
+        if args.command == "tree":
+            node = await client.tree(args.id)
+            _show(args, node, _tree_lines(node))
+            return _exit_code(node.state)
+        if args.command == "cancel":
+            view = await client.cancel(args.id)
+            _show(args, view, _invocation_lines(view))
+            return OK
+        if args.command == "ls":
+            page = await client.invocations(
+                state=args.state, function=args.function, limit=args.limit
+            )
+            rows = [[v.id, v.function or "", v.state, _age(v)] for v in page.items]
+            _show(args, page, _table(["ID", "FUNCTION", "STATE", "CREATED"], rows))
+            return OK
+        return await _promises(client, args)
+
+
+async def _invoke(client: HttpClient, args: argparse.Namespace) -> int:
+    try:
+        given = json.loads(args.args)
+    except ValueError as exc:
+        print(f"dawait invoke: ARGS_JSON is not JSON: {exc}", file=sys.stderr)
+        return USAGE
+    if isinstance(given, list):
+        call_args, kwargs = given, {}
+    elif isinstance(given, dict):
+        call_args, kwargs = [], given
+    else:
+        call_args, kwargs = [given], {}
+    view, _created = await client.start(args.id, args.function, call_args, kwargs)
+    if not args.wait:
+        _show(args, view, _invocation_lines(view))
+        return OK
+    result = await client.result(args.id, wait=300)
+    while result.state == "pending":
+        result = await client.result(args.id, wait=300)
+    lines = [json.dumps(result.result)] if result.state == "resolved" else [
+        f"{result.state}: {result.error.type if result.error else ''}: "
+        f"{result.error.message if result.error else ''}"
+    ]  # fmt: skip
+    _show(args, result, lines)
+    return _exit_code(result.state)
+
+
+async def _promises(client: HttpClient, args: argparse.Namespace) -> int:
+    if args.action == "get":
+        view = await client.promise(args.id)
+    elif args.action == "resolve":
+        try:
+            value = json.loads(args.value)
+        except ValueError as exc:
+            print(f"dawait promises resolve: VALUE is not JSON: {exc}", file=sys.stderr)
+            return USAGE
+        view = await client.resolve(args.id, value)
+    elif args.action == "reject":
+        view = await client.reject(args.id, args.message)
+    else:
+        page = await client.promises(args.pattern, state=args.state, limit=args.limit)
+        rows = [[p.id, p.state, _short(p.value if p.state == "resolved" else p.error)]
+                for p in page.items]  # fmt: skip
+        _show(args, page, _table(["ID", "STATE", "VALUE"], rows))
+        return OK
+    _show(args, view, _promise_lines(view))
+    return OK
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace, model: pydantic.BaseModel, lines: list[str]) -> None:
+    if args.json:
+        print(model.model_dump_json(indent=2))
+    else:
+        print("\n".join(lines))
+
+
+def _exit_code(state: str) -> int:
+    return OK if state in ("resolved", "pending") else FAILED
+
+
+def _short(value: Any, width: int = 60) -> str:
+    if isinstance(value, pydantic.BaseModel):
+        value = value.model_dump()
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _age(view: m.InvocationView) -> str:
+    return view.created_at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    return [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _invocation_lines(view: m.InvocationView) -> list[str]:
+    rows = [
+        ["id", view.id],
+        ["function", f"{view.function} (v{view.version})"],
+        ["state", view.state],
+        ["args", _short(view.args)],
+        ["kwargs", _short(view.kwargs)],
+        ["created", view.created_at.isoformat()],
+        ["settled", view.settled_at.isoformat() if view.settled_at else "-"],
+    ]
+    if view.state == "resolved":
+        rows.append(["result", _short(view.result)])
+    if view.error is not None:
+        rows.append(["error", f"{view.error.type}: {view.error.message}"])
+    return _table(["FIELD", "VALUE"], rows)[1:]
+
+
+def _promise_lines(view: m.PromiseView) -> list[str]:
+    rows = [["id", view.id], ["state", view.state]]
+    if view.state == "resolved":
+        rows.append(["value", _short(view.value)])
+    if view.error is not None:
+        rows.append(["error", f"{view.error.type}: {view.error.message}"])
+    return _table(["FIELD", "VALUE"], rows)[1:]
+
+
+def _tree_lines(node: m.TreeNode, depth: int = 0) -> list[str]:
+    duration = "-" if node.duration_ms is None else f"{node.duration_ms} ms"
+    label = node.function or node.kind
+    lines = [f"{'  ' * depth}{node.id}  {label}  {node.state}  {duration}"]
+    for child in node.children:
+        lines.extend(_tree_lines(child, depth + 1))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

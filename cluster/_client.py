@@ -1,0 +1,188 @@
+"""``HttpClient``: the HTTP API from Python (used by ``Resonate(url=...)`` and the CLI)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import pydantic
+
+from dawait.cluster import _api_models as m
+from dawait.errors import (
+    DawaitError,
+    InvocationConflictError,
+    NotStartedError,
+    PromiseAlreadySettledError,
+    PromiseNotFoundError,
+    SerializationError,
+    UnknownFunctionError,
+)
+
+__all__ = ["ApiError", "HttpClient"]
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class ApiError(DawaitError):
+    """The node answered with an error this client has no closer type for."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+
+
+_ERRORS: dict[str, type[DawaitError]] = {
+    "unknown_function": UnknownFunctionError,
+    "not_found": PromiseNotFoundError,
+    "invalid_arguments": SerializationError,
+    "conflict": InvocationConflictError,
+    "already_settled": PromiseAlreadySettledError,
+}
+
+
+class HttpClient:
+    """One node's HTTP API. Use as ``async with HttpClient(url) as client:``."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 330.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url {url!r} must start with http:// or https://")
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[M, int]:
+        """Send a request; the parsed response and its status, or the error it maps to."""
+        if self._session is None:
+            raise NotStartedError("the client is not open: use `async with HttpClient(url)`")
+        try:
+            async with self._session.request(
+                method, self.url + path, json=body, params=params
+            ) as response:
+                payload = await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise NotStartedError(f"cannot reach the node at {self.url}: {exc}") from exc
+        if status >= 400:
+            raise _error(status, payload)
+        return model.model_validate_json(payload), status
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def start(
+        self, id: str, function: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[m.InvocationView, bool]:
+        body = m.CreateInvocation(id=id, function=function, args=args, kwargs=kwargs)
+        view, status = await self.request(
+            "POST", "/invocations", m.InvocationView, body=body.model_dump(mode="json")
+        )
+        return view, status == 201
+
+    async def invocation(self, id: str) -> m.InvocationView:
+        return (await self.request("GET", f"/invocations/{_quote(id)}", m.InvocationView))[0]
+
+    async def result(self, id: str, wait: float) -> m.ResultView:
+        path = f"/invocations/{_quote(id)}/result"
+        return (await self.request("GET", path, m.ResultView, params={"wait": str(wait)}))[0]
+
+    async def cancel(self, id: str) -> m.InvocationView:
+        path = f"/invocations/{_quote(id)}/cancel"
+        return (await self.request("POST", path, m.InvocationView))[0]
+
+    async def invocations(
+        self,
+        *,
+        state: str | None = None,
+        function: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> m.InvocationPage:
+        params = _params(state=state, function=function, limit=str(limit), cursor=cursor)
+        return (await self.request("GET", "/invocations", m.InvocationPage, params=params))[0]
+
+    async def tree(self, id: str) -> m.TreeNode:
+        return (await self.request("GET", f"/invocations/{_quote(id)}/tree", m.TreeNode))[0]
+
+    async def create_promise(
+        self, id: str, *, timeout: float | None = None, data: Any = None
+    ) -> m.PromiseView:
+        body = m.CreatePromise(id=id, timeout=timeout, data=data).model_dump(mode="json")
+        return (await self.request("POST", "/promises", m.PromiseView, body=body))[0]
+
+    async def promise(self, id: str) -> m.PromiseView:
+        return (await self.request("GET", f"/promises/{_quote(id)}", m.PromiseView))[0]
+
+    async def resolve(self, id: str, value: Any) -> m.PromiseView:
+        path = f"/promises/{_quote(id)}/resolve"
+        return (await self.request("POST", path, m.PromiseView, body={"value": value}))[0]
+
+    async def reject(self, id: str, error: str | m.ErrorInfo) -> m.PromiseView:
+        path = f"/promises/{_quote(id)}/reject"
+        body = {"error": error if isinstance(error, str) else error.model_dump()}
+        return (await self.request("POST", path, m.PromiseView, body=body))[0]
+
+    async def cancel_promise(self, id: str) -> m.PromiseView:
+        return (await self.request("POST", f"/promises/{_quote(id)}/cancel", m.PromiseView))[0]
+
+    async def promises(
+        self, pattern: str = "*", *, state: str | None = None, limit: int = 100,
+        cursor: str | None = None,
+    ) -> m.PromisePage:  # fmt: skip
+        params = _params(id=pattern, state=state, limit=str(limit), cursor=cursor)
+        return (await self.request("GET", "/promises", m.PromisePage, params=params))[0]
+
+    async def health(self) -> m.Health:
+        return (await self.request("GET", "/readyz", m.Health))[0]
+
+
+def _quote(id: str) -> str:
+    return quote(id, safe="")
+
+
+def _params(**values: str | None) -> dict[str, str]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _error(status: int, payload: bytes) -> DawaitError:
+    try:
+        body = m.ErrorBody.model_validate_json(payload)
+    except pydantic.ValidationError:
+        return ApiError(status, "http_error", payload[:200].decode(errors="replace"))
+    kind = _ERRORS.get(body.error)
+    if kind is not None:
+        return kind(body.message)
+    if status == 503:
+        return NotStartedError(body.message)
+    return ApiError(status, body.error, body.message)

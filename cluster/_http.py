@@ -1,0 +1,336 @@
+"""The HTTP API of a node, on aiohttp: JSON in and out, validated by pydantic models.
+
+Every error is a JSON body ``{error, message, field?}`` with a 4xx status (a 5xx only for a
+fault of the node itself, without a traceback). With a token configured, every endpoint but
+``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+from aiohttp import web
+
+from dawait.cluster import _api_models as m
+from dawait.cluster._backend import NodeBackend
+from dawait.cluster._metrics import NodeMetrics
+from dawait.cluster._openapi import Route, openapi_document
+from dawait.cluster._views import invocation_view, promise_view, result_view, tree
+from dawait.errors import (
+    DawaitError,
+    InvocationConflictError,
+    NotStartedError,
+    PromiseAlreadySettledError,
+    PromiseNotFoundError,
+    SerializationError,
+    StoreError,
+    UnknownFunctionError,
+)
+from dawait.runtime._promise import PromiseState
+
+__all__ = ["DEFAULT_MAX_BODY", "HttpError", "NodeApi"]
+
+log = logging.getLogger("dawait.http")
+
+DEFAULT_MAX_BODY = 1024 * 1024
+MAX_WAIT_SECONDS = 300.0
+MAX_PAGE = 1000
+_OPEN = frozenset({"/healthz", "/readyz"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.field = field
+
+
+_DAWAIT_ERRORS: list[tuple[type[DawaitError], int, str]] = [
+    (UnknownFunctionError, 404, "unknown_function"),
+    (PromiseNotFoundError, 404, "not_found"),
+    (SerializationError, 422, "invalid_arguments"),
+    (InvocationConflictError, 409, "conflict"),
+    (PromiseAlreadySettledError, 409, "already_settled"),
+    (NotStartedError, 503, "unavailable"),
+    (StoreError, 503, "unavailable"),
+]
+
+
+def _error_response(
+    status: int, error: str, message: str, field: str | None = None
+) -> web.Response:
+    body = m.ErrorBody(error=error, message=message, field=field)
+    return web.json_response(body.model_dump(exclude_none=True), status=status)
+
+
+def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _field(error: pydantic.ValidationError) -> str | None:
+    first = error.errors()[0] if error.errors() else None
+    if first is None:
+        return None
+    return ".".join(str(part) for part in first["loc"]) or None
+
+
+class NodeApi:
+    """Routes, middlewares and handlers of one node's HTTP API."""
+
+    def __init__(
+        self,
+        backend: NodeBackend,
+        *,
+        token: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.backend = backend
+        self.token = token
+        self.max_body = max_body
+        self.metrics = metrics or NodeMetrics(backend)
+        self.routes = self._routes()
+
+    def web_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=self.max_body)
+        for route in self.routes:
+            app.router.add_route(route.method, route.path, route.handler)
+        return app
+
+    # -- middlewares -----------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HttpError as exc:
+            return _error_response(exc.status, exc.error, exc.message, exc.field)
+        except pydantic.ValidationError as exc:
+            detail = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            return _error_response(422, "invalid", detail, _field(exc))
+        except DawaitError as exc:
+            for kind, status, code in _DAWAIT_ERRORS:
+                if isinstance(exc, kind):
+                    return _error_response(status, code, str(exc))
+            return _error_response(400, "invalid", str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _error_response(
+                413, "too_large", f"request body is larger than {self.max_body} bytes"
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            return _error_response(exc.status, code, exc.reason)
+        except ValueError as exc:
+            return _error_response(422, "invalid", str(exc))
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _error_response(500, "internal", "the node failed to handle this request")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token is not None and request.path not in _OPEN:
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise HttpError(401, "unauthorized", "missing or wrong bearer token")
+        return await handler(request)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, model: type[pydantic.BaseModel]) -> Any:
+        raw = await request.read()
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise HttpError(400, "malformed_json", f"request body is not JSON: {exc}") from None
+        return model.model_validate(data)
+
+    @staticmethod
+    def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+        raw = request.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise HttpError(422, "invalid", f"{name} must be an integer", name) from None
+        if not low <= value <= high:
+            raise HttpError(422, "invalid", f"{name} must be between {low} and {high}", name)
+        return value
+
+    @staticmethod
+    def _query_float(request: web.Request, name: str, high: float) -> float | None:
+        raw = request.query.get(name)
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HttpError(422, "invalid", f"{name} must be a number of seconds", name) from None
+        if not 0 <= value <= high:
+            raise HttpError(422, "invalid", f"{name} must be between 0 and {high}", name)
+        return value
+
+    @staticmethod
+    def _query_state(request: web.Request) -> PromiseState | None:
+        raw = request.query.get("state")
+        if raw is None:
+            return None
+        try:
+            return PromiseState(raw)
+        except ValueError:
+            states = ", ".join(s.value for s in PromiseState)
+            raise HttpError(422, "invalid", f"state must be one of {states}", "state") from None
+
+    # -- invocations -----------------------------------------------------------------------
+
+    async def create_invocation(self, request: web.Request) -> web.Response:
+        body: m.CreateInvocation = await self._body(request, m.CreateInvocation)
+        record, created = await self.backend.start(
+            body.id, body.function, body.args, body.kwargs, body.version
+        )
+        return _json(invocation_view(record), 201 if created else 200)
+
+    async def get_invocation(self, request: web.Request) -> web.Response:
+        record = await self.backend.invocation(request.match_info["id"])
+        return _json(invocation_view(record))
+
+    async def invocation_result(self, request: web.Request) -> web.Response:
+        wait = self._query_float(request, "wait", MAX_WAIT_SECONDS) or 0.0
+        record = await self.backend.result(request.match_info["id"], wait)
+        return _json(result_view(record))
+
+    async def cancel_invocation(self, request: web.Request) -> web.Response:
+        record = await self.backend.cancel(request.match_info["id"])
+        return _json(invocation_view(record))
+
+    async def list_invocations(self, request: web.Request) -> web.Response:
+        records, cursor = await self.backend.invocations(
+            state=self._query_state(request),
+            function=request.query.get("function"),
+            limit=self._query_int(request, "limit", 100, 1, MAX_PAGE),
+            cursor=request.query.get("cursor"),
+        )
+        return _json(m.InvocationPage(items=[invocation_view(r) for r in records], cursor=cursor))
+
+    async def invocation_tree(self, request: web.Request) -> web.Response:
+        root, calls = await self.backend.tree(request.match_info["id"])
+        return _json(tree(root, calls))
+
+    # -- promises --------------------------------------------------------------------------
+
+    async def create_promise(self, request: web.Request) -> web.Response:
+        body: m.CreatePromise = await self._body(request, m.CreatePromise)
+        record, created = await self.backend.create_promise(body.id, body.timeout, body.data)
+        return _json(promise_view(record), 201 if created else 200)
+
+    async def get_promise(self, request: web.Request) -> web.Response:
+        return _json(promise_view(await self.backend.promise(request.match_info["id"])))
+
+    async def resolve_promise(self, request: web.Request) -> web.Response:
+        body: m.ResolvePromise = await self._body(request, m.ResolvePromise)
+        record = await self.backend.resolve(request.match_info["id"], body.value)
+        return _json(promise_view(record))
+
+    async def reject_promise(self, request: web.Request) -> web.Response:
+        body: m.RejectPromise = await self._body(request, m.RejectPromise)
+        error = (
+            m.ErrorInfo(type="Exception", message=body.error)
+            if isinstance(body.error, str)
+            else body.error
+        )
+        record = await self.backend.reject(request.match_info["id"], error.type, error.message)
+        return _json(promise_view(record))
+
+    async def cancel_promise(self, request: web.Request) -> web.Response:
+        return _json(promise_view(await self.backend.cancel_promise(request.match_info["id"])))
+
+    async def list_promises(self, request: web.Request) -> web.Response:
+        records, cursor = await self.backend.promises(
+            pattern=request.query.get("id", "*"),
+            state=self._query_state(request),
+            limit=self._query_int(request, "limit", 100, 1, MAX_PAGE),
+            cursor=request.query.get("cursor"),
+        )
+        return _json(m.PromisePage(items=[promise_view(r) for r in records], cursor=cursor))
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json(m.Health(status="ok"))
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problem = await self.backend.readiness()
+        if problem is not None:
+            return _json(m.Health(status="unavailable", detail=problem), 503)
+        return _json(m.Health(status="ok"))
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        body, content_type = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self.routes))
+
+    # -- the route table -------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        inv, prom = "invocations", "promises"
+        return [
+            Route("POST", "/invocations", self.create_invocation, inv,
+                  "Start an invocation (idempotent by id)", body=m.CreateInvocation,
+                  response=m.InvocationView, statuses={201: "started", 200: "already exists",
+                  404: "unknown function", 409: "id used with another call",
+                  422: "arguments do not fit"}),
+            Route("GET", "/invocations", self.list_invocations, inv, "List invocations",
+                  response=m.InvocationPage, query=["state", "function", "limit", "cursor"]),
+            Route("GET", "/invocations/{id}", self.get_invocation, inv, "An invocation",
+                  response=m.InvocationView, statuses={404: "unknown id"}),
+            Route("GET", "/invocations/{id}/result", self.invocation_result, inv,
+                  "Its outcome, waiting up to ?wait= seconds (long-poll)",
+                  response=m.ResultView, query=["wait"], statuses={404: "unknown id"}),
+            Route("POST", "/invocations/{id}/cancel", self.cancel_invocation, inv,
+                  "Cancel an invocation", response=m.InvocationView,
+                  statuses={404: "unknown id"}),
+            Route("GET", "/invocations/{id}/tree", self.invocation_tree, inv,
+                  "Its call tree with states and timings", response=m.TreeNode,
+                  statuses={404: "unknown id"}),
+            Route("POST", "/promises", self.create_promise, prom,
+                  "Create a promise (idempotent by id)", body=m.CreatePromise,
+                  response=m.PromiseView, statuses={201: "created", 200: "already exists"}),
+            Route("GET", "/promises", self.list_promises, prom,
+                  "Search promises by id pattern (* matches any run)",
+                  response=m.PromisePage, query=["id", "state", "limit", "cursor"]),
+            Route("GET", "/promises/{id}", self.get_promise, prom, "A promise",
+                  response=m.PromiseView, statuses={404: "unknown id"}),
+            Route("POST", "/promises/{id}/resolve", self.resolve_promise, prom,
+                  "Resolve a promise", body=m.ResolvePromise, response=m.PromiseView,
+                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+            Route("POST", "/promises/{id}/reject", self.reject_promise, prom,
+                  "Reject a promise", body=m.RejectPromise, response=m.PromiseView,
+                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+            Route("POST", "/promises/{id}/cancel", self.cancel_promise, prom,
+                  "Cancel a promise", response=m.PromiseView,
+                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+            Route("GET", "/healthz", self.healthz, "health", "The process is alive",
+                  response=m.Health, auth=False),
+            Route("GET", "/readyz", self.readyz, "health",
+                  "The store is reachable and the node started", response=m.Health,
+                  statuses={503: "not ready"}, auth=False),
+            Route("GET", "/metrics", self.metrics_text, "health", "Prometheus metrics",
+                  text=True),
+            Route("GET", "/openapi.json", self.openapi, "health", "This document", text=True),
+        ]  # fmt: skip

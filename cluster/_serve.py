@@ -1,0 +1,114 @@
+"""``dawait serve``: one node serving an app's registered functions over HTTP.
+
+SIGTERM or SIGINT stops it gracefully: it stops accepting requests, lets running steps
+finish for up to the grace period, then stops the engine and closes the store. Nothing is
+lost either way: whatever was still pending resumes when a node opens the store again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dawait import Resonate
+from dawait.cluster._backend import NodeBackend
+from dawait.cluster._http import DEFAULT_MAX_BODY, NodeApi
+
+__all__ = ["ServeSettings", "load_app", "serve"]
+
+log = logging.getLogger("dawait.serve")
+
+DEFAULT_STORE = "sqlite:///.dawait/dawait.db"
+
+
+class ServeSettings(BaseSettings):
+    """A node's settings: command-line options, else ``DAWAIT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="DAWAIT_", extra="ignore")
+
+    app: str = Field(description="MODULE:ATTR of the Resonate app whose functions to serve")
+    store: str = Field(default=DEFAULT_STORE, description="Store URL")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    grace_period: float = Field(default=30.0, ge=0, description="Seconds to let steps finish")
+    max_body: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
+
+    @field_validator("app")
+    @classmethod
+    def _module_and_attribute(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if not module or not attr:
+            raise ValueError(f"expected MODULE:ATTR (like myapp.workflows:app), got {value!r}")
+        return value
+
+
+def load_app(spec: str) -> Resonate:
+    """The ``Resonate`` object named by ``MODULE:ATTR`` (the current directory is importable)."""
+    module_name, _, attr = spec.partition(":")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"dawait serve: cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, Resonate):
+        found = "nothing" if app is None else type(app).__name__
+        raise SystemExit(f"dawait serve: {spec} is {found}, not a dawait.Resonate app")
+    return app
+
+
+async def serve(
+    settings: ServeSettings,
+    *,
+    app: Resonate | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
+    app = app or load_app(settings.app)
+    app.use_store(settings.store)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    token = settings.token.get_secret_value() if settings.token else None
+    try:
+        async with app:
+            backend = NodeBackend(app)
+            api = NodeApi(backend, token=token, max_body=settings.max_body)
+            runner = web.AppRunner(api.web_app(), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            address = _address(runner, settings.host)
+            backend.address = address
+            log.info("dawait node serving %s on %s", settings.app, address)
+            if on_ready is not None:
+                on_ready(address)
+            await stop.wait()
+            log.info("stopping: no new requests; letting running steps finish")
+            await site.stop()
+            await app.quiesce(settings.grace_period)
+            await runner.cleanup()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+def _address(runner: web.AppRunner, host: str) -> str:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return f"http://{host}:{address[1]}"
+    return f"http://{host}"

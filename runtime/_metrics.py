@@ -1,0 +1,49 @@
+"""What the engine counts, kept as plain numbers: a node exports them (Prometheus), tests and
+benchmarks read them. No dependency, no IO."""
+
+from __future__ import annotations
+
+import bisect
+import collections
+from collections.abc import Sequence
+
+__all__ = ["EngineMetrics", "Histogram"]
+
+
+class Histogram:
+    """Cumulative bucket counts of observed values (Prometheus semantics: ``le`` buckets)."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations <= it)`` for each bucket, ending with +Inf."""
+        total = 0
+        out = []
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+
+class EngineMetrics:
+    """Counters by function, and the store's commit latencies and batch sizes."""
+
+    def __init__(self) -> None:
+        self.by_function: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(event, function) -> count; events: started, completed, failed."""
+        self.commit_seconds = Histogram(
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+        )
+        self.batch_sizes = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048))
+
+    def count(self, event: str, function: str) -> None:
+        self.by_function[(event, function)] += 1
