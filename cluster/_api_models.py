@@ -134,7 +134,9 @@ class PromisePage(BaseModel):
 
 class CreateSchedule(_Strict):
     id: str = Field(min_length=1, max_length=256, pattern=r"^[^:]+$")
-    cron: str = Field(min_length=1, max_length=256, description="5-field cron, UTC")
+    cron: str = Field(
+        min_length=1, max_length=256, description="5-field cron (or 6 with leading seconds), UTC"
+    )
     function: str = Field(min_length=1, max_length=256)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -147,6 +149,7 @@ class ScheduleView(BaseModel):
     args: list[Any]
     kwargs: dict[str, Any]
     next_run_at: dt.datetime | None
+    last_run_at: dt.datetime | None
     created_at: dt.datetime
 
 

@@ -7,7 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dawait.errors import PromiseAlreadySettledError, PromiseNotFoundError
+from dawait.errors import (
+    PromiseAlreadySettledError,
+    PromiseNotFoundError,
+    ScheduleNotFoundError,
+)
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_json
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
@@ -124,6 +128,13 @@ class NodeBackend:
     ) -> tuple[Sequence[PromiseRecord], str | None]:
         page = await self._engine.search_promises(pattern, state=state, limit=limit, cursor=cursor)
         return page.promises, page.cursor
+
+    async def schedule_exists(self, id: str) -> bool:
+        try:
+            await self.app.schedules.get(id)
+        except ScheduleNotFoundError:
+            return False
+        return True
 
     async def readiness(self) -> str | None:
         """None when the node can take work, else what is wrong."""

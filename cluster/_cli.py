@@ -19,7 +19,12 @@ import pydantic
 
 from dawait.cluster import _api_models as m
 from dawait.cluster._client import HttpClient
-from dawait.errors import DawaitError, PromiseNotFoundError, UnknownFunctionError
+from dawait.errors import (
+    DawaitError,
+    PromiseNotFoundError,
+    ScheduleNotFoundError,
+    UnknownFunctionError,
+)
 
 __all__ = ["main"]
 
@@ -36,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     try:
         return asyncio.run(_client_command(args))
-    except (PromiseNotFoundError, UnknownFunctionError) as exc:
+    except (PromiseNotFoundError, ScheduleNotFoundError, UnknownFunctionError) as exc:
         print(f"dawait: {exc}", file=sys.stderr)
         return USAGE
     except DawaitError as exc:
@@ -96,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("pattern", nargs="?", default="*")
     search.add_argument("--state")
     search.add_argument("--limit", type=int, default=100)
+
+    schedules = sub.add_parser("schedules", help="cron schedules").add_subparsers(
+        dest="action", required=True
+    )
+    create = schedules.add_parser("create", parents=[common])
+    create.add_argument("id")
+    create.add_argument("cron", help="5 fields (or 6 with leading seconds), UTC, quoted")
+    create.add_argument("function")
+    create.add_argument("args", nargs="?", default="[]", help="JSON array, or object of kwargs")
+    schedules.add_parser("ls", parents=[common])
+    delete = schedules.add_parser("delete", parents=[common])
+    delete.add_argument("id")
     return parser
 
 
@@ -153,21 +170,56 @@ async def _client_command(args: argparse.Namespace) -> int:
             rows = [[v.id, v.function or "", v.state, _age(v)] for v in page.items]
             _show(args, page, _table(["ID", "FUNCTION", "STATE", "CREATED"], rows))
             return OK
+        if args.command == "schedules":
+            return await _schedules(client, args)
         return await _promises(client, args)
 
 
-async def _invoke(client: HttpClient, args: argparse.Namespace) -> int:
+def _call_arguments(text: str) -> tuple[list[Any], dict[str, Any]] | None:
+    """ARGS_JSON: an array of positional arguments, an object of keyword arguments, or one
+    value; None (after saying why) when it is not JSON."""
     try:
-        given = json.loads(args.args)
+        given = json.loads(text)
     except ValueError as exc:
-        print(f"dawait invoke: ARGS_JSON is not JSON: {exc}", file=sys.stderr)
-        return USAGE
+        print(f"dawait: ARGS_JSON is not JSON: {exc}", file=sys.stderr)
+        return None
     if isinstance(given, list):
-        call_args, kwargs = given, {}
-    elif isinstance(given, dict):
-        call_args, kwargs = [], given
-    else:
-        call_args, kwargs = [given], {}
+        return given, {}
+    if isinstance(given, dict):
+        return [], given
+    return [given], {}
+
+
+async def _schedules(client: HttpClient, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        arguments = _call_arguments(args.args)
+        if arguments is None:
+            return USAGE
+        view = await client.create_schedule(args.id, args.cron, args.function, *arguments)
+        next_run = view.next_run_at.isoformat() if view.next_run_at else "-"
+        rows = [["id", view.id], ["cron", view.cron], ["function", view.function],
+                ["next run", next_run]]  # fmt: skip
+        _show(args, view, _table(["FIELD", "VALUE"], rows)[1:])
+        return OK
+    if args.action == "delete":
+        await client.delete_schedule(args.id)
+        if args.json:
+            print(json.dumps({"deleted": args.id}))
+        else:
+            print(f"deleted {args.id}")
+        return OK
+    listing = await client.schedules()
+    rows = [[v.id, v.cron, v.function, v.next_run_at.isoformat() if v.next_run_at else "-"]
+            for v in listing.items]  # fmt: skip
+    _show(args, listing, _table(["ID", "CRON", "FUNCTION", "NEXT RUN"], rows))
+    return OK
+
+
+async def _invoke(client: HttpClient, args: argparse.Namespace) -> int:
+    arguments = _call_arguments(args.args)
+    if arguments is None:
+        return USAGE
+    call_args, kwargs = arguments
     view, _created = await client.start(args.id, args.function, call_args, kwargs)
     if not args.wait:
         _show(args, view, _invocation_lines(view))

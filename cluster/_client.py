@@ -16,6 +16,7 @@ from dawait.errors import (
     NotStartedError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
+    ScheduleConflictError,
     SerializationError,
     UnknownFunctionError,
 )
@@ -40,6 +41,7 @@ _ERRORS: dict[str, type[DawaitError]] = {
     "invalid_arguments": SerializationError,
     "conflict": InvocationConflictError,
     "already_settled": PromiseAlreadySettledError,
+    "schedule_conflict": ScheduleConflictError,
 }
 
 
@@ -163,8 +165,32 @@ class HttpClient:
         params = _params(id=pattern, state=state, limit=str(limit), cursor=cursor)
         return (await self.request("GET", "/promises", m.PromisePage, params=params))[0]
 
+    async def create_schedule(
+        self, id: str, cron: str, function: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> m.ScheduleView:
+        body = m.CreateSchedule(id=id, cron=cron, function=function, args=args, kwargs=kwargs)
+        return (await self.request("POST", "/schedules", m.ScheduleView, body=body.model_dump()))[0]
+
+    async def schedules(self, pattern: str = "*", *, limit: int = 100) -> m.ScheduleList:
+        params = _params(id=pattern, limit=str(limit))
+        return (await self.request("GET", "/schedules", m.ScheduleList, params=params))[0]
+
+    async def schedule(self, id: str) -> m.ScheduleView:
+        return (await self.request("GET", f"/schedules/{_quote(id)}", m.ScheduleView))[0]
+
+    async def delete_schedule(self, id: str) -> None:
+        await self.request("DELETE", f"/schedules/{_quote(id)}", _NoBody)
+
     async def health(self) -> m.Health:
         return (await self.request("GET", "/readyz", m.Health))[0]
+
+
+class _NoBody(pydantic.BaseModel):
+    """A response without a body (204)."""
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, **kwargs: Any) -> _NoBody:
+        return cls()
 
 
 def _quote(id: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
+from dawait._schedules import ScheduleInfo
 from dawait.cluster import _api_models as m
 from dawait.cluster._backend import NodeBackend
 from dawait.cluster._metrics import NodeMetrics
@@ -27,6 +28,8 @@ from dawait.errors import (
     NotStartedError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
+    ScheduleConflictError,
+    ScheduleNotFoundError,
     SerializationError,
     StoreError,
     UnknownFunctionError,
@@ -59,6 +62,8 @@ _DAWAIT_ERRORS: list[tuple[type[DawaitError], int, str]] = [
     (PromiseNotFoundError, 404, "not_found"),
     (SerializationError, 422, "invalid_arguments"),
     (InvocationConflictError, 409, "conflict"),
+    (ScheduleConflictError, 409, "schedule_conflict"),
+    (ScheduleNotFoundError, 404, "not_found"),
     (PromiseAlreadySettledError, 409, "already_settled"),
     (NotStartedError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
@@ -75,6 +80,19 @@ def _error_response(
 def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         body=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _schedule_view(info: ScheduleInfo) -> m.ScheduleView:
+    return m.ScheduleView(
+        id=info.id,
+        cron=info.cron,
+        function=info.function,
+        args=list(info.args),
+        kwargs=dict(info.kwargs),
+        next_run_at=info.next_run_at,
+        last_run_at=info.last_run_at,
+        created_at=info.created_at,
     )
 
 
@@ -267,6 +285,31 @@ class NodeApi:
         )
         return _json(m.PromisePage(items=[promise_view(r) for r in records], cursor=cursor))
 
+    # -- schedules -------------------------------------------------------------------------
+
+    async def create_schedule(self, request: web.Request) -> web.Response:
+        body: m.CreateSchedule = await self._body(request, m.CreateSchedule)
+        schedules = self.backend.app.schedules
+        existed = await self.backend.schedule_exists(body.id)
+        info = await schedules.create(body.id, body.cron, body.function, *body.args, **body.kwargs)
+        return _json(_schedule_view(info), 200 if existed else 201)
+
+    async def list_schedules(self, request: web.Request) -> web.Response:
+        infos = await self.backend.app.schedules.search(
+            request.query.get("id", "*"), limit=self._query_int(request, "limit", 100, 1, MAX_PAGE)
+        )
+        return _json(m.ScheduleList(items=[_schedule_view(info) for info in infos]))
+
+    async def get_schedule(self, request: web.Request) -> web.Response:
+        info = await self.backend.app.schedules.get(request.match_info["id"])
+        return _json(_schedule_view(info))
+
+    async def delete_schedule(self, request: web.Request) -> web.Response:
+        id = request.match_info["id"]
+        if not await self.backend.app.schedules.delete(id):
+            raise HttpError(404, "not_found", f"no schedule with id {id!r}")
+        return web.Response(status=204)
+
     # -- health ----------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -325,6 +368,17 @@ class NodeApi:
             Route("POST", "/promises/{id}/cancel", self.cancel_promise, prom,
                   "Cancel a promise", response=m.PromiseView,
                   statuses={404: "unknown id", 409: "settled with another outcome"}),
+            Route("POST", "/schedules", self.create_schedule, "schedules",
+                  "Create a cron schedule (idempotent by id)", body=m.CreateSchedule,
+                  response=m.ScheduleView, statuses={201: "created", 200: "already exists",
+                  404: "unknown function", 409: "id used with another schedule",
+                  422: "bad cron or arguments"}),
+            Route("GET", "/schedules", self.list_schedules, "schedules", "List schedules",
+                  response=m.ScheduleList, query=["id", "limit"]),
+            Route("GET", "/schedules/{id}", self.get_schedule, "schedules", "A schedule",
+                  response=m.ScheduleView, statuses={404: "unknown id"}),
+            Route("DELETE", "/schedules/{id}", self.delete_schedule, "schedules",
+                  "Delete a schedule", statuses={204: "deleted", 404: "unknown id"}),
             Route("GET", "/healthz", self.healthz, "health", "The process is alive",
                   response=m.Health, auth=False),
             Route("GET", "/readyz", self.readyz, "health",

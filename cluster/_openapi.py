@@ -80,13 +80,15 @@ def _ref(model: type[pydantic.BaseModel]) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     error = {"application/json": {"schema": _ref(ErrorBody)}}
-    ok_status = 201 if 201 in route.statuses else 200
+    ok_status = next((s for s in (201, 204) if s in route.statuses), 200)
     responses: dict[str, Any] = {}
     if route.text:
         responses["200"] = {"description": route.summary}
     for status in sorted({ok_status, *route.statuses}):
         description = route.statuses.get(status, "ok")
-        if status < 300 and route.response is not None:
+        if status == 204:
+            responses["204"] = {"description": description}
+        elif status < 300 and route.response is not None:
             content = {"application/json": {"schema": _ref(route.response)}}
             responses[str(status)] = {"description": description, "content": content}
         elif status >= 400:

@@ -54,7 +54,8 @@ class ScheduleFiring:
 
 @dataclass(frozen=True, slots=True)
 class Cron:
-    """A checked 5-field cron expression, evaluated in UTC at minute resolution.
+    """A checked cron expression, evaluated in UTC: the standard 5 fields (minute
+    resolution), or 6 with a leading seconds field (``*/5 * * * * *``: every 5 seconds).
 
     Raises ``ValueError`` naming the expression when it is not one.
     """
@@ -63,10 +64,10 @@ class Cron:
 
     def __post_init__(self) -> None:
         fields = self.expression.split() if isinstance(self.expression, str) else None
-        if fields is None or len(fields) != 5:
+        if fields is None or len(fields) not in (5, 6):
             raise ValueError(
-                f"cron expression {self.expression!r} must have 5 fields: "
-                "minute hour day-of-month month day-of-week"
+                f"cron expression {self.expression!r} must have 5 fields (minute hour "
+                "day-of-month month day-of-week), or 6 with a leading seconds field"
             )
         try:
             CronSim(self.expression, _EPOCH)

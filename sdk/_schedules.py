@@ -44,7 +44,7 @@ class ScheduleInfo:
 
     id: str
     cron: str
-    """The 5-field cron expression, evaluated in UTC."""
+    """The cron expression (5 fields, or 6 with leading seconds), evaluated in UTC."""
     function: str
     """The registered name of the function each firing runs."""
     args: list[Any]

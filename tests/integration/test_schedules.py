@@ -310,7 +310,7 @@ async def test_create_again_with_another_function_raises_conflict(app: Resonate)
 
 
 @pytest.mark.parametrize(
-    "cron", ["* * * *", "0 * * * * *", "61 * * * *", "every minute", "0 0 30 2 *"]
+    "cron", ["* * * *", "* * * * * * *", "61 * * * *", "every minute", "0 0 30 2 *"]
 )
 async def test_a_bad_cron_expression_is_refused_naming_the_schedule_and_the_expression(
     app: Resonate, cron: str

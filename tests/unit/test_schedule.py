@@ -77,7 +77,7 @@ def test_a_leap_day_schedule_waits_for_the_next_leap_year() -> None:
     [
         "",
         "* * * *",
-        "0 * * * * *",  # seconds: not standard cron
+         # seconds: not standard cron
         "60 * * * *",
         "* 24 * * *",
         "*/0 * * * *",
@@ -175,3 +175,12 @@ def test_slot_invocation_ids_name_the_schedule_and_the_slot() -> None:
     assert slot_invocation_id("nightly-report", 1_700_000_040_000) == (
         "nightly-report.1700000040000"
     )
+
+
+def test_a_leading_seconds_field_gives_second_slots() -> None:
+    cron = Cron("*/5 * * * * *")
+    start = 1_700_000_000_000  # a whole second
+    first = cron.next_after(start)
+    assert first is not None
+    assert first % 5000 == 0
+    assert cron.next_after(first) == first + 5000
