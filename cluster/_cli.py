@@ -53,13 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dawait", description="dawait: durable execution")
+    _client_options(parser, None)
+    # The same options after the command (`dawait get ID --json`); not given there, they
+    # leave what was given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", default=os.environ.get("DAWAIT_URL", "http://127.0.0.1:8080"),
-        help="the node's address (env DAWAIT_URL)",
-    )  # fmt: skip
-    common.add_argument("--token", default=os.environ.get("DAWAIT_TOKEN"), help="env DAWAIT_TOKEN")
-    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _client_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run a node (options also from DAWAIT_* variables)")
@@ -114,6 +112,23 @@ def _parser() -> argparse.ArgumentParser:
     delete = schedules.add_parser("delete", parents=[common])
     delete.add_argument("id")
     return parser
+
+
+def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    top = default is None
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("DAWAIT_URL", "http://127.0.0.1:8080") if top else default,
+        help="the node's address (env DAWAIT_URL)",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("DAWAIT_TOKEN") if top else default,
+        help="bearer token (env DAWAIT_TOKEN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--json", action="store_true", default=False if top else default,
+        help="print JSON instead of tables",
+    )  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> int:
