@@ -17,6 +17,7 @@ from dawait.errors import (
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleConflictError,
+    ScheduleNotFoundError,
     SerializationError,
     UnknownFunctionError,
 )
@@ -42,6 +43,7 @@ _ERRORS: dict[str, type[DawaitError]] = {
     "conflict": InvocationConflictError,
     "already_settled": PromiseAlreadySettledError,
     "schedule_conflict": ScheduleConflictError,
+    "schedule_not_found": ScheduleNotFoundError,
 }
 
 

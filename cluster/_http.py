@@ -63,7 +63,7 @@ _DAWAIT_ERRORS: list[tuple[type[DawaitError], int, str]] = [
     (SerializationError, 422, "invalid_arguments"),
     (InvocationConflictError, 409, "conflict"),
     (ScheduleConflictError, 409, "schedule_conflict"),
-    (ScheduleNotFoundError, 404, "not_found"),
+    (ScheduleNotFoundError, 404, "schedule_not_found"),
     (PromiseAlreadySettledError, 409, "already_settled"),
     (NotStartedError, 503, "unavailable"),
     (StoreError, 503, "unavailable"),
@@ -307,7 +307,7 @@ class NodeApi:
     async def delete_schedule(self, request: web.Request) -> web.Response:
         id = request.match_info["id"]
         if not await self.backend.app.schedules.delete(id):
-            raise HttpError(404, "not_found", f"no schedule with id {id!r}")
+            raise HttpError(404, "schedule_not_found", f"no schedule with id {id!r}")
         return web.Response(status=204)
 
     # -- health ----------------------------------------------------------------------------

@@ -10,12 +10,14 @@ import datetime as dt
 from typing import Any
 
 from dawait import _resonate
+from dawait._schedules import ScheduleInfo, Schedules
 from dawait.cluster import _api_models as m
 from dawait.cluster._client import HttpClient
 from dawait.errors import (
     CanceledError,
     NotStartedError,
     PromiseTimeoutError,
+    ScheduleNotFoundError,
     UnknownFunctionError,
 )
 from dawait.runtime._codec import ANY, decode_error
@@ -117,6 +119,44 @@ def _info(view: m.PromiseView) -> _resonate.PromiseInfo:
     )
 
 
+class RemoteSchedules(Schedules):
+    def __init__(self, app: RemoteResonate) -> None:
+        super().__init__(app)
+        self._remote = app
+
+    async def create(self, id: str, cron: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        name = fn if isinstance(fn, str) else self._remote._registry.resolve(fn).name
+        view = await self._remote.client.create_schedule(id, cron, name, list(args), kwargs)
+        return _schedule(view)
+
+    async def get(self, id: str) -> ScheduleInfo:
+        return _schedule(await self._remote.client.schedule(id))
+
+    async def delete(self, id: str) -> bool:
+        try:
+            await self._remote.client.delete_schedule(id)
+        except ScheduleNotFoundError:
+            return False
+        return True
+
+    async def search(self, pattern: str = "*", *, limit: int = 100) -> list[ScheduleInfo]:
+        listing = await self._remote.client.schedules(pattern, limit=limit)
+        return [_schedule(view) for view in listing.items]
+
+
+def _schedule(view: m.ScheduleView) -> ScheduleInfo:
+    return ScheduleInfo(
+        id=view.id,
+        cron=view.cron,
+        function=view.function,
+        args=view.args,
+        kwargs=view.kwargs,
+        next_run_at=view.next_run_at,
+        last_run_at=view.last_run_at,
+        created_at=view.created_at,
+    )
+
+
 class RemoteResonate(_resonate.Resonate):
     """The app API of a node reached over HTTP."""
 
@@ -125,6 +165,7 @@ class RemoteResonate(_resonate.Resonate):
         self.url = url
         self.client = HttpClient(url, token=token)
         self.promises = RemotePromises(self)
+        self.schedules = RemoteSchedules(self)
 
     def __repr__(self) -> str:
         return f"Resonate(url={self.url!r})"
