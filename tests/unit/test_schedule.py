@@ -77,7 +77,7 @@ def test_a_leap_day_schedule_waits_for_the_next_leap_year() -> None:
     [
         "",
         "* * * *",
-         # seconds: not standard cron
+        # seconds: not standard cron
         "60 * * * *",
         "* 24 * * *",
         "*/0 * * * *",
