@@ -98,6 +98,7 @@ class TreeNode(BaseModel):
     created_at: dt.datetime
     settled_at: dt.datetime | None
     duration_ms: int | None
+    attempts: int = Field(default=1, description="Attempts a step took (retries + 1)")
     children: list[TreeNode] = Field(default_factory=list)
 
 

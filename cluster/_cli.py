@@ -334,7 +334,8 @@ def _promise_lines(view: m.PromiseView) -> list[str]:
 def _tree_lines(node: m.TreeNode, depth: int = 0) -> list[str]:
     duration = "-" if node.duration_ms is None else f"{node.duration_ms} ms"
     label = node.function or node.kind
-    lines = [f"{'  ' * depth}{node.id}  {label}  {node.state}  {duration}"]
+    attempts = f"  {node.attempts} attempts" if node.attempts > 1 else ""
+    lines = [f"{'  ' * depth}{node.id}  {label}  {node.state}  {duration}{attempts}"]
     for child in node.children:
         lines.extend(_tree_lines(child, depth + 1))
     return lines

@@ -8,6 +8,7 @@ import json
 from typing import Any, Literal
 
 from dawait.cluster._api_models import ErrorInfo, InvocationView, PromiseView, ResultView, TreeNode
+from dawait.runtime._context import ATTEMPTS_HEADER
 from dawait.runtime._promise import TAG_TIMER, PromiseRecord, PromiseState
 
 __all__ = ["error_info", "invocation_view", "promise_view", "result_view", "tree"]
@@ -124,7 +125,16 @@ def _node(record: PromiseRecord, *, root: bool) -> TreeNode:
         created_at=_at(record.created_at),
         settled_at=_time(settled),
         duration_ms=None if settled is None else max(0, settled - record.created_at),
+        attempts=_attempts(record),
     )
+
+
+def _attempts(record: PromiseRecord) -> int:
+    headers = record.value.headers or {}
+    try:
+        return max(1, int(headers.get(ATTEMPTS_HEADER, "1")))
+    except ValueError:
+        return 1
 
 
 def tree(root: PromiseRecord, calls: list[PromiseRecord]) -> TreeNode:

@@ -63,6 +63,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 DEFAULT_STEP_RETRY: RetryPolicy = Exponential()
+ATTEMPTS_HEADER = "dawait:attempts"
+"""Value header of a step's record: how many attempts it took, when more than one."""
 
 
 class Context:
@@ -552,14 +554,14 @@ class _Step:
                 else:
                     result = await self.inv.within(deadline, self.call.run(), self.what)
             except PromiseTimeoutError as exc:
-                await self._record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc))
+                await self._record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc), retry)
                 raise
             except Exception as exc:
                 retry += 1
                 delay = None if isinstance(exc, self.non_retryable) else self.policy.backoff(retry)
                 wake = None if delay is None else engine.clock.now() + round(delay * 1000)
                 if wake is None or (deadline is not None and wake >= deadline):
-                    await self._record(PromiseState.REJECTED, encode_error(exc))
+                    await self._record(PromiseState.REJECTED, encode_error(exc), retry - 1)
                     raise
                 engine.stats["step_retries"] += 1
                 await engine.clock.sleep_until(wake)
@@ -567,21 +569,23 @@ class _Step:
             try:
                 data = encode_json(result, self.signature.result, what=f"{self.what} result")
             except SerializationError as exc:
-                await self._record(PromiseState.REJECTED, encode_error(exc))
+                await self._record(PromiseState.REJECTED, encode_error(exc), retry)
                 raise
-            await self._record(PromiseState.RESOLVED, data)
+            await self._record(PromiseState.RESOLVED, data, retry)
             engine.stats["steps"] += 1
             return result
 
-    async def _record(self, state: PromiseState, data: str) -> None:
+    async def _record(self, state: PromiseState, data: str, retries: int) -> None:
+        """Write the step's one record; retries (in this run) are kept in its headers."""
         inv = self.inv
+        headers = {ATTEMPTS_HEADER: str(retries + 1)} if retries else None
         created = await inv.engine.create_promise(
             CreatePromise(
                 id=self.cid,
                 param=step_param(self.name),
                 tags=inv.tags,
                 state=state,
-                value=Value(data=data),
+                value=Value(data=data, headers=headers),
             )
         )
         inv.remember(created.promise)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from dawait import Context, Resonate
+from dawait import Constant, Context, Resonate
 from dawait.cluster._backend import NodeBackend
 from dawait.cluster._http import NodeApi
 
@@ -40,6 +40,19 @@ def make_app() -> Resonate:
     async def approve(ctx: Context, who: str) -> str:
         decision = await ctx.promise(id=f"approval-{who}")
         return f"{who}: {decision}"
+
+    failures = {"left": 2}
+
+    async def flaky() -> str:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("try again")
+        return "ok"
+
+    @app.register(name="retrying")
+    async def retrying(ctx: Context) -> str:
+        step: str = await ctx.options(retry_policy=Constant(delay=0.01)).run(flaky)
+        return step
 
     @app.register(name="boom")
     async def boom(ctx: Context) -> None:
@@ -279,3 +292,14 @@ async def test_two_clients_starting_the_same_id_at_once_run_it_once(node: Node) 
     status, result = await node.call("GET", "/invocations/same/result?wait=10")
     assert (status, result["result"]) == (200, {"sku": "z", "total": 2})
     assert node.app._engine.metrics.by_function[("started", "order")] == 1
+
+
+async def test_the_tree_counts_a_steps_attempts(node: Node) -> None:
+    await node.call("POST", "/invocations", {"id": "r1", "function": "retrying"})
+    status, result = await node.call("GET", "/invocations/r1/result?wait=10")
+    assert (status, result["result"]) == (200, "ok")
+    status, tree = await node.call("GET", "/invocations/r1/tree")
+    assert [(c["function"], c["attempts"]) for c in tree["children"]] == [
+        ("make_app.<locals>.flaky", 3)
+    ]
+    assert tree["attempts"] == 1
