@@ -27,7 +27,9 @@ from examples import (
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_NAMES = sorted(
-    path.stem for path in EXAMPLES_DIR.glob("*.py") if not path.stem.startswith("_")
+    path.stem
+    for path in EXAMPLES_DIR.glob("*.py")
+    if not path.stem.startswith("_") and path.stem != "app"  # app.py is what `serve` runs
 )
 
 
@@ -349,3 +351,19 @@ async def test_examples_run_as_scripts_twice_on_the_same_store(tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / ".dawait").glob("*.db")) == [
         f"{name}.db" for name in EXAMPLE_NAMES
     ]
+
+
+async def test_the_served_example_app_registers_the_examples_and_greets() -> None:
+    from examples.app import app
+
+    assert set(app.registered) >= {
+        "approve_expense",
+        "charge",
+        "greet",
+        "place_order",
+        "process_job",
+        "process_order",
+    }
+    app.use_store(None)
+    async with app:
+        assert await app.run("hello-test", "greet", "ada") == "hello, ADA"
