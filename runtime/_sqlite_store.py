@@ -6,7 +6,9 @@ neighbours); these statements only touch SQLite's page cache and take microsecon
 per loop iteration the transaction is committed on one committer thread, which is where
 the fsync happens; operations arriving meanwhile wait and form the next transaction, so
 concurrent checkpoints share one fsync. No operation is answered before the commit that
-holds it is durable.
+holds it is durable. A transaction holding a single operation (a lone workflow, low load)
+commits inline instead: nothing else waits to overlap with its fsync, and the thread hop
+measured more than the fsync itself (sequential workflows: ~700 -> ~1,200 steps/s).
 
 This replaced a design where a writer thread ran every statement: each statement then
 paid a thread hand-off and a GIL round trip, and the loop produced too few operations per
@@ -456,9 +458,20 @@ class SQLiteStore(TablesStore):
                 batch = [(future, False, _store_error(self, exc)) for future, _ok, _r in batch]
             self._committed(batch, None)
             return
+        started = _CLOCK.monotonic()
+        if len(batch) == 1:
+            # One operation in this loop turn: nothing else is waiting to overlap with the
+            # fsync, and a thread hop would cost more than it saves.
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                batch = [(future, False, _store_error(self, exc)) for future, _ok, _r in batch]
+            self._committed(batch, None, started)
+            return
         self._committing = True
         loop = asyncio.get_running_loop()
-        started = _CLOCK.monotonic()
         done = loop.run_in_executor(committer, conn.execute, "COMMIT")
         done.add_done_callback(lambda f: self._committed(batch, f, started))
 
