@@ -30,6 +30,11 @@ class NodeBackend:
         self.app = app
         self.node_id = node_id
         self.address = address
+        self._stopping = asyncio.Event()
+
+    def stop_waiting(self) -> None:
+        """The node is stopping: every long-poll answers at once with the current state."""
+        self._stopping.set()
 
     @property
     def _engine(self) -> Any:
@@ -58,12 +63,20 @@ class NodeBackend:
         if record.state.settled or wait <= 0:
             return record
         clock = self._engine.clock
+        settled = asyncio.ensure_future(self._engine.wait_settled(id))
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             async with deadline_scope(clock, clock.now() + round(wait * 1000)):
-                settled: PromiseRecord = await self._engine.wait_settled(id)
-                return settled
+                await asyncio.wait([settled, stopping], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            return await self.invocation(id)
+            pass
+        finally:
+            settled.cancel()
+            stopping.cancel()
+        if settled.done() and not settled.cancelled() and settled.exception() is None:
+            outcome: PromiseRecord = settled.result()
+            return outcome
+        return await self.invocation(id)
 
     async def cancel(self, id: str) -> PromiseRecord:
         await self.invocation(id)
@@ -81,7 +94,12 @@ class NodeBackend:
 
     async def tree(self, id: str) -> tuple[PromiseRecord, list[PromiseRecord]]:
         root = await self.invocation(id)
-        calls: list[PromiseRecord] = []
+        # Calls made with an explicit id (ctx.promise(id=...)) are found by their branch.
+        calls: list[PromiseRecord] = [
+            record
+            for record in await self._engine.store.branch_promises(id)
+            if not record.id.startswith(f"{id}:")
+        ]
         cursor: str | None = None
         while True:
             page = await self._engine.search_promises(

@@ -18,13 +18,9 @@ from typing import Any
 import pydantic
 
 from dawait.cluster import _api_models as m
-from dawait.cluster._client import HttpClient
-from dawait.errors import (
-    DawaitError,
-    PromiseNotFoundError,
-    ScheduleNotFoundError,
-    UnknownFunctionError,
-)
+from dawait.cluster._client import ApiError, HttpClient
+from dawait.errors import DawaitError
+from dawait.runtime._codec import validation_summary
 
 __all__ = ["main"]
 
@@ -41,12 +37,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     try:
         return asyncio.run(_client_command(args))
-    except (PromiseNotFoundError, ScheduleNotFoundError, UnknownFunctionError) as exc:
-        print(f"dawait: {exc}", file=sys.stderr)
+    except ApiError as exc:
+        hint = " (give --token or set DAWAIT_TOKEN)" if exc.status == 401 else ""
+        print(f"dawait: {exc}{hint}", file=sys.stderr)
         return USAGE
     except DawaitError as exc:
         print(f"dawait: {exc}", file=sys.stderr)
         return USAGE
+    except pydantic.ValidationError as exc:
+        print(f"dawait: {validation_summary(exc)}", file=sys.stderr)
+        return USAGE
+    except ValueError as exc:
+        print(f"dawait: {exc}", file=sys.stderr)
+        return USAGE
+    except BrokenPipeError:
+        # The reader went away (`dawait ls | head`): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     except KeyboardInterrupt:
         return USAGE
 
@@ -132,7 +139,7 @@ def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from dawait.cluster._serve import ServeSettings, serve
+    from dawait.cluster._serve import AppLoadError, ServeSettings, load_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     given = {
@@ -150,15 +157,21 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = ServeSettings(**given)
     except pydantic.ValidationError as exc:
-        for error in exc.errors():
+        for error in exc.errors(include_url=False):
             field = ".".join(str(part) for part in error["loc"])
-            print(f"dawait serve: {field}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"dawait serve: {field}: {message}", file=sys.stderr)
+        return USAGE
+    try:
+        app = load_app(settings.app)
+    except AppLoadError as exc:
+        print(f"dawait serve: --app {settings.app}: {exc}", file=sys.stderr)
         return USAGE
 
     def ready(address: str) -> None:
         print(f"dawait node listening on {address}", flush=True)
 
-    asyncio.run(serve(settings, on_ready=ready))
+    asyncio.run(serve(settings, app=app, on_ready=ready))
     return OK
 
 

@@ -31,7 +31,7 @@ class ApiError(DawaitError):
     """The node answered with an error this client has no closer type for."""
 
     def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(f"{status} {error}: {message}")
+        super().__init__(message)
         self.status = status
         self.error = error
 
@@ -97,6 +97,9 @@ class HttpClient:
             ) as response:
                 payload = await response.read()
                 status = response.status
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or str(exc.os_error)
+            raise NotStartedError(f"cannot reach the node at {self.url}: {reason}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise NotStartedError(f"cannot reach the node at {self.url}: {exc}") from exc
         if status >= 400:

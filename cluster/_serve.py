@@ -23,7 +23,7 @@ from dawait import Resonate
 from dawait.cluster._backend import NodeBackend
 from dawait.cluster._http import DEFAULT_MAX_BODY, NodeApi
 
-__all__ = ["ServeSettings", "load_app", "serve"]
+__all__ = ["AppLoadError", "ServeSettings", "load_app", "serve"]
 
 log = logging.getLogger("dawait.serve")
 
@@ -52,6 +52,10 @@ class ServeSettings(BaseSettings):
         return value
 
 
+class AppLoadError(ValueError):
+    """``--app`` does not name a Resonate app that can be imported."""
+
+
 def load_app(spec: str) -> Resonate:
     """The ``Resonate`` object named by ``MODULE:ATTR`` (the current directory is importable)."""
     module_name, _, attr = spec.partition(":")
@@ -60,11 +64,12 @@ def load_app(spec: str) -> Resonate:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SystemExit(f"dawait serve: cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attr, None)
+        raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}")
+    app = getattr(module, attr)
     if not isinstance(app, Resonate):
-        found = "nothing" if app is None else type(app).__name__
-        raise SystemExit(f"dawait serve: {spec} is {found}, not a dawait.Resonate app")
+        raise AppLoadError(f"{spec} is a {type(app).__name__}, not a dawait.Resonate app")
     return app
 
 
@@ -87,7 +92,9 @@ async def serve(
         async with app:
             backend = NodeBackend(app)
             api = NodeApi(backend, token=token, max_body=settings.max_body)
-            runner = web.AppRunner(api.web_app(), access_log=None)
+            runner = web.AppRunner(
+                api.web_app(), access_log=None, shutdown_timeout=max(settings.grace_period, 0.1)
+            )
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
@@ -98,6 +105,7 @@ async def serve(
                 on_ready(address)
             await stop.wait()
             log.info("stopping: no new requests; letting running steps finish")
+            backend.stop_waiting()  # long-polls answer now, with the state as it is
             await site.stop()
             await app.quiesce(settings.grace_period)
             await runner.cleanup()

@@ -53,6 +53,15 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return adapter
 
 
+def validation_summary(error: pydantic.ValidationError) -> str:
+    """A pydantic error in one line: each problem as ``field: message``."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+    return "; ".join(problems) or str(error)
+
+
 def encode_json(value: object, adapter: TypeAdapter[Any] = ANY, *, what: str) -> str:
     """``value`` as JSON text through ``adapter``; ``what`` names it in the error."""
     try:
@@ -70,7 +79,9 @@ def decode_json(data: str | None, adapter: TypeAdapter[Any] = ANY, *, what: str)
     try:
         return adapter.validate_json(data)
     except pydantic.ValidationError as exc:
-        raise SerializationError(f"{what}: stored value does not fit: {exc}") from exc
+        raise SerializationError(
+            f"{what}: stored value does not fit: {validation_summary(exc)}"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +146,8 @@ class Signature:
             return param.adapter.validate_python(value)
         except pydantic.ValidationError as exc:
             raise SerializationError(
-                f"{self.name}: argument {param.name!r} does not fit its annotation: {exc}"
+                f"{self.name}: argument {param.name!r} does not fit its annotation: "
+                f"{validation_summary(exc)}"
             ) from exc
 
     def _params_for(

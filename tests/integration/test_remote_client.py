@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dawait import Context, Resonate
 from dawait.cluster._backend import NodeBackend
+from dawait.cluster._client import ApiError
 from dawait.cluster._http import NodeApi
 from dawait.cluster._remote import RemoteResonate
 from dawait.errors import (
@@ -136,8 +137,9 @@ async def test_promises_cancel_and_schedules_through_the_client(url: str) -> Non
 
 async def test_a_wrong_token_or_an_unreachable_node_is_a_clear_error(url: str) -> None:
     async with Resonate(url=url, token="wrong") as client:
-        with pytest.raises(Exception, match="401 unauthorized"):
+        with pytest.raises(ApiError, match="missing or wrong bearer token") as refused:
             await client.run("t3", "total", 1)
+        assert refused.value.status == 401
     async with Resonate(url="http://127.0.0.1:9", token=TOKEN) as client:
         with pytest.raises(NotStartedError, match="cannot reach the node"):
             await client.run("t4", "total", 1)
