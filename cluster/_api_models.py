@@ -104,7 +104,9 @@ class TreeNode(BaseModel):
 
 class CreatePromise(_Strict):
     id: str = Field(min_length=1, max_length=512)
-    timeout: float | None = Field(default=None, ge=0, description="Seconds from now")
+    timeout: float | None = Field(
+        default=None, ge=0, le=100 * 365 * 24 * 3600, description="Seconds from now"
+    )
     data: Any = None
 
 

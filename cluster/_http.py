@@ -153,6 +153,8 @@ class NodeApi:
             return _error_response(exc.status, code, exc.reason)
         except ValueError as exc:
             return _error_response(422, "invalid", str(exc))
+        except RecursionError:
+            return _error_response(422, "invalid", "a value is nested too deeply")
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return _error_response(500, "internal", "the node failed to handle this request")
@@ -174,6 +176,8 @@ class NodeApi:
             data = json.loads(raw or b"{}")
         except ValueError as exc:
             raise HttpError(400, "malformed_json", f"request body is not JSON: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "malformed_json", "request body is nested too deeply") from None
         return model.model_validate(data)
 
     @staticmethod

@@ -18,6 +18,7 @@ from dawait._retry import RetryPolicy
 from dawait.runtime._promise import TAG_TIMER, PromiseRecord, Value
 
 __all__ = [
+    "MAX_SECONDS",
     "TAG_EXTERNAL",
     "Builtin",
     "Call",
@@ -34,6 +35,8 @@ __all__ = [
 T = TypeVar("T")
 
 TAG_EXTERNAL = "resonate:external"
+MAX_SECONDS = 100 * 365 * 24 * 3600
+"""The longest duration a timeout or sleep may have (times are epoch ms in 64-bit ints)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,4 +172,6 @@ def to_seconds(duration: float | dt.timedelta, what: str) -> float:
         raise TypeError(f"{what}: expected seconds or a timedelta, got {duration!r}")
     if seconds < 0 or seconds != seconds:
         raise ValueError(f"{what}: duration must be >= 0 seconds, got {duration!r}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{what}: duration must be at most 100 years, got {duration!r}")
     return seconds

@@ -21,6 +21,7 @@ from dawait.errors import (
     PromiseNotFoundError,
     UnknownFunctionError,
 )
+from dawait.runtime._calls import to_seconds
 from dawait.runtime._clock import Clock, SystemClock
 from dawait.runtime._codec import (
     ANY,
@@ -184,9 +185,7 @@ class Promises:
         engine = self._app._engine
         timeout_at = None
         if timeout is not None:
-            seconds = timeout.total_seconds() if isinstance(timeout, dt.timedelta) else timeout
-            if seconds < 0:
-                raise ValueError(f"promise {id}: timeout must be >= 0 seconds, got {timeout!r}")
+            seconds = to_seconds(timeout, f"promise {id} timeout")
             timeout_at = engine.clock.now() + round(seconds * 1000)
         param = (
             Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
@@ -348,7 +347,7 @@ class Resonate:
         non_retryable=)``. A durable function (first parameter a ``Context``) is retried
         only when given a ``retry_policy``; a plain one used as a step is retried by default.
         """
-        seconds = timeout.total_seconds() if isinstance(timeout, dt.timedelta) else timeout
+        seconds = None if timeout is None else to_seconds(timeout, f"register {name} timeout")
 
         def add(function: F) -> F:
             self._registry.add(
