@@ -12,7 +12,6 @@ from dawait.errors import (
     PromiseNotFoundError,
     ScheduleNotFoundError,
 )
-from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_json
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._store import CreatePromise
@@ -31,10 +30,13 @@ class NodeBackend:
         self.node_id = node_id
         self.address = address
         self._stopping = asyncio.Event()
+        self._stop_future: asyncio.Future[None] | None = None
 
     def stop_waiting(self) -> None:
         """The node is stopping: every long-poll answers at once with the current state."""
         self._stopping.set()
+        if self._stop_future is not None and not self._stop_future.done():
+            self._stop_future.set_result(None)
 
     @property
     def _engine(self) -> Any:
@@ -59,24 +61,29 @@ class NodeBackend:
         return result
 
     async def result(self, id: str, wait: float) -> PromiseRecord:
-        record = await self.invocation(id)
-        if record.state.settled or wait <= 0:
-            return record
-        clock = self._engine.clock
-        settled = asyncio.ensure_future(self._engine.wait_settled(id))
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        engine = self._engine
+        # Listen first, then read: a settle in between is not missed. No task is started:
+        # the waiter and the stop signal are plain futures.
+        settled: asyncio.Future[PromiseRecord] = engine.waiter(id)
         try:
-            async with deadline_scope(clock, clock.now() + round(wait * 1000)):
-                await asyncio.wait([settled, stopping], return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            pass
+            record = await self.invocation(id)
+            if record.state.settled or wait <= 0 or self._stopping.is_set():
+                return record
+            # A request's wait is a wall-clock network timeout, not workflow time.
+            waits: list[asyncio.Future[Any]] = [settled, self._stop_signal()]
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if settled.done() and not settled.cancelled() and settled.exception() is None:
+                return settled.result()
+            return await self.invocation(id)
         finally:
-            settled.cancel()
-            stopping.cancel()
-        if settled.done() and not settled.cancelled() and settled.exception() is None:
-            outcome: PromiseRecord = settled.result()
-            return outcome
-        return await self.invocation(id)
+            engine.drop_waiter(id, settled)
+
+    def _stop_signal(self) -> asyncio.Future[None]:
+        if self._stop_future is None:
+            self._stop_future = asyncio.get_running_loop().create_future()
+            if self._stopping.is_set():
+                self._stop_future.set_result(None)
+        return self._stop_future
 
     async def cancel(self, id: str) -> PromiseRecord:
         await self.invocation(id)

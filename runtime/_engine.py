@@ -94,8 +94,7 @@ class Engine:
         self._schedule_wakeup = asyncio.Event()
         self.stats = collections.Counter[str]()
         self.metrics = EngineMetrics()
-        if hasattr(store, "metrics"):
-            store.metrics = self.metrics  # the SQLite store counts its commits there
+        self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
 
@@ -310,6 +309,12 @@ class Engine:
         actor = self._actors.get(id)
         if actor is not None:
             actor.abort()
+
+    def use_store(self, store: Store) -> None:
+        """Keep records in ``store`` (before open)."""
+        self.store = store
+        if hasattr(store, "metrics"):
+            store.metrics = self.metrics  # the SQLite store counts its commits there
 
     async def quiesce(self, grace: float) -> None:
         """Start no more invocations; wait up to ``grace`` seconds until no step is running."""

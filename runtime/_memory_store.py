@@ -40,6 +40,12 @@ class MemoryTables:
     def get_promise(self, id: str) -> PromiseRecord | None:
         return self.promises.get(id)
 
+    def insert_promise(self, record: PromiseRecord) -> bool:
+        if record.id in self.promises:
+            return False
+        self.put_promise(record, new=True)
+        return True
+
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         self.promises[record.id] = record
         if not new:

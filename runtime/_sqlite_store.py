@@ -158,6 +158,22 @@ def _glob_pattern(pattern: str) -> str:
     return pattern.replace("[", "[[]").replace("?", "[?]")
 
 
+def _promise_row(record: PromiseRecord) -> tuple[object, ...]:
+    return (
+        record.id,
+        record.state.value,
+        record.param.data,
+        _dump_map(record.param.headers),
+        record.value.data,
+        _dump_map(record.value.headers),
+        record.timeout_at,
+        _dump_tags(record.tags),
+        record.branch if record.branch != record.id else None,
+        record.created_at,
+        record.settled_at,
+    )
+
+
 class SQLiteTables:
     """The ``Tables`` of one SQLite connection, used only on the writer thread."""
 
@@ -170,23 +186,19 @@ class SQLiteTables:
         ).fetchone()
         return None if row is None else _promise_from_row(row)
 
+    def insert_promise(self, record: PromiseRecord) -> bool:
+        cursor = self.conn.execute(
+            f"INSERT INTO promises ({_PROMISE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (id) DO NOTHING",
+            _promise_row(record),
+        )
+        return cursor.rowcount == 1
+
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         if new:
             self.conn.execute(
                 f"INSERT INTO promises ({_PROMISE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.id,
-                    record.state.value,
-                    record.param.data,
-                    _dump_map(record.param.headers),
-                    record.value.data,
-                    _dump_map(record.value.headers),
-                    record.timeout_at,
-                    _dump_tags(record.tags),
-                    record.branch if record.branch != record.id else None,
-                    record.created_at,
-                    record.settled_at,
-                ),
+                _promise_row(record),
             )
         else:
             # Only settling changes a stored promise.

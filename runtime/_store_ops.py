@@ -18,6 +18,7 @@ from dawait.runtime._promise import (
     PromiseState,
     Settle,
     SettleOutcome,
+    Transition,
     Value,
     create_promise,
     expire_promise,
@@ -52,6 +53,10 @@ class Tables(Protocol):
 
     def get_promise(self, id: str) -> PromiseRecord | None: ...
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None: ...
+    def insert_promise(self, record: PromiseRecord) -> bool:
+        """Insert a new promise; False, changing nothing, if the id is taken."""
+        ...
+
     def branch_promises(self, branch: str) -> list[PromiseRecord]: ...
     def search_promises(
         self, pattern: str, state: PromiseState | None, limit: int, after: str | None
@@ -78,22 +83,29 @@ class Tables(Protocol):
 
 
 def op_create_promise(t: Tables, request: CreatePromise, now: int) -> PromiseCreated:
+    def transition(existing: PromiseRecord | None) -> Transition:
+        return create_promise(
+            existing,
+            id=request.id,
+            now=now,
+            param=request.param,
+            timeout_at=request.timeout_at,
+            tags=request.tags,
+            state=request.state,
+            value=request.value,
+        )
+
+    # Most creates are of new ids (a step's one write): try the insert first and read the
+    # existing record only when the id is taken.
+    fresh = transition(None).record
+    if t.insert_promise(fresh):
+        return PromiseCreated(promise=fresh, created=True)
     existing = t.get_promise(request.id)
-    transition = create_promise(
-        existing,
-        id=request.id,
-        now=now,
-        param=request.param,
-        timeout_at=request.timeout_at,
-        tags=request.tags,
-        state=request.state,
-        value=request.value,
-    )
-    if existing is None:
-        t.put_promise(transition.record, new=True)
-    elif transition.changed:
-        _settled(t, transition.record, SettleOutcome.SETTLED)
-    return PromiseCreated(promise=transition.record, created=existing is None)
+    assert existing is not None
+    found = transition(existing)
+    if found.changed:
+        _settled(t, found.record, SettleOutcome.SETTLED)
+    return PromiseCreated(promise=found.record, created=False)
 
 
 def op_create_invocation(

@@ -289,7 +289,7 @@ class Resonate:
         if self._engine.running:
             raise RuntimeError("use_store: the app is open already")
         self.store = open_store(store)
-        self._engine.store = self.store
+        self._engine.use_store(self.store)
 
     async def quiesce(self, grace: float) -> None:
         """Stop starting invocations and wait up to ``grace`` seconds for running steps to
