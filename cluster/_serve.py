@@ -8,6 +8,7 @@ lost either way: whatever was still pending resumes when a node opens the store 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import signal
@@ -83,6 +84,7 @@ async def serve(
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     app = app or load_app(settings.app)
     app.use_store(settings.store)
+    _tune_garbage_collector()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -113,6 +115,15 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+def _tune_garbage_collector() -> None:
+    """This process is a server: keep what it loaded out of every later collection
+    (``gc.freeze``) and collect the young generation less often. Full collections over a
+    large heap were the longest pauses measured under load (p99 and max latency)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
 
 
 def _address(runner: web.AppRunner, host: str) -> str:
