@@ -83,6 +83,10 @@ def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
     )
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _schedule_view(info: ScheduleInfo) -> m.ScheduleView:
     return m.ScheduleView(
         id=info.id,
@@ -150,7 +154,10 @@ class NodeApi:
             if exc.status < 400:
                 raise
             code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-            return _error_response(exc.status, code, exc.reason)
+            response = _error_response(exc.status, code, exc.reason)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except ValueError as exc:
             return _error_response(422, "invalid", str(exc))
         except RecursionError:
@@ -173,7 +180,7 @@ class NodeApi:
     async def _body(self, request: web.Request, model: type[pydantic.BaseModel]) -> Any:
         raw = await request.read()
         try:
-            data = json.loads(raw or b"{}")
+            data = json.loads(raw or b"{}", parse_constant=_no_constant)
         except ValueError as exc:
             raise HttpError(400, "malformed_json", f"request body is not JSON: {exc}") from None
         except RecursionError:
@@ -322,7 +329,7 @@ class NodeApi:
     async def readyz(self, request: web.Request) -> web.Response:
         problem = await self.backend.readiness()
         if problem is not None:
-            return _json(m.Health(status="unavailable", detail=problem), 503)
+            return _error_response(503, "unavailable", problem)
         return _json(m.Health(status="ok"))
 
     async def metrics_text(self, request: web.Request) -> web.Response:

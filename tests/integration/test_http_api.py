@@ -303,3 +303,13 @@ async def test_the_tree_counts_a_steps_attempts(node: Node) -> None:
         ("make_app.<locals>.flaky", 3)
     ]
     assert tree["attempts"] == 1
+
+
+async def test_405_names_the_allowed_methods_and_nan_is_not_json(node: Node) -> None:
+    async with node.session.delete(
+        node.url + "/invocations", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == 405
+        assert "POST" in response.headers["Allow"]
+    status, body = await node.call("POST", "/promises", raw=b'{"id": "n", "data": NaN}')
+    assert (status, body["error"]) == (400, "malformed_json")
