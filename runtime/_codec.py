@@ -14,6 +14,7 @@ import inspect
 import json
 import sys
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,8 @@ __all__ = [
 
 ANY: TypeAdapter[Any] = TypeAdapter(Any)
 _ADAPTERS: dict[object, TypeAdapter[Any]] = {Any: ANY}
-_SIGNATURES: dict[Callable[..., Any], Signature] = {}
+_SIGNATURES: weakref.WeakKeyDictionary[Callable[..., Any], Signature] = weakref.WeakKeyDictionary()
+"""Weak: a lambda or closure made per call must not live on in the cache."""
 
 
 def _adapter(annotation: Any) -> TypeAdapter[Any]:

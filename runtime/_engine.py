@@ -305,11 +305,6 @@ class Engine:
                 self._enqueue(actor.id)
             self._start_queued()
 
-    def cancel_actor(self, id: str) -> None:
-        actor = self._actors.get(id)
-        if actor is not None:
-            actor.abort()
-
     def use_store(self, store: Store) -> None:
         """Keep records in ``store`` (before open)."""
         self.store = store
