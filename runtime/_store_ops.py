@@ -169,21 +169,9 @@ def op_search_promises(
     stored = [state]
     if state in (PromiseState.RESOLVED, PromiseState.REJECTED_TIMEDOUT):
         stored.append(PromiseState.PENDING)
-    matches: list[PromiseRecord] = []
-    more = True
-    after = cursor
-    while len(matches) <= limit and more:
-        rows = _search_states(t, pattern, stored, limit + 1, after)
-        more = len(rows) > limit
-        for row in rows:
-            record = expire_promise(row, now).record
-            if record.state is state:
-                matches.append(record)
-        if rows:
-            after = rows[-1].id
-    page = matches[:limit]
-    next_cursor = page[-1].id if (len(matches) > limit or more) and page else None
-    return PromisePage(promises=page, cursor=next_cursor)
+    return _page_as_of(
+        lambda after, n: _search_states(t, pattern, stored, n, after), state, limit, cursor, now
+    )
 
 
 def op_search_invocations(
@@ -196,11 +184,25 @@ def op_search_invocations(
 ) -> PromisePage:
     """Invocations (promises with a task), by id, as of ``now``; filtered by state and
     function."""
+    return _page_as_of(
+        lambda after, n: t.invocation_promises(function, after, n), state, limit, cursor, now
+    )
+
+
+def _page_as_of(
+    fetch: Callable[[str | None, int], list[PromiseRecord]],
+    state: PromiseState | None,
+    limit: int,
+    cursor: str | None,
+    now: int,
+) -> PromisePage:
+    """A page of the records ``fetch(after, n)`` yields (by id) whose state as of ``now``
+    is ``state`` (any when None): fetched in chunks until the page is full."""
     matches: list[PromiseRecord] = []
     more = True
     after = cursor
     while len(matches) <= limit and more:
-        rows = t.invocation_promises(function, after, limit + 1)
+        rows = fetch(after, limit + 1)
         more = len(rows) > limit
         for row in rows:
             record = expire_promise(row, now).record
