@@ -59,7 +59,7 @@ class CreateInvocation(_Strict):
     function: str = Field(min_length=1, max_length=256)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, strict=True)
 
 
 class InvocationView(BaseModel):
@@ -105,7 +105,7 @@ class TreeNode(BaseModel):
 class CreatePromise(_Strict):
     id: str = Field(min_length=1, max_length=512)
     timeout: float | None = Field(
-        default=None, ge=0, le=100 * 365 * 24 * 3600, description="Seconds from now"
+        default=None, ge=0, le=100 * 365 * 24 * 3600, strict=True, description="Seconds from now"
     )
     data: Any = None
 

@@ -313,3 +313,11 @@ async def test_405_names_the_allowed_methods_and_nan_is_not_json(node: Node) -> 
         assert "POST" in response.headers["Allow"]
     status, body = await node.call("POST", "/promises", raw=b'{"id": "n", "data": NaN}')
     assert (status, body["error"]) == (400, "malformed_json")
+
+
+@pytest.mark.parametrize("timeout", [False, "5", [1]])
+async def test_a_timeout_must_be_a_number(node: Node, timeout: Any) -> None:
+    status, body = await node.call("POST", "/promises", {"id": "t", "timeout": timeout})
+    assert (status, body["error"], body["field"]) == (422, "invalid", "timeout")
+    status, _ = await node.call("GET", "/promises/t")
+    assert status == 404
