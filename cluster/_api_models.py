@@ -17,7 +17,6 @@ __all__ = [
     "Health",
     "InvocationPage",
     "InvocationView",
-    "NodeInfo",
     "PromisePage",
     "PromiseView",
     "RejectPromise",
@@ -163,10 +162,3 @@ class ScheduleList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     detail: str | None = None
-
-
-class NodeInfo(BaseModel):
-    node_id: str
-    address: str
-    functions: list[str]
-    leader: bool

@@ -25,10 +25,8 @@ __all__ = ["NodeBackend"]
 class NodeBackend:
     """The node's operations, in the terms of records (the HTTP layer renders them)."""
 
-    def __init__(self, app: Resonate, *, node_id: str = "local", address: str = "") -> None:
+    def __init__(self, app: Resonate) -> None:
         self.app = app
-        self.node_id = node_id
-        self.address = address
         self._stopping = asyncio.Event()
         self._stop_future: asyncio.Future[None] | None = None
 

@@ -101,7 +101,6 @@ async def serve(
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
             address = _address(runner, settings.host)
-            backend.address = address
             log.info("dawait node serving %s on %s", settings.app, address)
             if on_ready is not None:
                 on_ready(address)

@@ -23,6 +23,7 @@ from dawait.errors import (
     UnknownFunctionError,
 )
 from dawait.testing import FakeClock
+from tests.polling import eventually
 
 WAIT = 10.0
 """Seconds any single wait in these tests may take before the test fails."""
@@ -35,16 +36,6 @@ MINUTE = 60_000
 
 def at(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds; fail after ``WAIT`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def started(app: Resonate, pattern: str) -> list[str]:

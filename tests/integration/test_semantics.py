@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from dawait.errors import (
     StepError,
 )
 from dawait.testing import FakeClock
+from tests.polling import eventually
 
 WAIT = 10.0
 """Seconds any single wait in these tests may take before the test fails."""
@@ -65,16 +66,6 @@ class Outer:
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'app.db'}"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds; fail after ``WAIT`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def holds(value: bool) -> bool:
