@@ -1,12 +1,16 @@
 """HTTP benchmark: invocations started and awaited through a node's API by concurrent clients.
 
     .venv/bin/python bench/http.py [--store sqlite] [--store memory://] [--clients 64]
-        [--warmup 2] [--duration 10] [--repeat 1] [--profile node.prof] [--json]
+        [--await one|poll] [--warmup 2] [--duration 10] [--repeat 1] [--profile node.prof]
+        [--json]
 
 Starts a real node, ``dawait serve --app bench.http_app:app --port 0 --store ...``, as a
 subprocess, then runs ``--clients`` client tasks in this process on one aiohttp session (a
-pool of as many connections). Each one, again and again: ``POST /invocations`` (a workflow of
-three async steps) then ``GET /invocations/{id}/result?wait=30``, and checks the result.
+pool of as many connections). Each one, again and again, starts a workflow of three async
+steps and awaits its result, then checks it. ``--await one`` (the default) does both in one
+request, ``POST /invocations?wait=30``, as ``Resonate(url=...).run`` does; ``--await poll``
+sends ``POST /invocations`` then ``GET /invocations/{id}/result?wait=30``, as a handle's
+``result()`` does.
 What finishes in the ``--duration`` seconds after ``--warmup`` counts: invocations/s, and the
 latency from the POST to the result (p50, p90, p99, max). Then the node gets SIGTERM.
 
@@ -160,35 +164,40 @@ def process_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def invoke(session: aiohttp.ClientSession, url: str, id: str, x: int, window: Window) -> None:
-    """Start invocation ``id``, wait for its result, check it, and note when both happened."""
+async def invoke(
+    session: aiohttp.ClientSession, url: str, id: str, x: int, one: bool, window: Window
+) -> None:
+    """Start invocation ``id``, wait for its result (in the same request if ``one``), check
+    it, and note when both happened."""
     start = time.perf_counter()
     body = {"id": id, "function": FUNCTION, "args": [x]}
     try:
-        async with session.post(f"{url}/invocations", json=body) as response:
+        post = {"wait": "30"} if one else None
+        async with session.post(f"{url}/invocations", json=body, params=post) as response:
             if response.status != 201:
                 window.errors.append(f"POST {id}: {response.status} {await response.text()}")
                 return
-            await response.read()
-        wait = {"wait": "30"}
-        async with session.get(f"{url}/invocations/{id}/result", params=wait) as response:
             result: dict[str, Any] = await response.json()
+        if post is None:
+            wait = {"wait": "30"}
+            async with session.get(f"{url}/invocations/{id}/result", params=wait) as response:
+                result = await response.json()
     except (aiohttp.ClientError, TimeoutError) as exc:
         window.errors.append(f"{id}: {exc!r}")
         return
-    if response.status != 200 or result.get("result") != x + 3:
+    if response.status not in (200, 201) or result.get("result") != x + 3:
         window.errors.append(f"GET {id}/result: {response.status} {result}")
         return
     window.done.append((start, time.perf_counter()))
 
 
 async def client(
-    session: aiohttp.ClientSession, url: str, name: str, until: float, window: Window
+    session: aiohttp.ClientSession, url: str, name: str, until: float, one: bool, window: Window
 ) -> None:
     count = 0
     while time.perf_counter() < until:
         count += 1
-        await invoke(session, url, f"{name}-{count}", count, window)
+        await invoke(session, url, f"{name}-{count}", count, one, window)
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -212,7 +221,7 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 async def drive(
-    node: Node, clients: int, warmup: float, duration: float, store: str
+    node: Node, clients: int, warmup: float, duration: float, store: str, one: bool
 ) -> tuple[Report, Window]:
     window = Window()
     connector = aiohttp.TCPConnector(limit=clients)
@@ -242,7 +251,7 @@ async def drive(
         async with asyncio.TaskGroup() as group:
             window_samples = group.create_task(measure())
             for n in range(clients):
-                group.create_task(client(session, node.url, f"c{n}", measured_to, window))
+                group.create_task(client(session, node.url, f"c{n}", measured_to, one, window))
     first, last = window_samples.result()
 
     def delta(name: str) -> float:
@@ -298,7 +307,7 @@ def bench_store(store: str, args: argparse.Namespace) -> Report:
         try:
             node.wait_listening()
             report, window = asyncio.run(
-                drive(node, args.clients, args.warmup, args.duration, store)
+                drive(node, args.clients, args.warmup, args.duration, store, args.await_ == "one")
             )
         finally:
             code = node.stop()
@@ -330,6 +339,13 @@ def main() -> None:
         help="sqlite (a temporary file; the default), memory, or a store URL; repeatable",
     )
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument(
+        "--await",
+        dest="await_",
+        choices=["one", "poll"],
+        default="one",
+        help="one: POST /invocations?wait=30; poll: POST, then GET .../result?wait=30",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--repeat", type=int, default=1, help="runs per store (median judged)")
@@ -342,8 +358,13 @@ def main() -> None:
     if args.json:
         print(json.dumps({k: [asdict(r) for r in v] for k, v in runs.items()}, indent=2))
         return
+    requests = (
+        "POST /invocations?wait=30"
+        if args.await_ == "one"
+        else "POST /invocations + GET result?wait=30"
+    )
     print(
-        f"{args.clients} clients, POST /invocations + GET result?wait=30 of a 3-step "
+        f"{args.clients} clients, {requests} of a 3-step "
         f"workflow; {args.warmup:g} s warm-up, {args.duration:g} s measured"
         + (" (node under cProfile)" if args.profile else "")
         + "\n"

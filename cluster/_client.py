@@ -109,11 +109,23 @@ class HttpClient:
     # -- the API ---------------------------------------------------------------------------
 
     async def start(
-        self, id: str, function: str, args: list[Any], kwargs: dict[str, Any]
+        self,
+        id: str,
+        function: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        wait: float | None = None,
     ) -> tuple[m.InvocationView, bool]:
+        """Start an invocation; with ``wait``, the view is its outcome if it settles by then."""
         body = m.CreateInvocation(id=id, function=function, args=args, kwargs=kwargs)
+        params = None if wait is None else {"wait": str(wait)}
         view, status = await self.request(
-            "POST", "/invocations", m.InvocationView, body=body.model_dump(mode="json")
+            "POST",
+            "/invocations",
+            m.InvocationView,
+            body=body.model_dump(mode="json"),
+            params=params,
         )
         return view, status == 201
 

@@ -227,10 +227,14 @@ class NodeApi:
     # -- invocations -----------------------------------------------------------------------
 
     async def create_invocation(self, request: web.Request) -> web.Response:
+        wait = self._query_float(request, "wait", MAX_WAIT_SECONDS) or 0.0
         body: m.CreateInvocation = await self._body(request, m.CreateInvocation)
         record, created = await self.backend.start(
             body.id, body.function, body.args, body.kwargs, body.version
         )
+        if wait > 0 and not record.state.settled:
+            # Start and await in one round trip (what Resonate(url=...).run does).
+            record = await self.backend.result(body.id, wait)
         return _json(invocation_view(record), 201 if created else 200)
 
     async def get_invocation(self, request: web.Request) -> web.Response:
@@ -345,7 +349,8 @@ class NodeApi:
         inv, prom = "invocations", "promises"
         return [
             Route("POST", "/invocations", self.create_invocation, inv,
-                  "Start an invocation (idempotent by id)", body=m.CreateInvocation,
+                  "Start an invocation (idempotent by id); with ?wait=, also wait up to "
+                  "that many seconds for its outcome", body=m.CreateInvocation, query=["wait"],
                   response=m.InvocationView, statuses={201: "started", 200: "already exists",
                   404: "unknown function", 409: "id used with another call",
                   422: "arguments do not fit"}),

@@ -182,8 +182,15 @@ class RemoteResonate(_resonate.Resonate):
         return RemoteHandle(self, view.id, name)
 
     async def run(self, id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handle = await self.start(id, fn, *args, **kwargs)
-        return await handle.result()
+        name = fn if isinstance(fn, str) else self._registry.resolve(fn).name
+        # One round trip when it finishes within the first long-poll.
+        view, _created = await self.client.start(
+            id, name, list(args), dict(kwargs), wait=_LONG_POLL_SECONDS
+        )
+        if view.state == "pending":
+            return await RemoteHandle(self, view.id, name).result()
+        result = m.ResultView(id=view.id, state=view.state, result=view.result, error=view.error)
+        return _outcome(result, self.result_adapter(name), f"invocation {view.id}")
 
     async def get(self, id: str) -> RemoteHandle:
         view = await self.client.invocation(id)

@@ -105,6 +105,7 @@ class Signature:
     is_async: bool
     """Whether calling the function returns a coroutine (else it runs in a worker thread)."""
     inspected: inspect.Signature | None
+    layout: _Layout
 
     def encode_args(self, args: Sequence[object], kwargs: Mapping[str, object]) -> str:
         """``{"args": [...], "kwargs": {...}}`` as JSON, each checked against its annotation."""
@@ -156,23 +157,33 @@ class Signature:
         self, args: Sequence[object], kwargs: Mapping[str, object], *, check: bool = True
     ) -> tuple[list[_Param], dict[str, _Param]]:
         """The parameter each positional and keyword argument binds to."""
-        if check and self.inspected is not None:
+        ordered, rest, named, extra = self.layout
+        # Exactly one argument per parameter, all positional, always binds.
+        plain = not kwargs and len(args) == len(ordered) == len(self.params)
+        if check and self.inspected is not None and not plain:
             try:
                 self.inspected.bind(*(None,) * self.takes_context, *args, **kwargs)
             except TypeError as exc:
                 raise SerializationError(f"{self.name}: arguments do not match: {exc}") from exc
-        kind = inspect.Parameter
-        ordered = [
-            p for p in self.params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
-        ]
-        rest = next((p for p in self.params if p.kind is kind.VAR_POSITIONAL), _ANY_PARAM)
-        named = {p.name: p for p in self.params if p.kind is not kind.VAR_POSITIONAL}
-        extra = next((p for p in self.params if p.kind is kind.VAR_KEYWORD), _ANY_PARAM)
         positional = [ordered[i] if i < len(ordered) else rest for i in range(len(args))]
         return positional, {key: named.get(key, extra) for key in kwargs}
 
 
 _ANY_PARAM = _Param("arg", inspect.Parameter.POSITIONAL_ONLY, ANY, False)
+
+
+_Layout = tuple[list[_Param], _Param, dict[str, _Param], _Param]
+
+
+def _layout(params: Sequence[_Param]) -> _Layout:
+    """Where arguments bind: the positional parameters in order, the ``*args`` one, the
+    ones a keyword names, and the ``**kwargs`` one (``_ANY_PARAM`` when absent)."""
+    kind = inspect.Parameter
+    ordered = [p for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
+    rest = next((p for p in params if p.kind is kind.VAR_POSITIONAL), _ANY_PARAM)
+    named = {p.name: p for p in params if p.kind is not kind.VAR_POSITIONAL}
+    extra = next((p for p in params if p.kind is kind.VAR_KEYWORD), _ANY_PARAM)
+    return ordered, rest, named, extra
 
 
 def signature_of(fn: Callable[..., Any], *, name: str, context_type: type) -> Signature:
@@ -222,6 +233,7 @@ def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -
         takes_context=takes_context,
         is_async=inspect.iscoroutinefunction(fn),
         inspected=inspected,
+        layout=_layout(codec_params),
     )
 
 

@@ -206,6 +206,12 @@ class Engine:
         finally:
             self.drop_waiter(id, future)
 
+    def settles_here(self, id: str) -> bool:
+        """Whether invocation ``id`` is pending and running here, its outcome not yet being
+        recorded: whatever settles it next notifies this engine's waiters."""
+        actor = self._actors.get(id)
+        return actor is not None and actor.running and not actor.finishing
+
     def waiter(self, id: str) -> asyncio.Future[PromiseRecord]:
         """A future resolved when the engine settles promise ``id``; drop it when done."""
         future: asyncio.Future[PromiseRecord] = asyncio.get_running_loop().create_future()

@@ -86,6 +86,16 @@ class Invocation:
         """True once the invocation is being evicted or aborted: ctx calls must not start."""
         return self._evicting or self._aborted
 
+    @property
+    def running(self) -> bool:
+        """True while it runs a pending invocation (started here, or read back pending)."""
+        return (self.fresh is not None or self.registered is not None) and not self.stopping
+
+    @property
+    def finishing(self) -> bool:
+        """True once it has begun recording the invocation's outcome."""
+        return self._finishing
+
     def write(
         self, coro: Coroutine[Any, Any, PromiseRecord], *, name: str
     ) -> asyncio.Future[PromiseRecord]:

@@ -132,6 +132,25 @@ async def test_result_long_polls_until_the_invocation_finishes(node: Node) -> No
     assert view["kwargs"] == {"times": 4}
 
 
+async def test_start_with_wait_answers_with_the_outcome_in_one_request(node: Node) -> None:
+    body = {"id": "w1", "function": "order", "args": [{"sku": "a", "count": 1}]}
+    status, view = await node.call("POST", "/invocations?wait=10", body)
+    assert (status, view["state"], view["result"]) == (201, "resolved", {"sku": "a", "total": 2})
+    status, again = await node.call("POST", "/invocations?wait=10", body)
+    assert (status, again["result"]) == (200, {"sku": "a", "total": 2})
+
+    # Not finished within the wait: the view says pending, and the invocation goes on.
+    waiting = {"id": "w2", "function": "approve", "args": ["bob"]}
+    status, view = await node.call("POST", "/invocations?wait=0.2", waiting)
+    assert (status, view["state"]) == (201, "pending")
+    await node.call("POST", "/promises/approval-bob/resolve", {"value": "ok"})
+    status, view = await node.call("POST", "/invocations?wait=10", waiting)
+    assert (status, view["state"], view["result"]) == (200, "resolved", "bob: ok")
+
+    status, error = await node.call("POST", "/invocations?wait=soon", body)
+    assert (status, error["error"], error["field"]) == (422, "invalid", "wait")
+
+
 async def test_result_without_wait_reports_pending(node: Node) -> None:
     await node.call("POST", "/invocations", {"id": "a1", "function": "approve", "args": ["ann"]})
     status, result = await node.call("GET", "/invocations/a1/result")

@@ -7,8 +7,10 @@ second process, refuse a newer schema, and commit concurrent operations together
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from dawait.runtime._promise import (
     Settle,
     SettleOutcome,
     Value,
+    create_promise,
 )
 from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._sqlite_store import SCHEMA_VERSION
@@ -38,6 +41,7 @@ from dawait.runtime._store import (
     PromiseSettled,
     ScheduleCreated,
 )
+from dawait.runtime._store_ops import Tables
 from dawait.runtime._task import TaskRecord, TaskState
 
 ONE = Value(data="1")
@@ -1227,6 +1231,119 @@ async def test_a_failing_operation_does_not_undo_its_neighbours(db: Path) -> Non
     await reopened.open()
     try:
         assert await all_pages(reopened, "*", limit=1000) == [f"ok{n:02}" for n in range(50)]
+    finally:
+        await reopened.close()
+
+
+_real_fsync = os.fsync
+
+
+class _HeldFsync:
+    """``os.fsync`` as the store sees it: each call waits until ``release`` and records
+    which file it synced."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.synced: list[str] = []
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        if not self.release.wait(timeout=30):
+            raise AssertionError("fsync was never released")
+        if self.error is not None:
+            raise self.error
+        _real_fsync(fd)
+
+
+async def test_no_operation_is_answered_before_its_commit_is_fsynced(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+    fsync = _HeldFsync()
+    monkeypatch.setattr("dawait.runtime._sqlite_store.os.fsync", fsync)
+    try:
+        writes = [
+            asyncio.ensure_future(store.create_promise(CreatePromise(id=f"p{n}"), now=0))
+            for n in range(10)
+        ]
+        await asyncio.sleep(0.2)
+        # Committed to the WAL and visible to the store's own connection, but not durable:
+        # neither these writes nor a read that may have seen them is answered.
+        read = asyncio.ensure_future(store.get_promise("p0"))
+        await asyncio.sleep(0.2)
+        assert not any(write.done() for write in writes)
+        assert not read.done()
+        assert fsync.synced
+        assert all(path == f"{db}-wal" for path in fsync.synced)
+
+        fsync.release.set()
+        assert all(created.created for created in await asyncio.gather(*writes))
+        assert (await read) is not None
+    finally:
+        fsync.release.set()
+        await store.close()
+
+
+async def test_a_failed_fsync_fails_what_it_covered_and_breaks_the_store(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+    await store.create_promise(CreatePromise(id="before"), now=0)
+    fsync = _HeldFsync()
+    fsync.error = OSError(5, "Input/output error")
+    fsync.release.set()
+    monkeypatch.setattr("dawait.runtime._sqlite_store.os.fsync", fsync)
+
+    results = await asyncio.gather(
+        *(store.create_promise(CreatePromise(id=f"p{n}"), now=0) for n in range(5)),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(result, StoreError) for result in results)
+    assert "fsync failed" in str(results[0])
+    assert "Input/output error" in str(results[0])
+    with pytest.raises(StoreError, match="fsync failed"):
+        await store.get_promise("before")
+    monkeypatch.undo()
+    await store.close()
+    reopened = SQLiteStore(db)
+    await reopened.open()
+    try:
+        assert await reopened.get_promise("before") is not None
+    finally:
+        await reopened.close()
+
+
+async def test_an_operation_failing_after_writing_leaves_nothing_and_spares_its_batch(
+    db: Path,
+) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+
+    def write_then_fail(tables: Tables, id: str) -> None:
+        tables.insert_promise(create_promise(None, id=id, now=0).record)
+        raise ValueError(f"{id} failed after writing")
+
+    calls: list[Awaitable[object]] = []
+    for n in range(20):
+        calls.append(store.create_promise(CreatePromise(id=f"ok{n:02}"), now=0))
+        calls.append(store._transact(write_then_fail, f"bad{n:02}"))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert all(isinstance(created, PromiseCreated) and created.created for created in results[::2])
+    failures = results[1::2]
+    assert all(isinstance(failure, StoreError) for failure in failures)
+    assert "bad00 failed after writing" in str(failures[0])
+    assert await all_pages(store, "*", limit=1000) == [f"ok{n:02}" for n in range(20)]
+    await store.close()
+
+    reopened = SQLiteStore(db)
+    await reopened.open()
+    try:
+        assert await all_pages(reopened, "*", limit=1000) == [f"ok{n:02}" for n in range(20)]
     finally:
         await reopened.close()
 
