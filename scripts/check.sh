@@ -12,4 +12,15 @@ fi
 echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        ./scripts/typecheck.sh
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  # The etcd tests run real etcd 3.4 (tests/etcd.py). The package may start its own etcd
+  # service on install: stop any etcd that was not running before (no test runs yet).
+  echo "== etcd (apt-get install etcd-server etcd-client)"
+  before=" $(pgrep -x etcd | tr '\n' ' ' || true) "
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client
+  for pid in $(pgrep -x etcd || true); do
+    case "$before" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
+  done
+fi
 echo "== pytest";      .venv/bin/pytest "$@"

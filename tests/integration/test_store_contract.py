@@ -7,6 +7,7 @@ second process, refuse a newer schema, and commit concurrent operations together
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dawait.cluster._etcd_store import EtcdStore
 from dawait.errors import PromiseNotFoundError, StoreError
 from dawait.runtime import MemoryStore, SQLiteStore, Store
 from dawait.runtime._promise import (
@@ -49,9 +51,19 @@ TWO = Value(data="2")
 TIMER = {TAG_TIMER: "true"}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+_namespaces = itertools.count()
+
+
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    store: Store
+    if request.param == "memory":
+        store = MemoryStore()
+    elif request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "s.db")
+    else:
+        endpoints = os.environ.get("DAWAIT_TEST_ETCD") or request.getfixturevalue("etcd").endpoints
+        store = EtcdStore(endpoints, namespace=f"contract{next(_namespaces)}-{os.getpid()}")
     await store.open()
     try:
         yield store

@@ -1,0 +1,177 @@
+"""The project's small interface to etcd, over ``aetcd`` (asyncio, gRPC).
+
+Everything dawait asks of etcd goes through ``Etcd``: a consistent snapshot of a prefix, a
+transaction of compares and writes that reports the store revision, and a watch of a
+prefix from a revision. Keeping the surface this small keeps ``aetcd`` replaceable (the
+design brief's ``etcd3-py`` failed here: its asyncio watch and keep-alive streams break on
+aiohttp >= 3.10.6).
+
+Several endpoints become one gRPC target (``ipv4:a:p1,b:p2,...``): gRPC's ``pick_first``
+connects to the first reachable member and moves to another when that connection drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.exceptions
+import grpc
+from aetcd import rpc
+
+from dawait.errors import StoreError
+
+__all__ = ["Compare", "Etcd", "EtcdError", "KeyValue", "Write", "parse_endpoints"]
+
+
+class EtcdError(StoreError):
+    """etcd could not be reached or refused a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes | None
+    """None for a deletion (in watch events)."""
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``key`` was last modified at ``mod_revision`` (0: the key does not exist)."""
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Put ``value`` at ``key``; None deletes it."""
+
+    key: str
+    value: bytes | None
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``http://127.0.0.1:2379,http://...`` (or a list) to ``[(host, port), ...]``."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    parsed: list[tuple[str, int]] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        split = urlsplit(item if "://" in item else f"http://{item}")
+        if split.scheme not in ("http", "") or not split.hostname:
+            raise ValueError(f"etcd endpoint {item!r}: expected http://HOST:PORT")
+        try:
+            port = split.port or 2379
+        except ValueError:
+            raise ValueError(f"etcd endpoint {item!r}: the port is not a number") from None
+        parsed.append((split.hostname, port))
+    if not parsed:
+        raise ValueError("no etcd endpoint given")
+    return parsed
+
+
+class Etcd:
+    """A connection to one etcd cluster."""
+
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 5.0) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        *first, (last_host, last_port) = self.endpoints
+        # aetcd builds the target as f"{host}:{port}"; a multi-address target lets gRPC
+        # fail over between members.
+        host = "ipv4:" + "".join(f"{h}:{p}," for h, p in first) + last_host if first else last_host
+        self._client = aetcd.Client(host=host, port=last_port, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Etcd({','.join(f'{h}:{p}' for h, p in self.endpoints)})"
+
+    async def connect(self) -> None:
+        try:
+            await self._client.connect()
+        except aetcd.exceptions.ClientError as exc:
+            raise EtcdError(f"{self!r}: cannot connect: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def snapshot(self, prefix: str) -> tuple[int, list[KeyValue]]:
+        """Every key under ``prefix`` at one revision, and that revision."""
+        key = prefix.encode()
+        request = rpc.RangeRequest(key=key, range_end=_prefix_end(key))
+        response = await self._call(self._stub().Range, request)
+        items = [KeyValue(kv.key.decode(), kv.value, kv.mod_revision) for kv in response.kvs]
+        return response.header.revision, items
+
+    async def commit(
+        self, compares: Sequence[Compare], writes: Sequence[Write]
+    ) -> tuple[bool, int]:
+        """Apply ``writes`` if every compare holds; (whether it did, the store revision)."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    result=rpc.Compare.EQUAL,
+                    target=rpc.Compare.MOD,
+                    key=c.key.encode(),
+                    mod_revision=c.mod_revision,
+                )
+                for c in compares
+            ],
+            success=[_request_op(w) for w in writes],
+        )
+        response = await self._call(self._stub().Txn, request)
+        return bool(response.succeeded), int(response.header.revision)
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[KeyValue]:
+        """Each change under ``prefix`` from ``start_revision`` on, in revision order."""
+        key = prefix.encode()
+        try:
+            watch = await self._client.watch(
+                key, range_end=_prefix_end(key), start_revision=start_revision
+            )
+        except aetcd.exceptions.ClientError as exc:
+            raise EtcdError(f"{self!r}: cannot watch {prefix!r}: {exc}") from exc
+        try:
+            async for event in watch:
+                kv = event.kv
+                deleted = event.kind == aetcd.EventKind.DELETE
+                yield KeyValue(kv.key.decode(), None if deleted else kv.value, kv.mod_revision)
+        except aetcd.exceptions.ClientError as exc:
+            raise EtcdError(f"{self!r}: the watch of {prefix!r} ended: {exc}") from exc
+        finally:
+            await watch.cancel()
+
+    def _stub(self) -> Any:
+        stub = self._client.kvstub
+        if stub is None:
+            raise EtcdError(f"{self!r} is not connected")
+        return stub
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._client.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise EtcdError(f"{self!r}: {exc.code().name}: {exc.details()}") from exc
+        except TimeoutError as exc:
+            raise EtcdError(f"{self!r}: no answer within {self.timeout} s") from exc
+
+
+def _request_op(write: Write) -> Any:
+    key = write.key.encode()
+    if write.value is None:
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=write.value))
+
+
+def _prefix_end(key: bytes) -> bytes:
+    """The end of the range of keys starting with ``key`` (etcd's ``WithPrefix``)."""
+    end = bytearray(key)
+    for i in reversed(range(len(end))):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"

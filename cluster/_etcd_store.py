@@ -1,0 +1,629 @@
+"""``EtcdStore``: every record in etcd, so that several nodes share one state.
+
+The store operations are written once over a synchronous ``Tables`` interface
+(runtime/_store_ops.py); etcd only offers asynchronous reads and compare-and-swap
+transactions. So each node keeps a replica of the namespace in memory (``MemoryTables``),
+loaded from a snapshot and kept current by a watch, and runs an operation against the
+replica while recording what it touched. Once per loop turn the operations run so far
+become one etcd transaction: for every key they touched, compare its revision with the one
+the replica had, and if all still hold, write what they wrote. Their results are answered
+only after etcd committed. A failed compare means another node changed a key first: the
+replica is reloaded and the operations run again on the fresh state. While a transaction is
+in flight, new operations wait for the next one.
+
+Reads by key are linearizable (their compares ride in the transaction); searches and scans
+read the replica, which lags etcd by the watch's delay.
+
+If etcd cannot be reached the transaction is retried (with backoff) until ``retry_for``
+runs out; an attempt whose outcome is unknown is resolved by reloading and checking whether
+its writes are there. etcd's ``--max-txn-ops`` (default 128) bounds a transaction's compares
+and writes: a batch stops taking operations at ``max_ops``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Write
+from dawait.errors import DawaitError, StoreError
+from dawait.runtime._clock import SystemClock
+from dawait.runtime._memory_store import MemoryTables
+from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.runtime._schedule import ScheduleRecord
+from dawait.runtime._store import PromiseSettled
+from dawait.runtime._store_ops import TablesStore
+from dawait.runtime._task import TaskRecord, TaskState
+
+__all__ = ["EtcdStore"]
+
+log = logging.getLogger("dawait.etcd")
+
+R = TypeVar("R")
+
+_CLOCK = SystemClock()
+
+
+# -- records as JSON values ----------------------------------------------------------------
+
+
+def _value(value: Value) -> list[Any]:
+    return [value.data, None if value.headers is None else dict(value.headers)]
+
+
+def _unvalue(raw: list[Any]) -> Value:
+    return Value(data=raw[0], headers=raw[1])
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_promise(r: PromiseRecord) -> bytes:
+    return _dumps(
+        {
+            "id": r.id,
+            "state": r.state.value,
+            "param": _value(r.param),
+            "value": _value(r.value),
+            "timeout_at": r.timeout_at,
+            "tags": dict(r.tags) if r.tags else None,
+            "created_at": r.created_at,
+            "settled_at": r.settled_at,
+        }
+    )
+
+
+def decode_promise(raw: bytes) -> PromiseRecord:
+    d = json.loads(raw)
+    return PromiseRecord(
+        id=d["id"],
+        state=PromiseState(d["state"]),
+        param=_unvalue(d["param"]),
+        value=_unvalue(d["value"]),
+        timeout_at=d["timeout_at"],
+        tags=d["tags"] or NO_TAGS,
+        created_at=d["created_at"],
+        settled_at=d["settled_at"],
+    )
+
+
+def encode_task(t: TaskRecord) -> bytes:
+    return _dumps([t.id, t.state.value, t.version, t.pid, t.expires_at])
+
+
+def decode_task(raw: bytes) -> TaskRecord:
+    id, state, version, pid, expires_at = json.loads(raw)
+    return TaskRecord(
+        id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
+    )
+
+
+def encode_schedule(s: ScheduleRecord) -> bytes:
+    return _dumps(
+        [s.id, s.cron, s.func, s.version, s.args, s.next_run_at, s.last_run_at, s.created_at]
+    )
+
+
+def decode_schedule(raw: bytes) -> ScheduleRecord:
+    id, cron, func, version, args, next_run_at, last_run_at, created_at = json.loads(raw)
+    return ScheduleRecord(
+        id=id,
+        cron=cron,
+        func=func,
+        version=version,
+        args=args,
+        next_run_at=next_run_at,
+        last_run_at=last_run_at,
+        created_at=created_at,
+    )
+
+
+class _Keys:
+    """Where each record lives under the namespace's prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def promise(self, id: str) -> str:
+        return f"{self.prefix}p/{id}"
+
+    def task(self, id: str) -> str:
+        return f"{self.prefix}t/{id}"
+
+    def callback(self, promise_id: str, task_id: str) -> str:
+        # Length-prefixed: ids may hold any character.
+        return f"{self.prefix}c/{len(promise_id)}/{promise_id}{task_id}"
+
+    def schedule(self, id: str) -> str:
+        return f"{self.prefix}s/{id}"
+
+
+def apply_change(tables: MemoryTables, keys: _Keys, change: KeyValue) -> None:
+    """Bring the replica in line with one stored key (from a snapshot or the watch)."""
+    kind, _, _rest = change.key[len(keys.prefix) :].partition("/")
+    value = change.value
+    if kind == "p" and value is not None:
+        record = decode_promise(value)
+        tables.put_promise(record, new=record.id not in tables.promises)
+    elif kind == "t" and value is not None:
+        tables.put_task(decode_task(value), new=False)
+    elif kind == "c":
+        length, _, ids = _rest.partition("/")
+        promise_id, task_id = ids[: int(length)], ids[int(length) :]
+        if value is not None:
+            tables.add_callback(promise_id, task_id)
+        else:
+            _remove_callback(tables, promise_id, task_id)
+    elif kind == "s":
+        schedule_id = _rest
+        if value is None:
+            tables.delete_schedule(schedule_id)
+        else:
+            tables.put_schedule(decode_schedule(value), new=False)
+
+
+def _remove_callback(tables: MemoryTables, promise_id: str, task_id: str) -> None:
+    awaiters = tables.callbacks.get(promise_id)
+    if awaiters is not None and task_id in awaiters:
+        awaiters.remove(task_id)
+        if not awaiters:
+            del tables.callbacks[promise_id]
+    awaited = tables.awaiting.get(task_id)
+    if awaited is not None:
+        awaited.discard(promise_id)
+        if not awaited:
+            del tables.awaiting[task_id]
+
+
+# -- one batch: operations run on the replica, recorded -----------------------------------
+
+
+@dataclass
+class _Batch:
+    compares: dict[str, int] = field(default_factory=dict)
+    """Every key touched, with its revision as the replica had it when first touched."""
+    writes: dict[str, bytes | None] = field(default_factory=dict)
+    done: list[tuple[asyncio.Future[Any], bool, Any, Callable[..., Any], tuple[object, ...]]] = (
+        field(default_factory=list)
+    )
+
+    @property
+    def size(self) -> int:
+        return max(len(self.compares), len(self.writes))
+
+
+class _Recorder:
+    """``Tables`` over the replica that notes, in the open batch, each key read or written.
+
+    Writes change the replica at once (later operations of the batch see them); if the
+    batch's transaction fails, the replica is reloaded.
+    """
+
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+        self.t = store.replica
+        self.keys = store.keys
+
+    def _touch(self, key: str) -> None:
+        compares = self.store.batch.compares
+        if key not in compares:
+            compares[key] = self.store.revisions.get(key, 0)
+
+    def _write(self, key: str, value: bytes | None) -> None:
+        self._touch(key)
+        self.store.batch.writes[key] = value
+
+    # promises
+
+    def get_promise(self, id: str) -> PromiseRecord | None:
+        self._touch(self.keys.promise(id))
+        return self.t.get_promise(id)
+
+    def insert_promise(self, record: PromiseRecord) -> bool:
+        self._touch(self.keys.promise(record.id))
+        if record.id in self.t.promises:
+            return False
+        self.put_promise(record, new=True)
+        return True
+
+    def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
+        self._write(self.keys.promise(record.id), encode_promise(record))
+        self.t.put_promise(record, new=new)
+
+    def branch_promises(self, branch: str) -> list[PromiseRecord]:
+        return self.t.branch_promises(branch)
+
+    def search_promises(
+        self, pattern: str, state: PromiseState | None, limit: int, after: str | None
+    ) -> list[PromiseRecord]:
+        return self.t.search_promises(pattern, state, limit, after)
+
+    def due_promises(self, now: int, limit: int) -> list[PromiseRecord]:
+        # Not consumed from the replica's heap: a failed batch must find them again.
+        due = sorted(
+            (
+                r
+                for r in self.t.promises.values()
+                if r.state is PromiseState.PENDING
+                and r.timeout_at is not None
+                and r.timeout_at <= now
+            ),
+            key=lambda r: (r.timeout_at, r.id),
+        )[:limit]
+        for record in due:
+            self._touch(self.keys.promise(record.id))
+        return due
+
+    def next_timeout(self) -> int | None:
+        return self.t.next_timeout()
+
+    # tasks
+
+    def get_task(self, id: str) -> TaskRecord | None:
+        self._touch(self.keys.task(id))
+        return self.t.get_task(id)
+
+    def put_task(self, task: TaskRecord, *, new: bool) -> None:
+        self._write(self.keys.task(task.id), encode_task(task))
+        self.t.put_task(task, new=new)
+
+    def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
+        return self.t.runnable_tasks(after, limit)
+
+    def invocation_promises(
+        self, function: str | None, after: str | None, limit: int
+    ) -> list[PromiseRecord]:
+        return self.t.invocation_promises(function, after, limit)
+
+    # callbacks
+
+    def add_callback(self, promise_id: str, task_id: str) -> None:
+        self._write(self.keys.callback(promise_id, task_id), _dumps([promise_id, task_id]))
+        self.t.add_callback(promise_id, task_id)
+
+    def pop_callbacks(self, promise_id: str) -> list[str]:
+        task_ids = self.t.pop_callbacks(promise_id)
+        for task_id in task_ids:
+            self._write(self.keys.callback(promise_id, task_id), None)
+        return task_ids
+
+    def drop_callbacks(self, task_id: str) -> None:
+        for promise_id in list(self.t.awaiting.get(task_id, ())):
+            self._write(self.keys.callback(promise_id, task_id), None)
+        self.t.drop_callbacks(task_id)
+
+    # schedules
+
+    def get_schedule(self, id: str) -> ScheduleRecord | None:
+        self._touch(self.keys.schedule(id))
+        return self.t.get_schedule(id)
+
+    def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None:
+        self._write(self.keys.schedule(record.id), encode_schedule(record))
+        self.t.put_schedule(record, new=new)
+
+    def delete_schedule(self, id: str) -> bool:
+        key = self.keys.schedule(id)
+        self._touch(key)
+        if id not in self.t.schedules:
+            return False
+        self._write(key, None)
+        return self.t.delete_schedule(id)
+
+    def search_schedules(self, pattern: str, limit: int, after: str | None) -> list[ScheduleRecord]:
+        return self.t.search_schedules(pattern, limit, after)
+
+    def due_schedules(self, now: int, limit: int) -> list[ScheduleRecord]:
+        due = self.t.due_schedules(now, limit)
+        for record in due:
+            self._touch(self.keys.schedule(record.id))
+        return due
+
+    def next_schedule_at(self) -> int | None:
+        return self.t.next_schedule_at()
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class EtcdStore(TablesStore):
+    """Records in etcd under ``/dawait/{namespace}/``; see the module docstring."""
+
+    def __init__(
+        self,
+        etcd: Etcd | str,
+        *,
+        namespace: str = "default",
+        max_ops: int = 120,
+        retry_for: float = 30.0,
+    ) -> None:
+        if not namespace or "/" in namespace:
+            raise ValueError(f"etcd namespace {namespace!r}: must be non-empty, without '/'")
+        self.etcd = etcd if isinstance(etcd, Etcd) else Etcd(etcd)
+        self.namespace = namespace
+        self.keys = _Keys(f"/dawait/{namespace}/")
+        self.max_ops = max_ops
+        self.retry_for = retry_for
+        self.replica = MemoryTables()
+        self.revisions: dict[str, int] = {}
+        """Each key's mod revision as the replica has it (deleted keys keep theirs)."""
+        self.batch = _Batch()
+        self._tables = _Recorder(self)
+        self._waiting: list[tuple[Callable[..., Any], tuple[object, ...], asyncio.Future[Any]]] = []
+        self._committing = False
+        self._commit_scheduled = False
+        self._held: list[KeyValue] = []
+        """Watch events that arrived while a batch was open: applied once it is done."""
+        self._watcher: asyncio.Task[None] | None = None
+        self._reloader: asyncio.Task[None] | None = None
+        self._open = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.revision = 0
+        """The newest etcd revision the replica reflects."""
+        self.transactions = 0
+        """etcd transactions sent (operations per transaction shows the batching)."""
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({self.etcd!r}, namespace={self.namespace!r})"
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        await self.etcd.connect()
+        await self._reload()
+        self._open = True
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        await self._drain()
+        self._open = False
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        # Neither may hang a shutdown on an unreachable etcd.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_watch(), 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.etcd.close(), 2)
+
+    async def _drain(self) -> None:
+        while not self._idle.is_set() or self._waiting or self.batch.done:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    # -- replica ------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        """Load the namespace afresh and watch it from there."""
+        await self._stop_watch()
+        revision, items = await self.etcd.snapshot(self.keys.prefix)
+        replica = MemoryTables()
+        revisions: dict[str, int] = {}
+        for item in items:
+            apply_change(replica, self.keys, item)
+            revisions[item.key] = item.mod_revision
+        self.replica = replica
+        self.revisions = revisions
+        self._tables = _Recorder(self)
+        self._held.clear()
+        self.revision = revision
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(revision + 1), name=f"dawait-etcd-watch:{self.namespace}"
+        )
+
+    async def _stop_watch(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EtcdError):
+                await watcher
+
+    async def _watch(self, start: int) -> None:
+        try:
+            async for change in self.etcd.watch(self.keys.prefix, start):
+                if self._committing or self.batch.done:
+                    self._held.append(change)
+                else:
+                    self._apply(change)
+        except EtcdError as exc:
+            log.warning("%r: %s; reloading", self, exc)
+            if self._reloader is None or self._reloader.done():
+                self._reloader = asyncio.get_running_loop().create_task(
+                    self._reload_later(), name=f"dawait-etcd-reload:{self.namespace}"
+                )
+
+    async def _reload_later(self) -> None:
+        """The watch broke (etcd unreachable, history compacted): load afresh once no
+        batch is in flight (a batch reloads by itself when it needs to)."""
+        delay = 0.1
+        while self._open:
+            await asyncio.sleep(delay)
+            if self._committing or self.batch.done:
+                continue
+            self._committing = True
+            try:
+                await self._reload()
+            except EtcdError as exc:
+                log.warning("%r: cannot reload: %s", self, exc)
+                delay = min(delay * 2, 2.0)
+                continue
+            finally:
+                self._committing = False
+                self._after_batch()
+            return
+
+    def _apply(self, change: KeyValue) -> None:
+        if change.mod_revision <= self.revisions.get(change.key, 0):
+            return  # our own write, applied when its transaction succeeded
+        apply_change(self.replica, self.keys, change)
+        self.revisions[change.key] = change.mod_revision
+        self.revision = max(self.revision, change.mod_revision)
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def _transact(self, op: Callable[..., R], *args: object) -> R:
+        if not self._open:
+            raise StoreError(f"{self!r} is not open")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self._committing or self.batch.size >= self.max_ops:
+            self._waiting.append((op, args, future))
+        else:
+            self._run(op, args, future)
+        return await future
+
+    def _run(
+        self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            result = op(self._tables, *args)
+        except Exception as exc:
+            error = exc if isinstance(exc, DawaitError) else StoreError(f"{self!r}: {exc}")
+            self.batch.done.append((future, False, error, op, args))
+        else:
+            self.batch.done.append((future, True, result, op, args))
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            self._idle.clear()
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        batch, self.batch = self.batch, _Batch()
+        self._committing = True
+        asyncio.get_running_loop().create_task(
+            self._send(batch), name=f"dawait-etcd-commit:{self.namespace}"
+        )
+
+    async def _send(self, batch: _Batch) -> None:
+        try:
+            await self._send_until_done(batch)
+        finally:
+            self._committing = False
+            self._after_batch()
+
+    async def _send_until_done(self, batch: _Batch) -> None:
+        deadline = _CLOCK.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            compares = [Compare(k, r) for k, r in batch.compares.items()]
+            writes = [Write(k, v) for k, v in batch.writes.items()]
+            self.transactions += 1
+            try:
+                succeeded, revision = await self.etcd.commit(compares, writes)
+            except EtcdError as exc:
+                if _CLOCK.monotonic() > deadline:
+                    self._fail(batch, StoreError(f"{self!r}: {exc}"))
+                    return
+                log.warning("%r: %s; retrying", self, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                # The outcome is unknown: read what etcd holds, then see.
+                if not await self._reload_quietly():
+                    continue
+                if writes and self._written(batch):
+                    self._succeeded(batch, None)
+                    return
+                batch = self._rerun(batch)
+                continue
+            if succeeded:
+                self._succeeded(batch, revision)
+                return
+            # Another node changed something this batch read: run it again on fresh state.
+            if not await self._reload_quietly():
+                continue
+            batch = self._rerun(batch)
+
+    async def _reload_quietly(self) -> bool:
+        try:
+            await self._reload()
+        except EtcdError as exc:
+            log.warning("%r: cannot reload: %s", self, exc)
+            return False
+        return True
+
+    def _written(self, batch: _Batch) -> bool:
+        """After a reload: whether the batch's transaction did go through."""
+        key, value = next(iter(batch.writes.items()))
+        found = self.revisions.get(key, 0) > batch.compares.get(key, 0)
+        return found and self._stored(key) == value
+
+    def _stored(self, key: str) -> bytes | None:
+        kind, _, rest = key[len(self.keys.prefix) :].partition("/")
+        if kind == "p":
+            record = self.replica.get_promise(rest)
+            return None if record is None else encode_promise(record)
+        if kind == "t":
+            task = self.replica.get_task(rest)
+            return None if task is None else encode_task(task)
+        if kind == "s":
+            schedule = self.replica.get_schedule(rest)
+            return None if schedule is None else encode_schedule(schedule)
+        length, _, ids = rest.partition("/")
+        promise_id, task_id = ids[: int(length)], ids[int(length) :]
+        present = task_id in self.replica.callbacks.get(promise_id, ())
+        return _dumps([promise_id, task_id]) if present else None
+
+    def _rerun(self, batch: _Batch) -> _Batch:
+        """The batch's operations run again, in order, on the (reloaded) replica."""
+        self.batch = _Batch()
+        for future, _ok, _result, op, args in batch.done:
+            if not future.done():
+                self._run_quietly(op, args, future)
+        rerun, self.batch = self.batch, _Batch()
+        return rerun
+
+    def _run_quietly(
+        self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            result = op(self._tables, *args)
+        except Exception as exc:
+            error = exc if isinstance(exc, DawaitError) else StoreError(f"{self!r}: {exc}")
+            self.batch.done.append((future, False, error, op, args))
+        else:
+            self.batch.done.append((future, True, result, op, args))
+
+    def _succeeded(self, batch: _Batch, revision: int | None) -> None:
+        if revision is not None:
+            for key in batch.writes:
+                self.revisions[key] = revision
+            self.revision = max(self.revision, revision)
+        for future, ok, result, _op, _args in batch.done:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(result)
+            else:
+                future.set_exception(result)
+
+    def _fail(self, batch: _Batch, error: BaseException) -> None:
+        for future, _ok, _result, _op, _args in batch.done:
+            if not future.done():
+                future.set_exception(error)
+
+    def _after_batch(self) -> None:
+        held, self._held = self._held, []
+        for change in held:
+            self._apply(change)
+        waiting, self._waiting = self._waiting, []
+        for op, args, future in waiting:
+            if self.batch.size >= self.max_ops:
+                self._waiting.append((op, args, future))
+            else:
+                self._run(op, args, future)
+        if not self._commit_scheduled and not self._committing:
+            self._idle.set()
+
+    # -- scans bounded by what one transaction can hold ------------------------------------
+
+    async def expire_promises(self, *, now: int, limit: int) -> Sequence[PromiseSettled]:
+        return await super().expire_promises(now=now, limit=min(limit, 16))

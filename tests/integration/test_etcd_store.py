@@ -1,0 +1,127 @@
+"""EtcdStore beyond the shared contract: several nodes' stores on one namespace, batching,
+and what a node sees of another's writes. Real etcd processes (tests/etcd.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dawait.cluster._etcd_store import EtcdStore
+from dawait.runtime._promise import Settle, SettleOutcome, Value
+from dawait.runtime._store import CreatePromise
+from tests.polling import eventually
+
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def endpoints(request: pytest.FixtureRequest) -> str | list[str]:
+    configured = os.environ.get("DAWAIT_TEST_ETCD")
+    if configured:
+        return configured
+    endpoints: list[str] = request.getfixturevalue("etcd").endpoints
+    return endpoints
+
+
+@pytest.fixture
+async def nodes(endpoints: str | list[str]) -> AsyncIterator[list[EtcdStore]]:
+    namespace = f"nodes{next(_namespaces)}-{os.getpid()}"
+    stores = [EtcdStore(endpoints, namespace=namespace) for _ in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_concurrent_operations_share_transactions(nodes: list[EtcdStore]) -> None:
+    store = nodes[0]
+    before = store.transactions
+
+    created = await asyncio.gather(
+        *(store.create_promise(CreatePromise(id=f"p{n:03}"), now=0) for n in range(200))
+    )
+
+    assert all(result.created for result in created)
+    assert store.transactions - before < 50
+
+
+async def test_one_invocation_id_created_through_three_nodes_at_once_is_created_once(
+    nodes: list[EtcdStore],
+) -> None:
+    request = CreatePromise(id="inv", param=Value(data='{"func":"f","args":[],"kwargs":{}}'))
+    results = await asyncio.gather(
+        *(
+            store.create_invocation(request, pid=f"node{n}", ttl=None, now=0)
+            for n, store in enumerate(nodes)
+        )
+    )
+
+    assert sum(result.created for result in results) == 1
+    assert sum(result.task is not None for result in results) == 1
+    for store in nodes:
+        task = await store.get_task("inv")
+        assert task is not None
+        assert task.pid == next(r.task.pid for r in results if r.task is not None)
+
+
+async def test_racing_settles_from_several_nodes_settle_once(nodes: list[EtcdStore]) -> None:
+    await nodes[0].create_promise(CreatePromise(id="race"), now=0)
+    for store in nodes:
+
+        async def replicated(store: EtcdStore = store) -> bool:
+            return store.replica.get_promise("race") is not None
+
+        await eventually(replicated, "the promise on every node")
+
+    results = await asyncio.gather(
+        *(
+            store.settle_promise("race", event=Settle.RESOLVE, value=Value(data=str(n)), now=1)
+            for n, store in enumerate(nodes)
+        )
+    )
+
+    outcomes = sorted(result.outcome.value for result in results)
+    assert outcomes.count(SettleOutcome.SETTLED.value) == 1
+    winner = next(r.promise.value.data for r in results if r.outcome is SettleOutcome.SETTLED)
+    for store in nodes:
+        record = await store.get_promise("race")
+        assert record is not None
+        assert record.value.data == winner
+
+
+async def test_a_node_sees_another_nodes_writes_through_its_watch(
+    nodes: list[EtcdStore],
+) -> None:
+    writer, reader = nodes[0], nodes[1]
+    await asyncio.gather(
+        *(writer.create_promise(CreatePromise(id=f"w{n}"), now=0) for n in range(20))
+    )
+
+    async def seen() -> bool:
+        page = await reader.search_promises("w*", state=None, limit=100, now=0)
+        return len(page.promises) == 20
+
+    await eventually(seen, "the writer's 20 promises in the reader's search")
+
+
+async def test_the_replica_survives_a_reopen(endpoints: str | list[str]) -> None:
+    namespace = f"reopen{next(_namespaces)}-{os.getpid()}"
+    first = EtcdStore(endpoints, namespace=namespace)
+    await first.open()
+    await first.create_promise(CreatePromise(id="kept"), now=0)
+    await first.close()
+
+    second = EtcdStore(endpoints, namespace=namespace)
+    await second.open()
+    try:
+        assert await second.get_promise("kept") is not None
+        assert (await second.create_promise(CreatePromise(id="kept"), now=0)).created is False
+    finally:
+        await second.close()
