@@ -33,7 +33,10 @@ def peak_rss_mb() -> float:
 
 
 def store_url(kind: str, folder: str) -> str | None:
-    return None if kind == "memory" else f"sqlite:///{folder}/bench.db"
+    """``memory``, ``sqlite`` (a file in ``folder``) or any store URL (``etcd://...``)."""
+    if kind == "memory":
+        return None
+    return f"sqlite:///{folder}/bench.db" if kind == "sqlite" else kind
 
 
 async def step(x: int) -> int:
@@ -118,7 +121,7 @@ async def sleepers(store: str | None, n: int, chunk: int = 1000) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workload", choices=("steps", "sleepers"))
-    parser.add_argument("--store", choices=("memory", "sqlite"), default="sqlite")
+    parser.add_argument("--store", default="sqlite", help="memory, sqlite or a store URL")
     parser.add_argument("--mode", choices=("concurrent", "sequential"), default="concurrent")
     parser.add_argument("--workflows", type=int, default=2000)
     parser.add_argument("--invocations", type=int, default=100_000)

@@ -12,6 +12,7 @@ connects to the first reachable member and moves to another when that connection
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +50,11 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Put ``value`` at ``key``; None deletes it."""
+    """Put ``value`` at ``key`` (attached to ``lease`` if not 0); None deletes it."""
 
     key: str
     value: bytes | None
+    lease: int = 0
 
 
 def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -145,6 +147,35 @@ class Etcd:
         finally:
             await watch.cancel()
 
+    async def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; its id."""
+        stub = self._lease_stub()
+        response = await self._call(stub.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl))
+        return int(response.ID)
+
+    async def keep_alive(self, lease: int) -> int:
+        """Renew ``lease`` once; the seconds it has left (0: it has expired)."""
+        try:
+            reply = await asyncio.wait_for(self._client.refresh_lease(lease), self.timeout)
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
+            raise EtcdError(f"{self!r}: cannot renew lease {lease:x}: {exc}") from exc
+        except TimeoutError as exc:
+            raise EtcdError(
+                f"{self!r}: lease {lease:x}: no answer within {self.timeout} s"
+            ) from exc
+        return 0 if reply is None else int(reply.TTL)
+
+    async def revoke(self, lease: int) -> None:
+        """End ``lease`` now: the keys attached to it are deleted."""
+        stub = self._lease_stub()
+        await self._call(stub.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
+
+    def _lease_stub(self) -> Any:
+        stub = self._client.leasestub
+        if stub is None:
+            raise EtcdError(f"{self!r} is not connected")
+        return stub
+
     def _stub(self) -> Any:
         stub = self._client.kvstub
         if stub is None:
@@ -164,7 +195,8 @@ def _request_op(write: Write) -> Any:
     key = write.key.encode()
     if write.value is None:
         return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=write.value))
+    put = rpc.PutRequest(key=key, value=write.value, lease=write.lease)
+    return rpc.RequestOp(request_put=put)
 
 
 def _prefix_end(key: bytes) -> bytes:

@@ -26,6 +26,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -342,6 +345,9 @@ class EtcdStore(TablesStore):
         namespace: str = "default",
         max_ops: int = 120,
         retry_for: float = 30.0,
+        owner: str | None = None,
+        lease_ttl: int = 5,
+        exclusive: bool = True,
     ) -> None:
         if not namespace or "/" in namespace:
             raise ValueError(f"etcd namespace {namespace!r}: must be non-empty, without '/'")
@@ -350,6 +356,17 @@ class EtcdStore(TablesStore):
         self.keys = _Keys(f"/dawait/{namespace}/")
         self.max_ops = max_ops
         self.retry_for = retry_for
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = lease_ttl
+        self.exclusive = exclusive
+        """Hold the namespace's lock (one node at a time). ``False`` lets several stores
+        share a namespace with nothing but compare-and-swap between them (what cluster
+        mode builds on; tests use it to exercise the compares)."""
+        self.lock_key = f"{self.keys.prefix}lock"
+        self._lease = 0
+        self._lock_revision = 0
+        self._keeper: asyncio.Task[None] | None = None
+        self._broken: StoreError | None = None
         self.replica = MemoryTables()
         self.revisions: dict[str, int] = {}
         """Each key's mod revision as the replica has it (deleted keys keep theirs)."""
@@ -377,14 +394,81 @@ class EtcdStore(TablesStore):
         if self._open:
             return
         await self.etcd.connect()
+        if self.exclusive:
+            await self._lock()
         await self._reload()
+        self._broken = None
         self._open = True
+        if self.exclusive:
+            self._keeper = asyncio.get_running_loop().create_task(
+                self._keep_lock(), name=f"dawait-etcd-lease:{self.namespace}"
+            )
+
+    async def _lock(self) -> None:
+        """Hold the namespace: one node writes it at a time (until cluster mode places
+        invocations on several), fenced by the lock key's revision in every transaction."""
+        lease = await self.etcd.grant(self.lease_ttl)
+        holder = _dumps({"owner": self.owner})
+        taken, revision = await self.etcd.commit(
+            [Compare(self.lock_key, 0)], [Write(self.lock_key, holder, lease)]
+        )
+        if not taken:
+            await self.etcd.revoke(lease)
+            _revision, items = await self.etcd.snapshot(self.lock_key)
+            current = json.loads(items[0].value or b"{}") if items else {}
+            raise StoreError(
+                f"{self!r}: the namespace is in use by {current.get('owner', 'another node')} "
+                f"(one node per namespace; it frees within {self.lease_ttl} s of that node "
+                "stopping)"
+            )
+        self._lease, self._lock_revision = lease, revision
+
+    async def _keep_lock(self) -> None:
+        """Renew the lease; once it may have expired, stop writing (another node may hold
+        the namespace by now)."""
+        last = _CLOCK.monotonic()
+        while self._open and self._broken is None:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                left = await self.etcd.keep_alive(self._lease)
+            except EtcdError as exc:
+                log.warning("%r: %s", self, exc)
+                left = -1
+            now = _CLOCK.monotonic()
+            if left > 0:
+                last = now
+            elif left == 0 or now - last >= self.lease_ttl:
+                self._lose_lock("its lease expired")
+                return
+
+    def _lock_lost(self) -> bool:
+        """After a reload: whether this store's lock key is gone or another's."""
+        if self.exclusive and self.revisions.get(self.lock_key) != self._lock_revision:
+            self._lose_lock("its lock key changed or expired")
+            return True
+        return False
+
+    def _lose_lock(self, why: str) -> None:
+        self._broken = StoreError(
+            f"{self!r}: lost the namespace ({why}); this node writes nothing more until the "
+            "store is opened again"
+        )
+        log.error("%s", self._broken)
 
     async def close(self) -> None:
         if not self._open:
             return
         await self._drain()
         self._open = False
+        for task in (self._keeper, self._reloader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._lease and self._broken is None:
+            with contextlib.suppress(EtcdError, TimeoutError):
+                await asyncio.wait_for(self.etcd.revoke(self._lease), 2)
+        self._lease = 0
         if self._reloader is not None:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -473,6 +557,8 @@ class EtcdStore(TablesStore):
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         if not self._open:
             raise StoreError(f"{self!r} is not open")
+        if self._broken is not None:
+            raise self._broken
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         if self._committing or self.batch.size >= self.max_ops:
             self._waiting.append((op, args, future))
@@ -514,7 +600,12 @@ class EtcdStore(TablesStore):
         deadline = _CLOCK.monotonic() + self.retry_for
         delay = 0.05
         while True:
+            if self._broken is not None:
+                self._fail(batch, self._broken)
+                return
             compares = [Compare(k, r) for k, r in batch.compares.items()]
+            if self.exclusive:
+                compares.append(Compare(self.lock_key, self._lock_revision))
             writes = [Write(k, v) for k, v in batch.writes.items()]
             self.transactions += 1
             try:
@@ -529,6 +620,8 @@ class EtcdStore(TablesStore):
                 # The outcome is unknown: read what etcd holds, then see.
                 if not await self._reload_quietly():
                     continue
+                if self._lock_lost():
+                    continue
                 if writes and self._written(batch):
                     self._succeeded(batch, None)
                     return
@@ -539,6 +632,8 @@ class EtcdStore(TablesStore):
                 return
             # Another node changed something this batch read: run it again on fresh state.
             if not await self._reload_quietly():
+                continue
+            if self._lock_lost():
                 continue
             batch = self._rerun(batch)
 

@@ -50,7 +50,8 @@ _MAX_ID_LENGTH = 512
 
 def open_store(store: Store | str | None) -> Store:
     """A store from a URL: ``None`` or ``memory://`` (RAM), ``sqlite:///relative/app.db``,
-    ``sqlite:////absolute/app.db``; ``?fsync=false`` relaxes SQLite's fsync per commit."""
+    ``sqlite:////absolute/app.db`` (``?fsync=false`` relaxes SQLite's fsync per commit), or
+    ``etcd://HOST:PORT[,HOST:PORT...][?namespace=NS]`` (one node per namespace for now)."""
     if store is None:
         return MemoryStore()
     if not isinstance(store, str):
@@ -69,8 +70,17 @@ def open_store(store: Store | str | None) -> Store:
         if fsync not in ("true", "false") or options:
             raise ValueError(f"store {store!r}: the only option is fsync=true|false")
         return SQLiteStore(Path(path), fsync=fsync == "true")
+    if url.scheme == "etcd":
+        from dawait.cluster._etcd_store import EtcdStore
+
+        namespace = options.pop("namespace", "default")
+        if options:
+            raise ValueError(f"store {store!r}: unknown option(s) {sorted(options)}")
+        if not url.netloc:
+            raise ValueError(f"store {store!r}: expected etcd://HOST:PORT[,HOST:PORT]")
+        return EtcdStore(url.netloc, namespace=namespace)
     raise ValueError(
-        f"store {store!r}: unknown scheme {url.scheme!r} (use memory:// or sqlite:///)"
+        f"store {store!r}: unknown scheme {url.scheme!r} (use memory://, sqlite:/// or etcd://)"
     )
 
 

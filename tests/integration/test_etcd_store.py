@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dawait import Context, Resonate
+from dawait._resonate import open_store
+from dawait.cluster._etcd import Etcd
 from dawait.cluster._etcd_store import EtcdStore
+from dawait.errors import StoreError
 from dawait.runtime._promise import Settle, SettleOutcome, Value
 from dawait.runtime._store import CreatePromise
 from tests.polling import eventually
@@ -30,7 +34,8 @@ def endpoints(request: pytest.FixtureRequest) -> str | list[str]:
 @pytest.fixture
 async def nodes(endpoints: str | list[str]) -> AsyncIterator[list[EtcdStore]]:
     namespace = f"nodes{next(_namespaces)}-{os.getpid()}"
-    stores = [EtcdStore(endpoints, namespace=namespace) for _ in range(3)]
+    # Three nodes sharing one namespace with nothing but compare-and-swap between them.
+    stores = [EtcdStore(endpoints, namespace=namespace, exclusive=False) for _ in range(3)]
     for store in stores:
         await store.open()
     try:
@@ -125,3 +130,88 @@ async def test_the_replica_survives_a_reopen(endpoints: str | list[str]) -> None
         assert (await second.create_promise(CreatePromise(id="kept"), now=0)).created is False
     finally:
         await second.close()
+
+
+async def test_a_second_node_is_refused_the_namespace_until_the_first_closes(
+    endpoints: str | list[str],
+) -> None:
+    namespace = f"lock{next(_namespaces)}-{os.getpid()}"
+    first = EtcdStore(endpoints, namespace=namespace, owner="node-a")
+    await first.open()
+    second = EtcdStore(endpoints, namespace=namespace, owner="node-b")
+    with pytest.raises(StoreError, match="in use by node-a"):
+        await second.open()
+    await first.close()  # revokes its lease: the namespace is free at once
+
+    await second.open()
+    await second.close()
+
+
+async def test_a_node_that_lost_its_lease_writes_nothing(endpoints: str | list[str]) -> None:
+    namespace = f"fence{next(_namespaces)}-{os.getpid()}"
+    store = EtcdStore(endpoints, namespace=namespace, owner="node-a")
+    await store.open()
+    await store.create_promise(CreatePromise(id="before"), now=0)
+    # As if the node had stalled past its TTL: etcd ends its lease, and another node
+    # takes the namespace.
+    admin = Etcd(endpoints)
+    await admin.connect()
+    await admin.revoke(store._lease)
+    taker = EtcdStore(endpoints, namespace=namespace, owner="node-b")
+    await taker.open()
+    try:
+        with pytest.raises(StoreError, match="lost the namespace"):
+            await store.create_promise(CreatePromise(id="stale"), now=0)
+        with pytest.raises(StoreError, match="lost the namespace"):
+            await store.get_promise("before")
+        assert await taker.get_promise("stale") is None
+        assert await taker.get_promise("before") is not None
+    finally:
+        await store.close()
+        await taker.close()
+        await admin.close()
+
+
+async def test_an_etcd_store_url_opens_an_etcd_store(endpoints: str | list[str]) -> None:
+    hosts = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
+    hosts = hosts.replace("http://", "")
+    store = open_store(f"etcd://{hosts}?namespace=url{next(_namespaces)}-{os.getpid()}")
+    assert isinstance(store, EtcdStore)
+    with pytest.raises(ValueError, match="namespace"):
+        open_store(f"etcd://{hosts}?namespace=a/b")
+    with pytest.raises(ValueError, match="unknown option"):
+        open_store(f"etcd://{hosts}?fsync=false")
+
+
+async def test_an_app_runs_workflows_on_etcd_and_remembers_them(
+    endpoints: str | list[str],
+) -> None:
+    hosts = (endpoints if isinstance(endpoints, str) else ",".join(endpoints)).replace(
+        "http://", ""
+    )
+    url = f"etcd://{hosts}?namespace=app{next(_namespaces)}-{os.getpid()}"
+    runs: list[int] = []
+
+    async def double(x: int) -> int:
+        runs.append(x)
+        return 2 * x
+
+    def make() -> Resonate:
+        app = Resonate(store=url)
+
+        @app.register(name="twice")
+        async def twice(ctx: Context, x: int) -> int:
+            y = await ctx.run(double, x)
+            await ctx.sleep(0.01)
+            return await ctx.run(double, y)
+
+        return app
+
+    async with make() as app:
+        results = await asyncio.gather(*(app.run(f"w{n}", "twice", n) for n in range(20)))
+    assert results == [4 * n for n in range(20)]
+    assert len(runs) == 40
+
+    async with make() as again:  # a new process would do the same: nothing runs again
+        assert await again.run("w7", "twice", 7) == 28
+    assert len(runs) == 40
