@@ -71,6 +71,8 @@ class Window:
 class Report:
     store: str
     """As given to --store (``sqlite`` is a fresh file with fsync per commit)."""
+    mode: str
+    """``one``: POST /invocations?wait=30; ``poll``: POST, then GET .../result?wait=30."""
     clients: int
     seconds: float
     invocations: int
@@ -267,6 +269,7 @@ async def drive(
     latencies = sorted((e - s) * 1000 for s, e in ended if s >= measured_from)
     return Report(
         store=store,
+        mode="one" if one else "poll",
         clients=clients,
         seconds=duration,
         invocations=len(ended),

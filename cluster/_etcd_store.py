@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Write
-from dawait.errors import DawaitError, StoreError
+from dawait.errors import StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._memory_store import MemoryTables
 from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
-from dawait.runtime._schedule import ScheduleRecord
+from dawait.runtime._schedule import ScheduleRecord, schedule_from_row, schedule_row
 from dawait.runtime._store import PromiseSettled
-from dawait.runtime._store_ops import TablesStore
-from dawait.runtime._task import TaskRecord, TaskState
+from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
+from dawait.runtime._task import TaskRecord, task_from_row, task_row
 
 __all__ = ["EtcdStore"]
 
@@ -97,34 +97,19 @@ def decode_promise(raw: bytes) -> PromiseRecord:
 
 
 def encode_task(t: TaskRecord) -> bytes:
-    return _dumps([t.id, t.state.value, t.version, t.pid, t.expires_at])
+    return _dumps(task_row(t))
 
 
 def decode_task(raw: bytes) -> TaskRecord:
-    id, state, version, pid, expires_at = json.loads(raw)
-    return TaskRecord(
-        id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
-    )
+    return task_from_row(json.loads(raw))
 
 
 def encode_schedule(s: ScheduleRecord) -> bytes:
-    return _dumps(
-        [s.id, s.cron, s.func, s.version, s.args, s.next_run_at, s.last_run_at, s.created_at]
-    )
+    return _dumps(schedule_row(s))
 
 
 def decode_schedule(raw: bytes) -> ScheduleRecord:
-    id, cron, func, version, args, next_run_at, last_run_at, created_at = json.loads(raw)
-    return ScheduleRecord(
-        id=id,
-        cron=cron,
-        func=func,
-        version=version,
-        args=args,
-        next_run_at=next_run_at,
-        last_run_at=last_run_at,
-        created_at=created_at,
-    )
+    return schedule_from_row(json.loads(raw))
 
 
 class _Keys:
@@ -192,9 +177,7 @@ class _Batch:
     compares: dict[str, int] = field(default_factory=dict)
     """Every key touched, with its revision as the replica had it when first touched."""
     writes: dict[str, bytes | None] = field(default_factory=dict)
-    done: list[tuple[asyncio.Future[Any], bool, Any, Callable[..., Any], tuple[object, ...]]] = (
-        field(default_factory=list)
-    )
+    done: list[Done] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -379,11 +362,10 @@ class EtcdStore(TablesStore):
         """Watch events that arrived while a batch was open: applied once it is done."""
         self._watcher: asyncio.Task[None] | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._open = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.revision = 0
-        """The newest etcd revision the replica reflects."""
         self.transactions = 0
         """etcd transactions sent (operations per transaction shows the batching)."""
 
@@ -465,19 +447,19 @@ class EtcdStore(TablesStore):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._lease and self._broken is None:
-            with contextlib.suppress(EtcdError, TimeoutError):
+        # None of these may hang a shutdown on an unreachable etcd.
+        try:
+            if self._lease and self._broken is None:
+                # Free the namespace now rather than after the TTL.
                 await asyncio.wait_for(self.etcd.revoke(self._lease), 2)
+        except (EtcdError, TimeoutError) as exc:
+            log.warning("%r: cannot free the namespace (it frees with its lease): %r", self, exc)
         self._lease = 0
-        if self._reloader is not None:
-            self._reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloader
-        # Neither may hang a shutdown on an unreachable etcd.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_watch(), 2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.etcd.close(), 2)
+        for step in (self._stop_watch, self.etcd.close):
+            try:
+                await asyncio.wait_for(step(), 2)
+            except TimeoutError:
+                log.warning("%r: %s did not finish in 2 s", self, step.__name__)
 
     async def _drain(self) -> None:
         while not self._idle.is_set() or self._waiting or self.batch.done:
@@ -486,8 +468,8 @@ class EtcdStore(TablesStore):
 
     # -- replica ------------------------------------------------------------------------
 
-    async def _reload(self) -> None:
-        """Load the namespace afresh and watch it from there."""
+    async def _reload(self) -> dict[str, bytes | None]:
+        """Load the namespace afresh and watch it from there; what each key holds."""
         await self._stop_watch()
         revision, items = await self.etcd.snapshot(self.keys.prefix)
         replica = MemoryTables()
@@ -499,10 +481,10 @@ class EtcdStore(TablesStore):
         self.revisions = revisions
         self._tables = _Recorder(self)
         self._held.clear()
-        self.revision = revision
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch(revision + 1), name=f"dawait-etcd-watch:{self.namespace}"
         )
+        return {item.key: item.value for item in items}
 
     async def _stop_watch(self) -> None:
         watcher, self._watcher = self._watcher, None
@@ -518,8 +500,11 @@ class EtcdStore(TablesStore):
                     self._held.append(change)
                 else:
                     self._apply(change)
-        except EtcdError as exc:
-            log.warning("%r: %s; reloading", self, exc)
+        except Exception as exc:
+            if isinstance(exc, EtcdError):
+                log.warning("%r: %s; reloading", self, exc)
+            else:
+                log.exception("%r: the watch failed; reloading", self)
             if self._reloader is None or self._reloader.done():
                 self._reloader = asyncio.get_running_loop().create_task(
                     self._reload_later(), name=f"dawait-etcd-reload:{self.namespace}"
@@ -530,27 +515,25 @@ class EtcdStore(TablesStore):
         batch is in flight (a batch reloads by itself when it needs to)."""
         delay = 0.1
         while self._open:
-            await asyncio.sleep(delay)
-            if self._committing or self.batch.done:
-                continue
+            await self._idle.wait()
             self._committing = True
             try:
                 await self._reload()
             except EtcdError as exc:
                 log.warning("%r: cannot reload: %s", self, exc)
-                delay = min(delay * 2, 2.0)
-                continue
+            else:
+                return
             finally:
                 self._committing = False
                 self._after_batch()
-            return
+            await asyncio.sleep(delay)  # back off while etcd is unreachable
+            delay = min(delay * 2, 2.0)
 
     def _apply(self, change: KeyValue) -> None:
         if change.mod_revision <= self.revisions.get(change.key, 0):
             return  # our own write, applied when its transaction succeeded
         apply_change(self.replica, self.keys, change)
         self.revisions[change.key] = change.mod_revision
-        self.revision = max(self.revision, change.mod_revision)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -569,13 +552,8 @@ class EtcdStore(TablesStore):
     def _run(
         self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
     ) -> None:
-        try:
-            result = op(self._tables, *args)
-        except Exception as exc:
-            error = exc if isinstance(exc, DawaitError) else StoreError(f"{self!r}: {exc}")
-            self.batch.done.append((future, False, error, op, args))
-        else:
-            self.batch.done.append((future, True, result, op, args))
+        """Run one operation on the replica into the open batch, committed this loop turn."""
+        self._record(op, args, future)
         if not self._commit_scheduled:
             self._commit_scheduled = True
             self._idle.clear()
@@ -585,7 +563,8 @@ class EtcdStore(TablesStore):
         self._commit_scheduled = False
         batch, self.batch = self.batch, _Batch()
         self._committing = True
-        asyncio.get_running_loop().create_task(
+        # Kept: the loop holds tasks weakly. close() waits for it through _drain().
+        self._sender = asyncio.get_running_loop().create_task(
             self._send(batch), name=f"dawait-etcd-commit:{self.namespace}"
         )
 
@@ -601,7 +580,7 @@ class EtcdStore(TablesStore):
         delay = 0.05
         while True:
             if self._broken is not None:
-                self._fail(batch, self._broken)
+                fail(batch.done, self._broken)
                 return
             compares = [Compare(k, r) for k, r in batch.compares.items()]
             if self.exclusive:
@@ -612,17 +591,16 @@ class EtcdStore(TablesStore):
                 succeeded, revision = await self.etcd.commit(compares, writes)
             except EtcdError as exc:
                 if _CLOCK.monotonic() > deadline:
-                    self._fail(batch, StoreError(f"{self!r}: {exc}"))
+                    fail(batch.done, StoreError(f"{self!r}: {exc}"))
                     return
                 log.warning("%r: %s; retrying", self, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 # The outcome is unknown: read what etcd holds, then see.
-                if not await self._reload_quietly():
+                stored = await self._reload_quietly()
+                if stored is None or self._lock_lost():
                     continue
-                if self._lock_lost():
-                    continue
-                if writes and self._written(batch):
+                if writes and self._written(batch, stored):
                     self._succeeded(batch, None)
                     return
                 batch = self._rerun(batch)
@@ -631,79 +609,45 @@ class EtcdStore(TablesStore):
                 self._succeeded(batch, revision)
                 return
             # Another node changed something this batch read: run it again on fresh state.
-            if not await self._reload_quietly():
-                continue
-            if self._lock_lost():
+            if await self._reload_quietly() is None or self._lock_lost():
                 continue
             batch = self._rerun(batch)
 
-    async def _reload_quietly(self) -> bool:
+    async def _reload_quietly(self) -> dict[str, bytes | None] | None:
         try:
-            await self._reload()
+            return await self._reload()
         except EtcdError as exc:
             log.warning("%r: cannot reload: %s", self, exc)
-            return False
-        return True
+            return None
 
-    def _written(self, batch: _Batch) -> bool:
-        """After a reload: whether the batch's transaction did go through."""
+    def _written(self, batch: _Batch, stored: dict[str, bytes | None]) -> bool:
+        """After a reload: whether the batch's transaction did go through (it is atomic,
+        so its first write tells)."""
         key, value = next(iter(batch.writes.items()))
-        found = self.revisions.get(key, 0) > batch.compares.get(key, 0)
-        return found and self._stored(key) == value
-
-    def _stored(self, key: str) -> bytes | None:
-        kind, _, rest = key[len(self.keys.prefix) :].partition("/")
-        if kind == "p":
-            record = self.replica.get_promise(rest)
-            return None if record is None else encode_promise(record)
-        if kind == "t":
-            task = self.replica.get_task(rest)
-            return None if task is None else encode_task(task)
-        if kind == "s":
-            schedule = self.replica.get_schedule(rest)
-            return None if schedule is None else encode_schedule(schedule)
-        length, _, ids = rest.partition("/")
-        promise_id, task_id = ids[: int(length)], ids[int(length) :]
-        present = task_id in self.replica.callbacks.get(promise_id, ())
-        return _dumps([promise_id, task_id]) if present else None
+        return self.revisions.get(key, 0) > batch.compares[key] and stored.get(key) == value
 
     def _rerun(self, batch: _Batch) -> _Batch:
         """The batch's operations run again, in order, on the (reloaded) replica."""
         self.batch = _Batch()
         for future, _ok, _result, op, args in batch.done:
             if not future.done():
-                self._run_quietly(op, args, future)
+                self._record(op, args, future)
         rerun, self.batch = self.batch, _Batch()
         return rerun
 
-    def _run_quietly(
+    def _record(
         self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
     ) -> None:
-        try:
-            result = op(self._tables, *args)
-        except Exception as exc:
-            error = exc if isinstance(exc, DawaitError) else StoreError(f"{self!r}: {exc}")
-            self.batch.done.append((future, False, error, op, args))
-        else:
-            self.batch.done.append((future, True, result, op, args))
+        """Run one operation on the replica, noting what it touched in the open batch."""
+        self.batch.done.append(
+            run_op(self._tables, op, args, future, lambda exc: StoreError(f"{self!r}: {exc}"))
+        )
 
     def _succeeded(self, batch: _Batch, revision: int | None) -> None:
         if revision is not None:
             for key in batch.writes:
                 self.revisions[key] = revision
-            self.revision = max(self.revision, revision)
-        for future, ok, result, _op, _args in batch.done:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(result)
-            else:
-                future.set_exception(result)
-
-    def _fail(self, batch: _Batch, error: BaseException) -> None:
-        for future, _ok, _result, _op, _args in batch.done:
-            if not future.done():
-                future.set_exception(error)
+        answer(batch.done)
 
     def _after_batch(self) -> None:
         held, self._held = self._held, []

@@ -126,7 +126,7 @@ def _tune_interpreter() -> None:
     gc.set_threshold(10_000, 20, 50)
     # The SQLite store's fsync thread must take the GIL back from the busy loop thread to
     # answer a commit; at the default 5 ms switch interval that wait was most of each
-    # commit's latency under load (HTTP bench: ~770 -> ~890 invocations/s at 0.5 ms).
+    # commit's latency under load (bench/sqlite_commit.py; docs/design.md).
     sys.setswitchinterval(0.0005)
 
 

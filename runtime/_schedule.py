@@ -10,8 +10,11 @@ only the latest missed slot fires, not every one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cronsim import CronSim, CronSimError
 
@@ -39,6 +42,18 @@ class ScheduleRecord:
     last_run_at: int | None = None
     """The slot that fired last, if any."""
     created_at: int
+
+
+SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(ScheduleRecord))
+"""A schedule's fields in row order (a store's columns, or a JSON array)."""
+
+
+def schedule_row(record: ScheduleRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, name) for name in SCHEDULE_FIELDS)
+
+
+def schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
+    return ScheduleRecord(**dict(zip(SCHEDULE_FIELDS, row, strict=True)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,8 +12,8 @@ the fsync itself.
 
 Earlier designs, measured: a writer thread running every statement (~4 operations per
 fsync, 2,000 steps/s); then COMMIT with ``synchronous=FULL`` on a committer thread, with
-operations arriving meanwhile waiting for it (~700 invocations/s through the HTTP API,
-against ~900 now: the committer thread spent most of each commit waiting for the GIL).
+operations arriving meanwhile waiting for it (the committer thread spent most of each
+commit waiting for the GIL: bench/sqlite_commit.py; figures in docs/design.md).
 
 Reads wait like writes: they may have seen a commit that is not durable yet. With
 ``fsync=False`` no fsync happens at all: a process crash loses nothing, power loss may lose
@@ -40,21 +40,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dawait.errors import DawaitError, StoreError
+from dawait.errors import StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
-from dawait.runtime._schedule import ScheduleRecord
-from dawait.runtime._store_ops import TablesStore
-from dawait.runtime._task import TaskRecord, TaskState
+from dawait.runtime._schedule import (
+    SCHEDULE_FIELDS,
+    ScheduleRecord,
+    schedule_from_row,
+    schedule_row,
+)
+from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
+from dawait.runtime._task import TaskRecord, task_from_row, task_row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 R = TypeVar("R")
 
-_Done = tuple["asyncio.Future[Any]", bool, Any, "Callable[..., Any]", tuple[object, ...]]
-"""An operation run in the open transaction: its future, whether it succeeded, its result
-or error, and the operation and arguments (to run it again if the transaction is undone)."""
 
 _CLOCK = SystemClock()
 
@@ -113,7 +115,7 @@ _PROMISE_COLUMNS = (
     "timeout_at, tags, branch, created_at, settled_at"
 )
 
-_SCHEDULE_COLUMNS = "id, cron, func, version, args, next_run_at, last_run_at, created_at"
+_SCHEDULE_COLUMNS = ", ".join(SCHEDULE_FIELDS)
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -146,27 +148,6 @@ def _promise_from_row(row: tuple[Any, ...]) -> PromiseRecord:
         tags=json.loads(tags) if tags else NO_TAGS,
         created_at=created_at,
         settled_at=settled_at,
-    )
-
-
-def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
-    id, state, version, pid, expires_at = row
-    return TaskRecord(
-        id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
-    )
-
-
-def _schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
-    id, cron, func, version, args, next_run_at, last_run_at, created_at = row
-    return ScheduleRecord(
-        id=id,
-        cron=cron,
-        func=func,
-        version=version,
-        args=args,
-        next_run_at=next_run_at,
-        last_run_at=last_run_at,
-        created_at=created_at,
     )
 
 
@@ -271,12 +252,12 @@ class SQLiteTables:
         row = self.conn.execute(
             "SELECT id, state, version, pid, expires_at FROM tasks WHERE id = ?", (id,)
         ).fetchone()
-        return None if row is None else _task_from_row(row)
+        return None if row is None else task_from_row(row)
 
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO tasks (id, state, version, pid, expires_at) VALUES (?,?,?,?,?)",
-            (task.id, task.state.value, task.version, task.pid, task.expires_at),
+            task_row(task),
         )
 
     def add_callback(self, promise_id: str, task_id: str) -> None:
@@ -317,28 +298,19 @@ class SQLiteTables:
             "ORDER BY id LIMIT ?",
             (after, after, limit),
         ).fetchall()
-        return [_task_from_row(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     def get_schedule(self, id: str) -> ScheduleRecord | None:
         row = self.conn.execute(
             f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?", (id,)
         ).fetchone()
-        return None if row is None else _schedule_from_row(row)
+        return None if row is None else schedule_from_row(row)
 
     def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None:
         if new:
             self.conn.execute(
                 f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    record.id,
-                    record.cron,
-                    record.func,
-                    record.version,
-                    record.args,
-                    record.next_run_at,
-                    record.last_run_at,
-                    record.created_at,
-                ),
+                schedule_row(record),
             )
         else:
             # Only firing changes a stored schedule.
@@ -356,7 +328,7 @@ class SQLiteTables:
             "AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
             (_glob_pattern(pattern), after, after, limit),
         ).fetchall()
-        return [_schedule_from_row(row) for row in rows]
+        return [schedule_from_row(row) for row in rows]
 
     def due_schedules(self, now: int, limit: int) -> list[ScheduleRecord]:
         rows = self.conn.execute(
@@ -364,7 +336,7 @@ class SQLiteTables:
             "AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [_schedule_from_row(row) for row in rows]
+        return [schedule_from_row(row) for row in rows]
 
     def next_schedule_at(self) -> int | None:
         row = self.conn.execute(
@@ -383,7 +355,7 @@ class SQLiteStore(TablesStore):
         self._tables: SQLiteTables | None = None
         self._syncer: concurrent.futures.ThreadPoolExecutor | None = None
         self._wal_fd: int | None = None
-        self._batch: list[_Done] = []
+        self._batch: list[Done] = []
         self._commit_scheduled = False
         self._changes_at_begin = 0
         self._committed_seq = 0
@@ -391,7 +363,7 @@ class SQLiteStore(TablesStore):
         self._synced_seq = 0
         """Of those, how many are known durable (fsynced)."""
         self._syncing = False
-        self._unanswered: collections.deque[tuple[int, list[_Done], float | None]] = (
+        self._unanswered: collections.deque[tuple[int, list[Done], float | None]] = (
             collections.deque()
         )
         """Batches waiting for an fsync: (the commit they need durable, the batch, when
@@ -467,14 +439,10 @@ class SQLiteStore(TablesStore):
             future.set_exception(_store_error(self, exc))
             return
         changes = conn.total_changes
-        try:
-            result = op(tables, *args)
-        except Exception as exc:
-            self._batch.append((future, False, _as_store_error(self, exc), op, args))
-            if conn.total_changes != changes:
-                self._undo_failed()
-        else:
-            self._batch.append((future, True, result, op, args))
+        done = run_op(tables, op, args, future, lambda exc: _store_error(self, exc))
+        self._batch.append(done)
+        if not done[1] and conn.total_changes != changes:
+            self._undo_failed()
         if not self._commit_scheduled:
             self._commit_scheduled = True
             assert self._idle is not None
@@ -516,8 +484,8 @@ class SQLiteStore(TablesStore):
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                batch = _failed(batch, _store_error(self, exc))
-                wrote = False
+                fail(batch, _store_error(self, exc))
+                batch, wrote = [], False
         if wrote:
             self._committed_seq += 1
             self.batch_sizes.append(len(batch))
@@ -580,9 +548,7 @@ class SQLiteStore(TablesStore):
         self._broken = broken
         self._synced_seq = self._committed_seq
         for _seq, batch, _started in self._unanswered:
-            for future, _ok, _result, _op, _args in batch:
-                if not future.done():
-                    future.set_exception(broken)
+            fail(batch, broken)
         self._unanswered.clear()
 
     def _answer(self) -> None:
@@ -593,13 +559,7 @@ class SQLiteStore(TablesStore):
             _seq, batch, started = unanswered.popleft()
             if metrics is not None and started is not None:
                 metrics.commit_seconds.observe(_CLOCK.monotonic() - started)
-            for future, ok, result, _op, _args in batch:
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(result)
-                else:
-                    future.set_exception(result)
+            answer(batch)
         if (
             not unanswered
             and not self._syncing
@@ -650,15 +610,7 @@ class SQLiteStore(TablesStore):
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
 
-def _failed(batch: list[_Done], error: BaseException) -> list[_Done]:
-    return [(future, False, error, op, args) for future, _ok, _result, op, args in batch]
-
-
 def _store_error(store: SQLiteStore, exc: BaseException) -> StoreError:
     error = StoreError(f"{store.path}: {exc}")
     error.__cause__ = exc
     return error
-
-
-def _as_store_error(store: SQLiteStore, exc: Exception) -> DawaitError:
-    return exc if isinstance(exc, DawaitError) else _store_error(store, exc)

@@ -8,11 +8,12 @@ store.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
-from dawait.errors import PromiseNotFoundError
+from dawait.errors import DawaitError, PromiseNotFoundError
 from dawait.runtime._promise import (
     PromiseRecord,
     PromiseState,
@@ -301,6 +302,46 @@ def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> Promis
             t.drop_callbacks(task_id)  # it replays now; it will say what it awaits next
             resumed.append(pending)
     return PromiseSettled(promise=record, outcome=outcome, resumed=resumed)
+
+
+Done = tuple["asyncio.Future[Any]", bool, Any, Callable[..., Any], tuple[object, ...]]
+"""An operation run but not answered yet: its future, whether it succeeded, its result or
+error, and the operation and arguments (to run it again if its transaction is undone)."""
+
+
+def run_op(
+    tables: Tables,
+    op: Callable[..., Any],
+    args: tuple[object, ...],
+    future: asyncio.Future[Any],
+    as_error: Callable[[Exception], BaseException],
+) -> Done:
+    """Run ``op`` on ``tables``; its outcome, to answer ``future`` with once committed.
+    ``as_error`` turns an unexpected exception into the store's error."""
+    try:
+        return (future, True, op(tables, *args), op, args)
+    except DawaitError as exc:
+        return (future, False, exc, op, args)
+    except Exception as exc:
+        return (future, False, as_error(exc), op, args)
+
+
+def answer(done: Iterable[Done]) -> None:
+    """Answer each operation's future with its outcome (unless its caller went away)."""
+    for future, ok, result, _op, _args in done:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(result)
+        else:
+            future.set_exception(result)
+
+
+def fail(done: Iterable[Done], error: BaseException) -> None:
+    """Answer each operation's future with ``error``: its transaction did not commit."""
+    for future, _ok, _result, _op, _args in done:
+        if not future.done():
+            future.set_exception(error)
 
 
 class TablesStore:

@@ -15,7 +15,9 @@ every acquire and every resume, so a write made under an older version can be to
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = [
     "TaskRecord",
@@ -43,6 +45,18 @@ class TaskRecord:
     version: int = 0
     pid: str | None = None
     expires_at: int | None = None
+
+
+def task_row(task: TaskRecord) -> tuple[str, str, int, str | None, int | None]:
+    """The task as a row of plain values (a store's columns, or a JSON array)."""
+    return (task.id, task.state.value, task.version, task.pid, task.expires_at)
+
+
+def task_from_row(row: Sequence[Any]) -> TaskRecord:
+    id, state, version, pid, expires_at = row
+    return TaskRecord(
+        id=id, state=TaskState(state), version=version, pid=pid, expires_at=expires_at
+    )
 
 
 def new_task(id: str, *, pid: str | None, now: int, ttl: int | None) -> TaskRecord:

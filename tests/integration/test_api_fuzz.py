@@ -41,6 +41,7 @@ from openapi_spec_validator import validate as validate_openapi
 from dawait import Context, Resonate
 from dawait.cluster._backend import NodeBackend
 from dawait.cluster._http import DEFAULT_MAX_BODY, NodeApi
+from tests.integration.test_http_api import make_app as make_http_app
 
 TOKEN = "fuzz-token"
 BEARER = f"Bearer {TOKEN}"
@@ -83,51 +84,29 @@ BODY_ROUTES = [path for method, path in DOCUMENTED if method == "POST" and "canc
 # -- the app the node serves ---------------------------------------------------------------
 
 
-@dataclass
-class Item:
-    sku: str
-    count: int
-
-
 class Address(pydantic.BaseModel):
     street: str
     zip: str = pydantic.Field(pattern=r"^\d{5}$")
 
 
-async def add(a: int, b: int) -> int:
-    return a + b
-
-
 def make_app() -> Resonate:
-    app = Resonate()
-
-    @app.register(name="order")
-    async def order(ctx: Context, item: Item, times: int = 1) -> dict[str, Any]:
-        total = await ctx.run(add, item.count, times)
-        return {"sku": item.sku, "total": total}
+    """The HTTP API tests' app (order, approve, retrying, boom), plus arguments of more
+    shapes for the fuzzer."""
+    app = make_http_app()
 
     @app.register(name="ship")
     async def ship(ctx: Context, to: Address, at: dt.datetime, note: str | None = None) -> str:
         await ctx.sleep(dt.timedelta(milliseconds=1))
         return f"{to.street} {at.isoformat()} {note}"
 
-    @app.register(name="approve")
-    async def approve(ctx: Context, who: str) -> str:
-        decision = await ctx.promise(id=f"approval-{who}")
-        return f"{who}: {decision}"
-
     @app.register(name="echo")
     async def echo(ctx: Context, value: Any) -> Any:
         return value
 
-    @app.register(name="boom")
-    async def boom(ctx: Context) -> None:
-        raise ValueError("no way")
-
     return app
 
 
-FUNCTIONS = ["order", "ship", "approve", "echo", "boom"]
+FUNCTIONS = ["order", "ship", "approve", "echo", "boom", "retrying"]
 
 
 # -- what every answer must be -------------------------------------------------------------

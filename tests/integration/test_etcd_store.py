@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from dawait.cluster._etcd_store import EtcdStore
 from dawait.errors import StoreError
 from dawait.runtime._promise import Settle, SettleOutcome, Value
 from dawait.runtime._store import CreatePromise
+from tests.etcd import EtcdCluster
 from tests.polling import eventually
 
 _namespaces = itertools.count()
@@ -215,3 +217,34 @@ async def test_an_app_runs_workflows_on_etcd_and_remembers_them(
     async with make() as again:  # a new process would do the same: nothing runs again
         assert await again.run("w7", "twice", 7) == 28
     assert len(runs) == 40
+
+
+async def test_operations_wait_out_an_etcd_outage(tmp_path: Path) -> None:
+    """etcd stalls (SIGSTOP) under a batch: the store's transaction times out, it reloads
+    and retries, and once etcd is back each operation is answered once, with its write
+    there. (Whether etcd ran a timed-out transaction is decided by a reload; this stall
+    makes etcd drop it, so that branch is not what this test reaches.)"""
+    with EtcdCluster(tmp_path, size=1) as cluster:
+        store = EtcdStore(Etcd(cluster.endpoints, timeout=0.5), namespace="outage")
+        await store.open()
+        try:
+            await store.create_promise(CreatePromise(id="before"), now=0)
+            sent = store.transactions
+            cluster.pause(0)
+            creates = asyncio.gather(
+                *(store.create_promise(CreatePromise(id=f"p{n}"), now=0) for n in range(10))
+            )
+
+            async def retried() -> bool:
+                return store.transactions >= sent + 2
+
+            await eventually(retried, "the store to retry its transaction")
+            cluster.resume(0)
+
+            created = await creates
+            assert [result.created for result in created] == [True] * 10
+            page = await store.search_promises("*", state=None, limit=100, now=0)
+            assert sorted(r.id for r in page.promises) == ["before"] + [f"p{n}" for n in range(10)]
+        finally:
+            cluster.resume(0)
+            await store.close()

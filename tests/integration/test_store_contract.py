@@ -1256,11 +1256,13 @@ class _HeldFsync:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.synced: list[str] = []
         self.error: OSError | None = None
 
     def __call__(self, fd: int) -> None:
         self.synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        self.entered.set()
         if not self.release.wait(timeout=30):
             raise AssertionError("fsync was never released")
         if self.error is not None:
@@ -1280,11 +1282,13 @@ async def test_no_operation_is_answered_before_its_commit_is_fsynced(
             asyncio.ensure_future(store.create_promise(CreatePromise(id=f"p{n}"), now=0))
             for n in range(10)
         ]
-        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(fsync.entered.wait, 30)
         # Committed to the WAL and visible to the store's own connection, but not durable:
-        # neither these writes nor a read that may have seen them is answered.
+        # neither these writes nor a read that may have seen them is answered. (A few
+        # loop turns: the read's commit is over after the first.)
         read = asyncio.ensure_future(store.get_promise("p0"))
-        await asyncio.sleep(0.2)
+        for _ in range(5):
+            await asyncio.sleep(0)
         assert not any(write.done() for write in writes)
         assert not read.done()
         assert fsync.synced
