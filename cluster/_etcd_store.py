@@ -15,15 +15,16 @@ Reads by key are linearizable (their compares ride in the transaction); searches
 read the replica, which lags etcd by the watch's delay.
 
 If etcd cannot be reached the transaction is retried (with backoff) until ``retry_for``
-runs out; an attempt whose outcome is unknown is resolved by reloading and checking whether
-its writes are there. etcd's ``--max-txn-ops`` (default 128) bounds a transaction's compares
-and writes: a batch stops taking operations at ``max_ops``.
+runs out. An attempt whose reply was lost may still have gone through, so every transaction
+also writes the store's marker key with a token for that attempt; the reload that follows
+a lost reply (or any later failed compare) reads the marker and answers the attempt that
+went through with its own results. etcd's ``--max-txn-ops`` (default 128) bounds a
+transaction's compares and writes: a batch stops taking operations at ``max_ops``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -167,6 +168,21 @@ def _remove_callback(tables: MemoryTables, promise_id: str, task_id: str) -> Non
         awaited.discard(promise_id)
         if not awaited:
             del tables.awaiting[task_id]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
+
+    Python 3.11's ``asyncio.wait_for`` swallows a cancel that lands just as what it waits
+    for completes (fixed in 3.12); aetcd waits that way while it sets up a watch, so one
+    cancel could leave the watch running and its canceller waiting forever (seen here:
+    CI hung in a reload).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
 
 
 # -- one batch: operations run on the replica, recorded -----------------------------------
@@ -346,6 +362,10 @@ class EtcdStore(TablesStore):
         share a namespace with nothing but compare-and-swap between them (what cluster
         mode builds on; tests use it to exercise the compares)."""
         self.lock_key = f"{self.keys.prefix}lock"
+        self.marker_key = f"{self.keys.prefix}x/{self.owner}"
+        """Rewritten by every transaction of this store with that attempt's token (under
+        its lease): after a reply is lost, a reload reads which attempt went through."""
+        self._attempts = 0
         self._lease = 0
         self._lock_revision = 0
         self._keeper: asyncio.Task[None] | None = None
@@ -368,6 +388,8 @@ class EtcdStore(TablesStore):
         self._idle.set()
         self.transactions = 0
         """etcd transactions sent (operations per transaction shows the batching)."""
+        self.lost_replies = 0
+        """Transactions sent whose reply never came (each settled by the marker)."""
 
     def __repr__(self) -> str:
         return f"EtcdStore({self.etcd!r}, namespace={self.namespace!r})"
@@ -376,26 +398,26 @@ class EtcdStore(TablesStore):
         if self._open:
             return
         await self.etcd.connect()
+        self._lease = await self.etcd.grant(self.lease_ttl)
         if self.exclusive:
             await self._lock()
         await self._reload()
         self._broken = None
         self._open = True
-        if self.exclusive:
-            self._keeper = asyncio.get_running_loop().create_task(
-                self._keep_lock(), name=f"dawait-etcd-lease:{self.namespace}"
-            )
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_lease(), name=f"dawait-etcd-lease:{self.namespace}"
+        )
 
     async def _lock(self) -> None:
         """Hold the namespace: one node writes it at a time (until cluster mode places
         invocations on several), fenced by the lock key's revision in every transaction."""
-        lease = await self.etcd.grant(self.lease_ttl)
         holder = _dumps({"owner": self.owner})
         taken, revision = await self.etcd.commit(
-            [Compare(self.lock_key, 0)], [Write(self.lock_key, holder, lease)]
+            [Compare(self.lock_key, 0)], [Write(self.lock_key, holder, self._lease)]
         )
         if not taken:
-            await self.etcd.revoke(lease)
+            await self.etcd.revoke(self._lease)
+            self._lease = 0
             _revision, items = await self.etcd.snapshot(self.lock_key)
             current = json.loads(items[0].value or b"{}") if items else {}
             raise StoreError(
@@ -403,11 +425,11 @@ class EtcdStore(TablesStore):
                 f"(one node per namespace; it frees within {self.lease_ttl} s of that node "
                 "stopping)"
             )
-        self._lease, self._lock_revision = lease, revision
+        self._lock_revision = revision
 
-    async def _keep_lock(self) -> None:
+    async def _keep_lease(self) -> None:
         """Renew the lease; once it may have expired, stop writing (another node may hold
-        the namespace by now)."""
+        the namespace by now, and the transaction marker is gone)."""
         last = _CLOCK.monotonic()
         while self._open and self._broken is None:
             await asyncio.sleep(self.lease_ttl / 3)
@@ -444,9 +466,7 @@ class EtcdStore(TablesStore):
         self._open = False
         for task in (self._keeper, self._reloader):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel(task)
         # None of these may hang a shutdown on an unreachable etcd.
         try:
             if self._lease and self._broken is None:
@@ -489,9 +509,7 @@ class EtcdStore(TablesStore):
     async def _stop_watch(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EtcdError):
-                await watcher
+            await _cancel(watcher)
 
     async def _watch(self, start: int) -> None:
         try:
@@ -578,14 +596,41 @@ class EtcdStore(TablesStore):
     async def _send_until_done(self, batch: _Batch) -> None:
         deadline = _CLOCK.monotonic() + self.retry_for
         delay = 0.05
+        unsure: dict[bytes, _Batch] = {}
+        """Attempts whose reply was lost, by marker token: any of them may yet go through
+        (etcd can apply a transaction after its client gave up). At most one can: they all
+        compare the keys they write."""
+        stale = False
         while True:
             if self._broken is not None:
                 fail(batch.done, self._broken)
                 return
+            if stale:
+                # After a failed compare or a lost reply: read what etcd holds, then see.
+                stored = await self._reload_quietly()
+                if stored is None:
+                    if _CLOCK.monotonic() > deadline:
+                        fail(batch.done, StoreError(f"{self!r}: cannot reach etcd"))
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if self._lock_lost():
+                    continue
+                applied = unsure.get(stored.get(self.marker_key) or b"")
+                if applied is not None:
+                    self._succeeded(applied, None)
+                    return
+                batch = self._rerun(batch)
+                stale = False
+            self._attempts += 1
+            token = f"{self._attempts}".encode()
             compares = [Compare(k, r) for k, r in batch.compares.items()]
             if self.exclusive:
                 compares.append(Compare(self.lock_key, self._lock_revision))
             writes = [Write(k, v) for k, v in batch.writes.items()]
+            if writes:
+                writes.append(Write(self.marker_key, token, self._lease))
             self.transactions += 1
             try:
                 succeeded, revision = await self.etcd.commit(compares, writes)
@@ -594,24 +639,19 @@ class EtcdStore(TablesStore):
                     fail(batch.done, StoreError(f"{self!r}: {exc}"))
                     return
                 log.warning("%r: %s; retrying", self, exc)
+                self.lost_replies += 1
+                if writes:
+                    unsure[token] = batch
+                stale = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-                # The outcome is unknown: read what etcd holds, then see.
-                stored = await self._reload_quietly()
-                if stored is None or self._lock_lost():
-                    continue
-                if writes and self._written(batch, stored):
-                    self._succeeded(batch, None)
-                    return
-                batch = self._rerun(batch)
                 continue
             if succeeded:
                 self._succeeded(batch, revision)
                 return
-            # Another node changed something this batch read: run it again on fresh state.
-            if await self._reload_quietly() is None or self._lock_lost():
-                continue
-            batch = self._rerun(batch)
+            # Another node (or a lost attempt of ours) changed something this batch read:
+            # run it again on fresh state.
+            stale = True
 
     async def _reload_quietly(self) -> dict[str, bytes | None] | None:
         try:
@@ -619,12 +659,6 @@ class EtcdStore(TablesStore):
         except EtcdError as exc:
             log.warning("%r: cannot reload: %s", self, exc)
             return None
-
-    def _written(self, batch: _Batch, stored: dict[str, bytes | None]) -> bool:
-        """After a reload: whether the batch's transaction did go through (it is atomic,
-        so its first write tells)."""
-        key, value = next(iter(batch.writes.items()))
-        return self.revisions.get(key, 0) > batch.compares[key] and stored.get(key) == value
 
     def _rerun(self, batch: _Batch) -> _Batch:
         """The batch's operations run again, in order, on the (reloaded) replica."""

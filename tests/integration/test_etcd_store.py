@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from dawait import Context, Resonate
 from dawait._resonate import open_store
-from dawait.cluster._etcd import Etcd
+from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.errors import StoreError
 from dawait.runtime._promise import Settle, SettleOutcome, Value
@@ -221,24 +221,22 @@ async def test_an_app_runs_workflows_on_etcd_and_remembers_them(
 
 async def test_operations_wait_out_an_etcd_outage(tmp_path: Path) -> None:
     """etcd stalls (SIGSTOP) under a batch: the store's transaction times out, it reloads
-    and retries, and once etcd is back each operation is answered once, with its write
-    there. (Whether etcd ran a timed-out transaction is decided by a reload; this stall
-    makes etcd drop it, so that branch is not what this test reaches.)"""
+    until etcd answers, and each operation is answered once, with its write there. (etcd
+    may or may not apply the timed-out transaction once it resumes; the marker tells.)"""
     with EtcdCluster(tmp_path, size=1) as cluster:
         store = EtcdStore(Etcd(cluster.endpoints, timeout=0.5), namespace="outage")
         await store.open()
         try:
             await store.create_promise(CreatePromise(id="before"), now=0)
-            sent = store.transactions
             cluster.pause(0)
             creates = asyncio.gather(
                 *(store.create_promise(CreatePromise(id=f"p{n}"), now=0) for n in range(10))
             )
 
-            async def retried() -> bool:
-                return store.transactions >= sent + 2
+            async def timed_out() -> bool:
+                return store.lost_replies >= 1
 
-            await eventually(retried, "the store to retry its transaction")
+            await eventually(timed_out, "the store's transaction to time out")
             cluster.resume(0)
 
             created = await creates
@@ -248,3 +246,49 @@ async def test_operations_wait_out_an_etcd_outage(tmp_path: Path) -> None:
         finally:
             cluster.resume(0)
             await store.close()
+
+
+class _LosingEtcd(Etcd):
+    """A real etcd whose first ``lose`` writing transactions' replies are lost after etcd
+    applied them (as when the connection drops on the way back)."""
+
+    def __init__(self, endpoints: str | list[str], lose: int) -> None:
+        super().__init__(endpoints)
+        self.lose = lose
+
+    async def commit(
+        self, compares: Sequence[Compare], writes: Sequence[Write]
+    ) -> tuple[bool, int]:
+        result = await super().commit(compares, writes)
+        if writes and self.lose > 0:
+            self.lose -= 1
+            raise EtcdError(f"{self!r}: reply lost (test)")
+        return result
+
+
+async def test_a_transaction_whose_reply_is_lost_is_answered_from_what_etcd_applied(
+    endpoints: str | list[str],
+) -> None:
+    """etcd applied the batch but its reply never came: the store must not run the batch
+    again on the state its own writes made (which would answer "already exists" to the
+    creates that did create, and settle twice)."""
+    store = EtcdStore(_LosingEtcd(endpoints, lose=0), namespace=f"lost-{os.getpid()}")
+    await store.open()
+    try:
+        await store.create_promise(CreatePromise(id="settle-me"), now=0)
+        assert isinstance(store.etcd, _LosingEtcd)
+        store.etcd.lose = 2  # the first reply and the first retry's (if any) are lost
+        created, settled = await asyncio.gather(
+            store.create_promise(CreatePromise(id="new"), now=0),
+            store.settle_promise("settle-me", event=Settle.RESOLVE, value=Value(data="1"), now=1),
+        )
+
+        assert store.lost_replies >= 1
+        assert created.created
+        assert settled.outcome is SettleOutcome.SETTLED
+        again = await store.settle_promise(
+            "settle-me", event=Settle.RESOLVE, value=Value(data="1"), now=2
+        )
+        assert again.outcome is SettleOutcome.ALREADY_SAME
+    finally:
+        await store.close()
