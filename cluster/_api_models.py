@@ -162,3 +162,18 @@ class ScheduleList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+
+
+class NodeView(BaseModel):
+    node_id: str
+    address: str
+    groups: list[str]
+    functions: list[str]
+    leader: bool
+    started_at: dt.datetime
+
+
+class NodeList(BaseModel):
+    cluster: bool
+    """False for a node on an embedded store (it alone is listed)."""
+    items: list[NodeView]

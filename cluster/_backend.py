@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dawait.cluster import _api_models as m
 from dawait.errors import (
     PromiseAlreadySettledError,
     PromiseNotFoundError,
@@ -50,6 +52,26 @@ class NodeBackend:
     ) -> tuple[PromiseRecord, bool]:
         created = await self.app._start_invocation(id, function, args, kwargs, version=version)
         return created.promise, created.created
+
+    def nodes(self) -> m.NodeList:
+        """The live nodes as this node's replica of the membership records has them."""
+        cluster = self.app.cluster
+        if cluster is None:
+            return m.NodeList(cluster=False, items=[])
+        return m.NodeList(
+            cluster=True,
+            items=[
+                m.NodeView(
+                    node_id=member.node_id,
+                    address=member.address,
+                    groups=list(member.groups),
+                    functions=list(member.functions),
+                    leader=member.node_id == cluster.leader,
+                    started_at=dt.datetime.fromtimestamp(member.started_at / 1000, dt.UTC),
+                )
+                for member in cluster.members
+            ],
+        )
 
     async def invocation(self, id: str) -> PromiseRecord:
         record = await self._engine.get_promise(id)

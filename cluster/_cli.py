@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--token", help="require this bearer token (env DAWAIT_TOKEN)")
     serve.add_argument("--grace-period", type=float, help="seconds to let steps finish on stop")
+    serve.add_argument("--etcd", help="join the cluster at these etcd endpoints (HOST:PORT,...)")
+    serve.add_argument("--namespace", help="the cluster's namespace in etcd (default 'default')")
+    serve.add_argument("--node-id", help="this node's id in the cluster (default HOSTNAME-PID)")
+    serve.add_argument("--advertise", help="the URL peers reach this node at")
+    serve.add_argument("--groups", help="function groups this node runs (default: all)")
+    serve.add_argument("--lease-ttl", type=int, help="seconds before a silent node is dead")
+
+    sub.add_parser("nodes", parents=[common], help="list the cluster's live nodes")
 
     invoke = sub.add_parser("invoke", parents=[common], help="start an invocation")
     invoke.add_argument("id")
@@ -151,6 +159,12 @@ def _serve(args: argparse.Namespace) -> int:
             "port": args.port,
             "token": args.token,
             "grace_period": args.grace_period,
+            "etcd": args.etcd,
+            "namespace": args.namespace,
+            "node_id": args.node_id,
+            "advertise": args.advertise,
+            "groups": args.groups,
+            "lease_ttl": args.lease_ttl,
         }.items()
         if value is not None
     }
@@ -200,6 +214,12 @@ async def _client_command(args: argparse.Namespace) -> int:
             return OK
         if args.command == "schedules":
             return await _schedules(client, args)
+        if args.command == "nodes":
+            listing = await client.nodes()
+            rows = [[n.node_id, n.address, ",".join(n.groups), "yes" if n.leader else ""]
+                    for n in listing.items]  # fmt: skip
+            _show(args, listing, _table(["NODE", "ADDRESS", "GROUPS", "LEADER"], rows))
+            return OK
         return await _promises(client, args)
 
 

@@ -129,6 +129,9 @@ class HttpClient:
         )
         return view, status == 201
 
+    async def nodes(self) -> m.NodeList:
+        return (await self.request("GET", "/nodes", m.NodeList))[0]
+
     async def invocation(self, id: str) -> m.InvocationView:
         return (await self.request("GET", f"/invocations/{_quote(id)}", m.InvocationView))[0]
 

@@ -32,19 +32,26 @@ import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Write
-from dawait.errors import StoreError
+from dawait.errors import OwnershipLostError, StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._memory_store import MemoryTables
 from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
 from dawait.runtime._schedule import ScheduleRecord, schedule_from_row, schedule_row
-from dawait.runtime._store import PromiseSettled
-from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
-from dawait.runtime._task import TaskRecord, task_from_row, task_row
+from dawait.runtime._store import ACTING_FOR, PromiseSettled
+from dawait.runtime._store_ops import (
+    Done,
+    TablesStore,
+    answer,
+    fail,
+    op_acquire_task,
+    run_op,
+)
+from dawait.runtime._task import TaskRecord, TaskState, task_from_row, task_row
 
-__all__ = ["EtcdStore"]
+__all__ = ["ClusterView", "EtcdStore", "Listener", "Member"]
 
 log = logging.getLogger("dawait.etcd")
 
@@ -132,16 +139,105 @@ class _Keys:
     def schedule(self, id: str) -> str:
         return f"{self.prefix}s/{id}"
 
+    def member(self, node_id: str) -> str:
+        return f"{self.prefix}n/{node_id}"
 
-def apply_change(tables: MemoryTables, keys: _Keys, change: KeyValue) -> None:
-    """Bring the replica in line with one stored key (from a snapshot or the watch)."""
+    def claim(self, task_id: str) -> str:
+        return f"{self.prefix}o/{task_id}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+
+# -- the cluster's own records: members, claims, the leader ---------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A live node, as its membership record (under its lease) says."""
+
+    node_id: str
+    address: str
+    """Where its HTTP API answers (``--advertise``)."""
+    groups: tuple[str, ...]
+    """The function groups it runs."""
+    functions: tuple[str, ...]
+    """The functions it runs: those registered in its app, in its groups."""
+    pid: str
+    """This incarnation of the node: what its tasks and claims carry."""
+    started_at: int
+
+    def encode(self) -> bytes:
+        return _dumps(
+            {
+                "node_id": self.node_id,
+                "address": self.address,
+                "groups": list(self.groups),
+                "functions": list(self.functions),
+                "pid": self.pid,
+                "started_at": self.started_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Member:
+        d = json.loads(raw)
+        return cls(
+            node_id=d["node_id"],
+            address=d["address"],
+            groups=tuple(d["groups"]),
+            functions=tuple(d["functions"]),
+            pid=d["pid"],
+            started_at=d["started_at"],
+        )
+
+
+@dataclass
+class ClusterView:
+    """Who is in the cluster, who owns which running invocation, who leads."""
+
+    members: dict[str, Member] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)
+    """Task id -> the pid (node incarnation) running it; only while the task is acquired."""
+    leader: str | None = None
+    """The leading node's id."""
+
+
+class Listener(Protocol):
+    """What a cluster node hears of changes other nodes made (through the watch)."""
+
+    def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None: ...
+    def task_changed(self, task: TaskRecord) -> None: ...
+    def schedules_changed(self) -> None: ...
+    def members_changed(self) -> None: ...
+    def claim_released(self, task_id: str) -> None: ...
+    def reloaded(self) -> None: ...
+    def lease_lost(self) -> None: ...
+
+
+def apply_change(
+    tables: MemoryTables,
+    view: ClusterView,
+    keys: _Keys,
+    change: KeyValue,
+    listener: Listener | None = None,
+) -> None:
+    """Bring the replica in line with one stored key (from a snapshot or the watch), and
+    tell ``listener`` (the watch's changes only)."""
     kind, _, _rest = change.key[len(keys.prefix) :].partition("/")
     value = change.value
     if kind == "p" and value is not None:
         record = decode_promise(value)
-        tables.put_promise(record, new=record.id not in tables.promises)
+        old = tables.promises.get(record.id)
+        tables.put_promise(record, new=old is None)
+        if listener is not None:
+            listener.promise_changed(old, record)
     elif kind == "t" and value is not None:
-        tables.put_task(decode_task(value), new=False)
+        task = decode_task(value)
+        tables.put_task(task, new=False)
+        if listener is not None:
+            listener.task_changed(task)
     elif kind == "c":
         length, _, ids = _rest.partition("/")
         promise_id, task_id = ids[: int(length)], ids[int(length) :]
@@ -155,6 +251,26 @@ def apply_change(tables: MemoryTables, keys: _Keys, change: KeyValue) -> None:
             tables.delete_schedule(schedule_id)
         else:
             tables.put_schedule(decode_schedule(value), new=False)
+        if listener is not None:
+            listener.schedules_changed()
+    elif kind == "n":
+        if value is None:
+            view.members.pop(_rest, None)
+        else:
+            view.members[_rest] = Member.decode(value)
+        if listener is not None:
+            listener.members_changed()
+    elif kind == "o":
+        if value is None:
+            view.claims.pop(_rest, None)
+            if listener is not None:
+                listener.claim_released(_rest)
+        else:
+            view.claims[_rest] = value.decode()
+    elif kind == "leader":
+        view.leader = None if value is None else json.loads(value)["node_id"]
+        if listener is not None:
+            listener.members_changed()
 
 
 def _remove_callback(tables: MemoryTables, promise_id: str, task_id: str) -> None:
@@ -170,7 +286,7 @@ def _remove_callback(tables: MemoryTables, promise_id: str, task_id: str) -> Non
             del tables.awaiting[task_id]
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel_task(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
 
     Python 3.11's ``asyncio.wait_for`` swallows a cancel that lands just as what it waits
@@ -185,6 +301,17 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         log.warning("%s ended with %r", task.get_name(), task.exception())
 
 
+@dataclass(frozen=True, slots=True)
+class _Fenced:
+    """An operation an invocation's actor asked for: it needs that invocation's claim."""
+
+    op: Callable[..., Any]
+    fence: str
+
+    def __call__(self, tables: Any, *args: object) -> Any:
+        return self.op(tables, *args)
+
+
 # -- one batch: operations run on the replica, recorded -----------------------------------
 
 
@@ -193,6 +320,8 @@ class _Batch:
     compares: dict[str, int] = field(default_factory=dict)
     """Every key touched, with its revision as the replica had it when first touched."""
     writes: dict[str, bytes | None] = field(default_factory=dict)
+    leased: set[str] = field(default_factory=set)
+    """Written keys attached to the store's lease (claims)."""
     done: list[Done] = field(default_factory=list)
 
     @property
@@ -215,11 +344,15 @@ class _Recorder:
     def _touch(self, key: str) -> None:
         compares = self.store.batch.compares
         if key not in compares:
-            compares[key] = self.store.revisions.get(key, 0)
+            compares[key] = max(self.store.revisions.get(key, 0), 0)
 
-    def _write(self, key: str, value: bytes | None) -> None:
+    def _write(self, key: str, value: bytes | None, *, leased: bool = False) -> None:
         self._touch(key)
         self.store.batch.writes[key] = value
+        if leased:
+            self.store.batch.leased.add(key)
+        else:
+            self.store.batch.leased.discard(key)
 
     # promises
 
@@ -274,6 +407,25 @@ class _Recorder:
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         self._write(self.keys.task(task.id), encode_task(task))
         self.t.put_task(task, new=new)
+        if self.store.member is not None:
+            self._claim(task)
+
+    def _claim(self, task: TaskRecord) -> None:
+        """A claim lives exactly while its task is acquired: taken with the acquire (under
+        this node's lease, so it ends with the node), dropped with the suspend or settle."""
+        claims = self.store.view.claims
+        key = self.keys.claim(task.id)
+        if task.state is TaskState.ACQUIRED:
+            if (
+                task.pid is not None
+                and task.pid == self.store.pid
+                and claims.get(task.id) != task.pid
+            ):
+                self._write(key, task.pid.encode(), leased=True)
+                claims[task.id] = task.pid
+        elif task.id in claims:
+            self._write(key, None)
+            del claims[task.id]
 
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         return self.t.runnable_tasks(after, limit)
@@ -339,7 +491,7 @@ class EtcdStore(TablesStore):
 
     def __init__(
         self,
-        etcd: Etcd | str,
+        etcd: Etcd | str | Sequence[str],
         *,
         namespace: str = "default",
         max_ops: int = 120,
@@ -347,7 +499,14 @@ class EtcdStore(TablesStore):
         owner: str | None = None,
         lease_ttl: int = 5,
         exclusive: bool = True,
+        node_id: str | None = None,
+        address: str = "",
+        groups: Sequence[str] = ("default",),
+        functions: Sequence[str] = (),
     ) -> None:
+        """``node_id`` makes this a cluster node's store: the node's membership record and
+        its claims live under the store's lease, and every store call an invocation's actor
+        makes is fenced by that invocation's claim (``ACTING_FOR``)."""
         if not namespace or "/" in namespace:
             raise ValueError(f"etcd namespace {namespace!r}: must be non-empty, without '/'")
         self.etcd = etcd if isinstance(etcd, Etcd) else Etcd(etcd)
@@ -357,7 +516,7 @@ class EtcdStore(TablesStore):
         self.retry_for = retry_for
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ttl = lease_ttl
-        self.exclusive = exclusive
+        self.exclusive = exclusive and node_id is None
         """Hold the namespace's lock (one node at a time). ``False`` lets several stores
         share a namespace with nothing but compare-and-swap between them (what cluster
         mode builds on; tests use it to exercise the compares)."""
@@ -366,13 +525,22 @@ class EtcdStore(TablesStore):
         """Rewritten by every transaction of this store with that attempt's token (under
         its lease): after a reply is lost, a reload reads which attempt went through."""
         self._attempts = 0
+        self.node_id = node_id
+        self.address = address
+        self.groups = tuple(groups)
+        self.functions = tuple(functions)
+        self.member: Member | None = None
+        """This node's membership record, once joined (cluster mode)."""
+        self.view = ClusterView()
+        self.listener: Listener | None = None
         self._lease = 0
         self._lock_revision = 0
         self._keeper: asyncio.Task[None] | None = None
         self._broken: StoreError | None = None
         self.replica = MemoryTables()
         self.revisions: dict[str, int] = {}
-        """Each key's mod revision as the replica has it (deleted keys keep theirs)."""
+        """Each key's mod revision as the replica has it; a key deleted since has its
+        deletion's revision, negated (an older event for it must not bring it back)."""
         self.batch = _Batch()
         self._tables = _Recorder(self)
         self._waiting: list[tuple[Callable[..., Any], tuple[object, ...], asyncio.Future[Any]]] = []
@@ -399,7 +567,9 @@ class EtcdStore(TablesStore):
             return
         await self.etcd.connect()
         self._lease = await self.etcd.grant(self.lease_ttl)
-        if self.exclusive:
+        if self.node_id is not None:
+            await self._join(self.node_id)
+        elif self.exclusive:
             await self._lock()
         await self._reload()
         self._broken = None
@@ -407,6 +577,64 @@ class EtcdStore(TablesStore):
         self._keeper = asyncio.get_running_loop().create_task(
             self._keep_lease(), name=f"dawait-etcd-lease:{self.namespace}"
         )
+
+    @property
+    def pid(self) -> str | None:
+        """This node incarnation's id (what its tasks and claims carry), in cluster mode."""
+        return None if self.member is None else self.member.pid
+
+    async def _join(self, node_id: str) -> None:
+        """Put this node's membership record under the lease. A record left by an earlier
+        run of the same node id (killed, lease not yet ended) is waited out."""
+        key = self.keys.member(node_id)
+        member = Member(
+            node_id=node_id,
+            address=self.address,
+            groups=self.groups,
+            functions=self.functions,
+            pid=f"{node_id}:{self._lease:x}",
+            started_at=_CLOCK.now(),
+        )
+        deadline = _CLOCK.monotonic() + self.lease_ttl + 2
+        while True:
+            joined, _revision = await self.etcd.commit(
+                [Compare(key, 0)], [Write(key, member.encode(), self._lease)]
+            )
+            if joined:
+                self.member = member
+                return
+            if _CLOCK.monotonic() > deadline:
+                await self.etcd.revoke(self._lease)
+                self._lease = 0
+                raise StoreError(
+                    f"{self!r}: node id {node_id!r} is in use by a live node (give each node "
+                    "its own --node-id)"
+                )
+            await asyncio.sleep(0.25)
+
+    async def rejoin(self) -> None:
+        """After the lease was lost (a stall or partition past its TTL): a new lease, a new
+        membership record and incarnation, the replica afresh. The caller has dropped every
+        invocation it ran under the old one."""
+        assert self.node_id is not None
+        if self._keeper is not None:
+            await cancel_task(self._keeper)
+        await self._drain()
+        self._lease = await self.etcd.grant(self.lease_ttl)
+        await self._join(self.node_id)
+        await self._reload()
+        self._broken = None
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_lease(), name=f"dawait-etcd-lease:{self.namespace}"
+        )
+
+    async def campaign(self) -> bool:
+        """Become the leader if there is none: the leader key under this node's lease."""
+        assert self.member is not None
+        key = self.keys.leader
+        value = _dumps({"node_id": self.member.node_id, "pid": self.member.pid})
+        won, _revision = await self.etcd.commit([Compare(key, 0)], [Write(key, value, self._lease)])
+        return won
 
     async def _lock(self) -> None:
         """Hold the namespace: one node writes it at a time (until cluster mode places
@@ -446,18 +674,34 @@ class EtcdStore(TablesStore):
                 return
 
     def _lock_lost(self) -> bool:
-        """After a reload: whether this store's lock key is gone or another's."""
+        """After a reload: whether this store's lock key (or membership record) is gone or
+        another's."""
         if self.exclusive and self.revisions.get(self.lock_key) != self._lock_revision:
             self._lose_lock("its lock key changed or expired")
             return True
+        if self.member is not None:
+            current = self.view.members.get(self.member.node_id)
+            if current is None or current.pid != self.member.pid:
+                self._lose_lock("its membership record expired")
+                return True
         return False
 
     def _lose_lock(self, why: str) -> None:
-        self._broken = StoreError(
-            f"{self!r}: lost the namespace ({why}); this node writes nothing more until the "
-            "store is opened again"
-        )
+        if self._broken is not None:
+            return
+        if self.member is not None:
+            self._broken = OwnershipLostError(
+                f"{self!r}: node {self.member.node_id} lost its lease ({why}); it writes "
+                "nothing more under it and drops what it was running"
+            )
+        else:
+            self._broken = StoreError(
+                f"{self!r}: lost the namespace ({why}); this node writes nothing more until "
+                "the store is opened again"
+            )
         log.error("%s", self._broken)
+        if self.listener is not None:
+            self.listener.lease_lost()
 
     async def close(self) -> None:
         if not self._open:
@@ -466,7 +710,7 @@ class EtcdStore(TablesStore):
         self._open = False
         for task in (self._keeper, self._reloader):
             if task is not None:
-                await _cancel(task)
+                await cancel_task(task)
         # None of these may hang a shutdown on an unreachable etcd.
         try:
             if self._lease and self._broken is None:
@@ -493,14 +737,18 @@ class EtcdStore(TablesStore):
         await self._stop_watch()
         revision, items = await self.etcd.snapshot(self.keys.prefix)
         replica = MemoryTables()
+        view = ClusterView()
         revisions: dict[str, int] = {}
         for item in items:
-            apply_change(replica, self.keys, item)
+            apply_change(replica, view, self.keys, item)
             revisions[item.key] = item.mod_revision
         self.replica = replica
+        self.view = view
         self.revisions = revisions
         self._tables = _Recorder(self)
         self._held.clear()
+        if self.listener is not None:
+            self.listener.reloaded()
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch(revision + 1), name=f"dawait-etcd-watch:{self.namespace}"
         )
@@ -509,7 +757,7 @@ class EtcdStore(TablesStore):
     async def _stop_watch(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            await _cancel(watcher)
+            await cancel_task(watcher)
 
     async def _watch(self, start: int) -> None:
         try:
@@ -548,10 +796,11 @@ class EtcdStore(TablesStore):
             delay = min(delay * 2, 2.0)
 
     def _apply(self, change: KeyValue) -> None:
-        if change.mod_revision <= self.revisions.get(change.key, 0):
+        if change.mod_revision <= abs(self.revisions.get(change.key, 0)):
             return  # our own write, applied when its transaction succeeded
-        apply_change(self.replica, self.keys, change)
-        self.revisions[change.key] = change.mod_revision
+        apply_change(self.replica, self.view, self.keys, change, self.listener)
+        deleted = change.value is None
+        self.revisions[change.key] = -change.mod_revision if deleted else change.mod_revision
 
     # -- operations -----------------------------------------------------------------------
 
@@ -561,6 +810,10 @@ class EtcdStore(TablesStore):
         if self._broken is not None:
             raise self._broken
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self.member is not None:
+            fence = ACTING_FOR.get()
+            if fence is not None:
+                op = _Fenced(op, fence)
         if self._committing or self.batch.size >= self.max_ops:
             self._waiting.append((op, args, future))
         else:
@@ -628,7 +881,10 @@ class EtcdStore(TablesStore):
             compares = [Compare(k, r) for k, r in batch.compares.items()]
             if self.exclusive:
                 compares.append(Compare(self.lock_key, self._lock_revision))
-            writes = [Write(k, v) for k, v in batch.writes.items()]
+            writes = [
+                Write(k, v, self._lease if k in batch.leased else 0)
+                for k, v in batch.writes.items()
+            ]
             if writes:
                 writes.append(Write(self.marker_key, token, self._lease))
             self.transactions += 1
@@ -673,14 +929,33 @@ class EtcdStore(TablesStore):
         self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
     ) -> None:
         """Run one operation on the replica, noting what it touched in the open batch."""
+        if isinstance(op, _Fenced):
+            refused = self._fence(op, args)
+            if refused is not None:
+                self.batch.done.append((future, False, refused, op, args))
+                return
         self.batch.done.append(
             run_op(self._tables, op, args, future, lambda exc: StoreError(f"{self!r}: {exc}"))
         )
 
+    def _fence(self, op: _Fenced, args: tuple[object, ...]) -> OwnershipLostError | None:
+        """An actor's call goes through only while this node holds the invocation's claim
+        (compared in the transaction); the actor's first acquire may take a free claim."""
+        holder = self.view.claims.get(op.fence)
+        taking = op.op is op_acquire_task and args[0] == op.fence and holder is None
+        if holder != self.pid and not taking:
+            owner = "nobody" if holder is None else holder.partition(":")[0]
+            return OwnershipLostError(
+                f"invocation {op.fence}: this node ({self.pid}) no longer owns it (owned by "
+                f"{owner}); it drops it"
+            )
+        self._tables._touch(self.keys.claim(op.fence))
+        return None
+
     def _succeeded(self, batch: _Batch, revision: int | None) -> None:
         if revision is not None:
-            for key in batch.writes:
-                self.revisions[key] = revision
+            for key, value in batch.writes.items():
+                self.revisions[key] = revision if value is not None else -revision
         answer(batch.done)
 
     def _after_batch(self) -> None:

@@ -325,6 +325,11 @@ class NodeApi:
             raise HttpError(404, "schedule_not_found", f"no schedule with id {id!r}")
         return web.Response(status=204)
 
+    # -- nodes -----------------------------------------------------------------------------
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        return _json(self.backend.nodes())
+
     # -- health ----------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -395,6 +400,8 @@ class NodeApi:
                   response=m.ScheduleView, statuses={404: "unknown id"}),
             Route("DELETE", "/schedules/{id}", self.delete_schedule, "schedules",
                   "Delete a schedule", statuses={204: "deleted", 404: "unknown id"}),
+            Route("GET", "/nodes", self.list_nodes, "nodes",
+                  "The live nodes: address, groups, and which one leads", response=m.NodeList),
             Route("GET", "/healthz", self.healthz, "health", "The process is alive",
                   response=m.Health, auth=False),
             Route("GET", "/readyz", self.readyz, "health",

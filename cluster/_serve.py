@@ -43,6 +43,12 @@ class ServeSettings(BaseSettings):
     token: SecretStr | None = None
     grace_period: float = Field(default=30.0, ge=0, description="Seconds to let steps finish")
     max_body: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
+    etcd: str | None = Field(default=None, description="etcd endpoints: join a cluster")
+    namespace: str = Field(default="default", pattern=r"^[^/]+$")
+    node_id: str | None = Field(default=None, pattern=r"^[^/:]+$")
+    advertise: str | None = Field(default=None, description="URL peers reach this node at")
+    groups: str | None = Field(default=None, description="comma-separated function groups")
+    lease_ttl: int = Field(default=5, ge=1, le=300)
 
     @field_validator("app")
     @classmethod
@@ -83,7 +89,19 @@ async def serve(
 ) -> None:
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     app = app or load_app(settings.app)
-    app.use_store(settings.store)
+    if settings.etcd:
+        if settings.port == 0 and not settings.advertise:
+            raise ValueError("a cluster node needs --port (not 0) or --advertise")
+        app.join(
+            settings.etcd,
+            namespace=settings.namespace,
+            node_id=settings.node_id,
+            groups=settings.groups.split(",") if settings.groups else None,
+            address=settings.advertise or f"http://{settings.host}:{settings.port}",
+            lease_ttl=settings.lease_ttl,
+        )
+    else:
+        app.use_store(settings.store)
     _tune_interpreter()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,14 +16,14 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dawait.errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
 from dawait.runtime._clock import Clock
 from dawait.runtime._invocation import invocation_param
 from dawait.runtime._metrics import EngineMetrics
-from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, Value
+from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.runtime._store import (
     CreatePromise,
@@ -97,6 +97,14 @@ class Engine:
         self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
+        # Cluster mode (cluster/_node.py) replaces these three; one process runs everything.
+        self.placement: Callable[[str, str | None], bool] = lambda id, function: True
+        """Whether invocation ``id`` (of ``function``, when known) should run here."""
+        self.still_owns: Callable[[str], bool] = lambda id: True
+        """Whether this process may still write for invocation ``id``."""
+        self.leading = asyncio.Event()
+        """Set while this process fires timers and schedules (in a cluster, the leader)."""
+        self.leading.set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -105,6 +113,7 @@ class Engine:
         if self._runner is not None:
             return
         await self.store.open()
+        self.pid = getattr(self.store, "pid", None) or self.pid  # a cluster node's incarnation
         started = asyncio.get_running_loop().create_future()
         self._runner = asyncio.get_running_loop().create_task(
             self._supervise(started), name="dawait-supervisor"
@@ -236,7 +245,43 @@ class Engine:
         if actor is not None:
             actor.root_settled(record)
         for task in settled.resumed:
-            self.resume(task.id)
+            if self.placement(task.id, None):
+                self.resume(task.id)
+
+    def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None:
+        """Another node changed a promise (a cluster store's watch): wake what waits on it,
+        and the timer loop for a new deadline."""
+        if new.state.settled:
+            if old is None or not old.state.settled:
+                self._on_settled(
+                    PromiseSettled(promise=new, outcome=SettleOutcome.SETTLED, resumed=())
+                )
+        elif old is None:
+            self._schedule_timeout(new)
+
+    def schedules_changed(self) -> None:
+        self._schedule_wakeup.set()
+
+    def settled_since(self, records: Callable[[str], PromiseRecord | None]) -> None:
+        """After a cluster store reloaded: wake waiters whose promise settled meanwhile."""
+        for id in list(self._waiters):
+            record = records(id)
+            if record is not None and record.state.settled:
+                self._on_settled(
+                    PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=())
+                )
+        self._timer_wakeup.set()
+        self._schedule_wakeup.set()
+
+    def drop_all(self) -> None:
+        """Stop every invocation in memory without writing (this node lost its lease; the
+        nodes that own them now replay them)."""
+        for actor in list(self._actors.values()):
+            actor.abort()
+        self._queued.clear()
+        self._queued_ids.clear()
+        self._requeue.clear()
+        self._fresh.clear()
 
     # -- invocations -----------------------------------------------------------------------
 
@@ -251,9 +296,16 @@ class Engine:
         them: a new invocation then starts without reading them back from the store.
         """
         self._require_group()
+        function = call[0].name if call else _function_name(request.param.data)
+        here = self.placement(request.id, function)
         created = await self.store.create_invocation(
-            request, pid=self.pid, ttl=None, now=self.clock.now()
+            request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
         )
+        if not here:
+            # Another node runs it (it sees the pending task); wake waiters when it settles.
+            if created.task is not None:
+                self._schedule_timeout(created.promise)
+            return created
         self._started(created, call)
         return created
 
@@ -302,8 +354,14 @@ class Engine:
         try:
             await actor.run()
         except Exception:
-            log.exception("invocation %s failed inside the engine; it resumes on restart", actor.id)
-            self.stats["actor_crashes"] += 1
+            if not self.still_owns(actor.id):
+                log.warning("invocation %s: owned by another node now; dropped here", actor.id)
+                self.stats["dropped"] += 1
+            else:
+                log.exception(
+                    "invocation %s failed inside the engine; it resumes on restart", actor.id
+                )
+                self.stats["actor_crashes"] += 1
         finally:
             self._actors.pop(actor.id, None)
             if actor.id in self._requeue:
@@ -353,7 +411,8 @@ class Engine:
                 after=after, limit=_RECOVER_BATCH
             )
             for task in tasks:
-                self._enqueue(task.id)
+                if self.placement(task.id, None):
+                    self._enqueue(task.id)
             if len(tasks) < _RECOVER_BATCH:
                 return
             after = tasks[-1].id
@@ -381,6 +440,7 @@ class Engine:
 
     async def _fire_due_timers(self) -> None:
         while True:
+            await self.leading.wait()
             self._timer_wakeup.clear()
             expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
             for settled in expired:
@@ -442,6 +502,7 @@ class Engine:
 
     async def _fire_due_schedules(self) -> None:
         while True:
+            await self.leading.wait()
             self._schedule_wakeup.clear()
             now = self.clock.now()
             due = await self.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)

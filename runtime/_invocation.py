@@ -27,6 +27,7 @@ from dawait.errors import PromiseTimeoutError, SerializationError, UnknownFuncti
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_error, encode_json
 from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
+from dawait.runtime._store import ACTING_FOR
 from dawait.runtime._task import TaskState
 
 if TYPE_CHECKING:
@@ -185,6 +186,9 @@ class Invocation:
     # -- the actor -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        # This task's own context: from the acquire on (or at once for a fresh invocation,
+        # created with its claim), its store calls are fenced by this invocation's claim.
+        ACTING_FOR.set(None if self.fresh is None else self.id)
         start = self.fresh or await self._load()
         if start is None:
             return
@@ -203,6 +207,8 @@ class Invocation:
             except _Aborted:
                 return
             except Exception as exc:
+                if not engine.still_owns(self.id):
+                    raise  # another node runs it now: write nothing (the engine drops it)
                 retry += 1
                 delay = self._retry_delay(registered, exc, retry)
                 if delay is None:
@@ -232,7 +238,9 @@ class Invocation:
         if task is None or task.state is TaskState.FULFILLED:
             return None
         held = task.state is TaskState.ACQUIRED and task.pid == engine.pid
-        # This process holds the store's only lock: whoever held the task before is gone.
+        ACTING_FOR.set(self.id)
+        # One process holds the store's only lock: whoever held the task before is gone. In
+        # a cluster the claim decides: the store refuses this acquire while another holds it.
         if not held and not await engine.store.acquire_task(
             self.id, pid=engine.pid, ttl=None, now=engine.clock.now(), force=True
         ):

@@ -28,6 +28,8 @@ class Registered:
     timeout: float | None = None
     """Seconds an invocation of this function may run before it times out; None: no limit."""
     non_retryable: tuple[type[BaseException], ...] = ()
+    group: str = "default"
+    """The function group: cluster nodes run the groups they are started with."""
 
     @property
     def durable(self) -> bool:
@@ -52,6 +54,7 @@ class Registry:
         retry_policy: RetryPolicy | None = None,
         timeout: float | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        group: str = "default",
     ) -> Registered:
         if not callable(fn):
             raise TypeError(f"register: {fn!r} is not a function")
@@ -62,6 +65,10 @@ class Registry:
             raise ValueError(f"register {name}: version must be an int >= 1, got {version!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"register {name}: timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(group, str) or not group or "," in group or "/" in group:
+            raise ValueError(
+                f"register {name}: group {group!r} must be non-empty, without ',' or '/'"
+            )
         versions = self._by_name.setdefault(name, {})
         existing = versions.get(version)
         if existing is not None and existing.fn is not fn:
@@ -77,6 +84,7 @@ class Registry:
             retry_policy=retry_policy,
             timeout=timeout,
             non_retryable=tuple(non_retryable),
+            group=group,
         )
         versions[version] = registered
         self._by_fn[fn] = registered
@@ -113,6 +121,10 @@ class Registry:
 
     def lookup(self, fn: Callable[..., Any]) -> Registered | None:
         return self._by_fn.get(fn)
+
+    def groups(self) -> dict[str, str]:
+        """Each function name -> its group (the newest version's)."""
+        return {name: versions[max(versions)].group for name, versions in self._by_name.items()}
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -9,6 +9,7 @@ the records live.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,7 @@ from dawait.runtime._schedule import ScheduleRecord
 from dawait.runtime._task import TaskRecord
 
 __all__ = [
+    "ACTING_FOR",
     "CreatePromise",
     "InvocationCreated",
     "PromiseCreated",
@@ -35,6 +37,14 @@ __all__ = [
     "SchedulePage",
     "Store",
 ]
+
+
+ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dawait_acting_for", default=None
+)
+"""The invocation whose actor is making the current store calls (set by the actor's task,
+inherited by the tasks it starts). A store shared by several nodes fences those calls: they
+fail once another node owns the invocation. Stores of one process ignore it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,12 +6,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    overload,
+)
 
 from dawait._retry import RetryPolicy
 from dawait._schedules import Schedules
@@ -38,6 +49,9 @@ from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleO
 from dawait.runtime._registry import Registered, Registry
 from dawait.runtime._sqlite_store import SQLiteStore
 from dawait.runtime._store import CreatePromise, InvocationCreated, Store
+
+if TYPE_CHECKING:
+    from dawait.cluster._node import ClusterNode
 
 __all__ = ["Handle", "PromiseInfo", "Promises", "Resonate", "open_store"]
 
@@ -273,9 +287,15 @@ class Resonate:
         max_active: int = 10_000,
         url: str | None = None,
         token: str | None = None,
+        etcd: str | Sequence[str] | None = None,
+        namespace: str = "default",
+        node_id: str | None = None,
+        groups: Sequence[str] | None = None,
     ) -> None:
         """``url`` (and ``token``) make a client of a node's HTTP API instead, which runs
-        nothing itself: ``Resonate(url="http://host:8080", token=...)``."""
+        nothing itself: ``Resonate(url="http://host:8080", token=...)``.
+
+        ``etcd`` (endpoints) makes this process a cluster node: see ``join``."""
         self.store = open_store(store)
         self.clock: Clock = clock or SystemClock()
         self._registry = Registry(Context)
@@ -287,12 +307,62 @@ class Resonate:
         )
         self.promises = Promises(self)
         self.schedules = Schedules(self)
+        self.cluster: ClusterNode | None = None
+        """This process's part in a cluster (after ``join``), else None."""
+        self._groups: tuple[str, ...] | None = None
+        if etcd is not None:
+            self.join(etcd, namespace=namespace, node_id=node_id, groups=groups)
+
+    def join(
+        self,
+        etcd: str | Sequence[str],
+        *,
+        namespace: str = "default",
+        node_id: str | None = None,
+        groups: Sequence[str] | None = None,
+        address: str = "",
+        lease_ttl: int = 5,
+    ) -> None:
+        """Make this app a node of the cluster coordinated by ``etcd`` (before it opens).
+
+        Everything lives in etcd under ``namespace``; this node runs the invocations that
+        place on it among the live nodes serving their function's group (``groups``: every
+        group this app registers, by default), fires timers while it leads, and takes over
+        from nodes that die. ``address`` is where peers reach its HTTP API (``dawait serve``
+        sets it); ``node_id`` defaults to ``{hostname}-{pid}``.
+        """
+        from dawait.cluster._etcd_store import EtcdStore
+        from dawait.cluster._node import ClusterNode
+
+        if self._engine.running:
+            raise RuntimeError("join: the app is open already")
+        node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        if not node_id or "/" in node_id or ":" in node_id:
+            raise ValueError(f"node id {node_id!r}: must be non-empty, without '/' or ':'")
+        if groups is not None:
+            groups = tuple(groups)
+            if not groups or any(not g or "," in g or "/" in g for g in groups):
+                raise ValueError(f"groups {list(groups)!r}: expected one or more group names")
+        self._groups = groups
+        store = EtcdStore(
+            etcd, namespace=namespace, node_id=node_id, address=address, lease_ttl=lease_ttl
+        )
+        self.store = store
+        self._engine.use_store(store)
+        self.cluster = ClusterNode(self._engine, store)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Open the store and resume pending invocations (``async with`` does this)."""
+        if self.cluster is not None:
+            store = self.cluster.store
+            by_function = self._registry.groups()
+            store.groups = self._groups or tuple(sorted(set(by_function.values()) or {"default"}))
+            store.functions = tuple(sorted(f for f, g in by_function.items() if g in store.groups))
         await self._engine.open()
+        if self.cluster is not None:
+            self.cluster.start()
 
     def use_store(self, store: Store | str | None) -> None:
         """Replace the store before the app opens (``dawait serve --store`` does this)."""
@@ -308,6 +378,8 @@ class Resonate:
 
     async def close(self) -> None:
         """Stop running invocations (they resume on the next open) and close the store."""
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self._engine.close()
 
     async def __aenter__(self) -> Self:
@@ -338,6 +410,7 @@ class Resonate:
         retry_policy: RetryPolicy | None = None,
         timeout: float | dt.timedelta | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        group: str = "default",
     ) -> Callable[[F], F]: ...
 
     def register(
@@ -350,12 +423,15 @@ class Resonate:
         retry_policy: RetryPolicy | None = None,
         timeout: float | dt.timedelta | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        group: str = "default",
     ) -> F | Callable[[F], F]:
         """Register a function so invocations can run (and after a restart, resume) it.
 
         ``@app.register`` or ``@app.register(name=, version=, retry_policy=, timeout=,
-        non_retryable=)``. A durable function (first parameter a ``Context``) is retried
-        only when given a ``retry_policy``; a plain one used as a step is retried by default.
+        non_retryable=, group=)``. A durable function (first parameter a ``Context``) is
+        retried only when given a ``retry_policy``; a plain one used as a step is retried by
+        default. In a cluster, invocations of a function run only on nodes serving its
+        ``group`` (``dawait serve --groups``).
         """
         seconds = None if timeout is None else to_seconds(timeout, f"register {name} timeout")
 
@@ -367,6 +443,7 @@ class Resonate:
                 retry_policy=retry_policy,
                 timeout=seconds,
                 non_retryable=non_retryable,
+                group=group,
             )
             return function
 

@@ -28,6 +28,7 @@ __all__ = [
     "InvocationConflictError",
     "NonDeterminismError",
     "NotStartedError",
+    "OwnershipLostError",
     "PromiseAlreadySettledError",
     "PromiseNotFoundError",
     "PromiseTimeoutError",
@@ -97,6 +98,11 @@ class StepError(DawaitError):
 
 class StoreError(DawaitError):
     """The store could not be opened, read or written."""
+
+
+class OwnershipLostError(StoreError):
+    """A cluster node wrote for an invocation another node owns now (its lease ended while
+    it was stalled or cut off): nothing was written, and the node drops that invocation."""
 
 
 class NotStartedError(DawaitError):

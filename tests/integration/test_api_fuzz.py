@@ -73,6 +73,7 @@ DOCUMENTED = [
     ("GET", "/schedules"),
     ("GET", "/schedules/{id}"),
     ("DELETE", "/schedules/{id}"),
+    ("GET", "/nodes"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -1,0 +1,225 @@
+"""A cluster node: an app's engine on an ``EtcdStore`` shared with other nodes.
+
+The store does the coordination in etcd (membership record and claims under this node's
+lease, fencing of every actor's writes by its claim); this class decides what runs where:
+
+* **Placement.** An invocation runs on the live node, among those serving its function's
+  group, with the highest rendezvous score for its root id (``placement``). Every node
+  computes the same answer from its replica of the membership records; when views differ
+  for a moment, the claim decides (only one node can hold it).
+* **Takeover.** A node whose lease ends loses its membership record and its claims at once.
+  The other nodes see that through the store's watch and take over the invocations that
+  were acquired without a claim now, or are pending, and that place on them: their actors
+  replay from the store.
+* **Leader.** One node holds the leader key (under its lease) and fires timers, promise
+  timeouts and schedules; the others campaign whenever the key is gone.
+* **Notification.** A settled promise reaches an invocation on another node through the
+  watch (its task becomes pending, or its waiter wakes); nothing is sent node to node, and a
+  restarted node reads the same from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from dawait.cluster._etcd import EtcdError
+from dawait.cluster._etcd_store import EtcdStore, Member, cancel_task
+from dawait.runtime._promise import PromiseRecord
+from dawait.runtime._task import TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from dawait.runtime._engine import Engine
+
+__all__ = ["ClusterNode", "rendezvous"]
+
+log = logging.getLogger("dawait.cluster")
+
+
+def root_of(id: str) -> str:
+    """The root invocation's id (call ids extend their parent's with ':')."""
+    return id.partition(":")[0]
+
+
+def rendezvous(key: str, members: list[Member]) -> Member | None:
+    """The member with the highest score for ``key`` (highest random weight hashing): when a
+    member leaves only its keys move, each to the next-highest member."""
+
+    def score(member: Member) -> bytes:
+        return hashlib.blake2b(f"{key}\0{member.node_id}".encode(), digest_size=8).digest()
+
+    return max(members, key=score, default=None)
+
+
+class ClusterNode:
+    """Joins ``engine`` to the cluster its ``store`` (in cluster mode) coordinates."""
+
+    def __init__(self, engine: Engine, store: EtcdStore) -> None:
+        if store.node_id is None:
+            raise ValueError(f"{store!r} has no node id: it is not a cluster node's store")
+        self.engine = engine
+        self.store = store
+        self.node_id = store.node_id
+        store.listener = self
+        engine.placement = self.placement
+        engine.still_owns = self.owns
+        engine.leading.clear()
+        self._scan_soon: asyncio.Handle | None = None
+        self._view_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle (after the engine opened the store) -------------------------------------
+
+    def start(self) -> None:
+        self._spawn(self._lead(), "dawait-leader")
+        self._scan()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            await cancel_task(task)
+        self.engine.leading.clear()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def members(self) -> list[Member]:
+        return sorted(self.store.view.members.values(), key=lambda m: m.node_id)
+
+    @property
+    def leader(self) -> str | None:
+        return self.store.view.leader
+
+    def owner(self, id: str, function: str | None = None) -> Member | None:
+        """The node invocation ``id`` places on now (None: no live node serves it)."""
+        if function is None:
+            function = self._function(id)
+            if function is None:
+                return None
+        serving = [m for m in self.store.view.members.values() if function in m.functions]
+        return rendezvous(root_of(id), serving)
+
+    def placement(self, id: str, function: str | None) -> bool:
+        owner = self.owner(id, function)
+        return owner is not None and owner.node_id == self.node_id
+
+    def owns(self, id: str) -> bool:
+        """Whether this node may still write for invocation ``id``."""
+        return self.store.pid is not None and self.store.view.claims.get(id) == self.store.pid
+
+    def claim_holder(self, id: str) -> Member | None:
+        """The node running invocation ``id`` now, if any."""
+        pid = self.store.view.claims.get(id)
+        if pid is None:
+            return None
+        return self.store.view.members.get(pid.partition(":")[0])
+
+    def _function(self, id: str) -> str | None:
+        record = self.store.replica.promises.get(id)
+        if record is None or not record.param.data:
+            return None
+        try:
+            func = json.loads(record.param.data).get("func")
+        except (ValueError, AttributeError):
+            return None
+        return func if isinstance(func, str) else None
+
+    # -- what runs here ----------------------------------------------------------------------
+
+    def _consider(self, task: TaskRecord) -> None:
+        """Run ``task`` here if it needs a runner and places here."""
+        orphaned = task.state is TaskState.ACQUIRED and task.id not in self.store.view.claims
+        if (task.state is TaskState.PENDING or orphaned) and self.placement(task.id, None):
+            self.engine.resume(task.id)
+
+    def _scan(self) -> None:
+        """Look at every task (membership changed: some may place here now)."""
+        self._scan_soon = None
+        if not self.engine.running:
+            return
+        for task in list(self.store.replica.tasks.values()):
+            self._consider(task)
+
+    def _scan_later(self) -> None:
+        # Membership changes come in bursts (a node's record and its claims go together).
+        if self._scan_soon is None:
+            self._scan_soon = asyncio.get_running_loop().call_later(0.05, self._scan)
+
+    # -- the store's watch (Listener) --------------------------------------------------------
+
+    def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None:
+        self.engine.promise_changed(old, new)
+
+    def task_changed(self, task: TaskRecord) -> None:
+        if task.state is TaskState.PENDING and self.engine.running:
+            self._consider(task)
+
+    def schedules_changed(self) -> None:
+        self.engine.schedules_changed()
+
+    def members_changed(self) -> None:
+        self._view_changed.set()
+        self._scan_later()
+
+    def claim_released(self, task_id: str) -> None:
+        task = self.store.replica.tasks.get(task_id)
+        if task is not None and self.engine.running:
+            self._consider(task)
+
+    def reloaded(self) -> None:
+        self._view_changed.set()
+        self.engine.settled_since(self.store.replica.promises.get)
+        self._scan_later()
+
+    def lease_lost(self) -> None:
+        self.engine.leading.clear()
+        self.engine.drop_all()
+        self._spawn(self._rejoin(), "dawait-rejoin")
+
+    async def _rejoin(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.store.rejoin()
+            except EtcdError as exc:
+                log.warning("node %s: cannot rejoin yet: %s", self.node_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            break
+        self.engine.pid = self.store.pid or self.engine.pid
+        log.warning("node %s rejoined as %s", self.node_id, self.store.pid)
+        self._view_changed.set()
+        self._scan()
+
+    # -- leader -------------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """Campaign whenever there is no leader; fire timers while leading."""
+        while True:
+            self._view_changed.clear()
+            if self.store.view.leader is None and self.store.member is not None:
+                try:
+                    if await self.store.campaign():
+                        self.store.view.leader = self.node_id
+                        log.info("node %s leads", self.node_id)
+                except EtcdError as exc:
+                    log.warning("node %s: cannot campaign: %s", self.node_id, exc)
+            leading = self.store.view.leader == self.node_id and self.store.member is not None
+            if leading:
+                self.engine.leading.set()
+            else:
+                self.engine.leading.clear()
+            # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (see cancel_task).
+            changed = asyncio.ensure_future(self._view_changed.wait())
+            try:
+                await asyncio.wait({changed}, timeout=self.store.lease_ttl / 3)
+            finally:
+                changed.cancel()
