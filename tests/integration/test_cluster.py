@@ -222,3 +222,28 @@ async def test_a_node_stopped_with_sigterm_hands_over_at_once(
         expected = {f"t{i}/{s}" for i in range(40) for s in (0, 1)}
         expected |= {f"t{i}/helper/9" for i in range(40) if (i * 7 + 1) % 5 == 0}
         assert set(ran) == expected
+
+
+async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    """SIGSTOP a node past its lease TTL: the other takes its invocations over and finishes
+    them. After SIGCONT the stalled node finds its lease gone, drops what it ran (its writes
+    are refused: the claims are the other node's), rejoins, and every result is right."""
+    async with _start_cluster(Nodes(tmp_path), etcd, ["default,helpers"] * 2) as cluster:
+        await _live_nodes(cluster.clients[0], 2)
+        for i in range(30):
+            await cluster.clients[i % 2].start(f"s{i}", "mixed", [i * 7 + 1, 1.0], {})
+        stalled = cluster.members[1]
+        stalled.process.send_signal(signal.SIGSTOP)
+        try:
+            survivor = cluster.clients[0]
+            for i in range(30):
+                assert await _outcome(survivor, f"s{i}", within=20) == mixed_result(i * 7 + 1)
+        finally:
+            stalled.process.send_signal(signal.SIGCONT)
+        await _live_nodes(survivor, 2)  # it rejoined, under a new lease
+        for i in range(30):  # and nothing it held on to changed an outcome
+            assert await _outcome(cluster.clients[1], f"s{i}", within=5) == mixed_result(i * 7 + 1)
+        assert stalled.process.poll() is None, stalled.report("exited after SIGCONT")
+        assert "rejoined" in stalled.stderr()
