@@ -13,6 +13,7 @@ from dawait.errors import (
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleNotFoundError,
+    StoreError,
 )
 from dawait.runtime._codec import encode_json
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
@@ -50,6 +51,9 @@ class NodeBackend:
         kwargs: dict[str, Any],
         version: int | None,
     ) -> tuple[PromiseRecord, bool]:
+        problem = self._store_problem()
+        if problem is not None:
+            raise StoreError(f"this node takes no new work now: {problem}")
         created = await self.app._start_invocation(id, function, args, kwargs, version=version)
         return created.promise, created.created
 
@@ -184,10 +188,17 @@ class NodeBackend:
             return False
         return True
 
+    def _store_problem(self) -> str | None:
+        problem = getattr(self._engine.store, "problem", None)
+        return None if problem is None else problem()
+
     async def readiness(self) -> str | None:
         """None when the node can take work, else what is wrong."""
         if not self._engine.running:
             return "the engine is not running"
+        problem = self._store_problem()
+        if problem is not None:
+            return problem
         try:
             await asyncio.wait_for(self._engine.store.get_promise("dawait-readiness-probe"), 5)
         except Exception as exc:  # any failure to reach the store means not ready

@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertise", help="the URL peers reach this node at")
     serve.add_argument("--groups", help="function groups this node runs (default: all)")
     serve.add_argument("--lease-ttl", type=int, help="seconds before a silent node is dead")
+    serve.add_argument("--cluster-token", help="token for peers' forwarded requests")
 
     sub.add_parser("nodes", parents=[common], help="list the cluster's live nodes")
 
@@ -165,6 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
             "advertise": args.advertise,
             "groups": args.groups,
             "lease_ttl": args.lease_ttl,
+            "cluster_token": args.cluster_token,
         }.items()
         if value is not None
     }

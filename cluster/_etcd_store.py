@@ -558,6 +558,8 @@ class EtcdStore(TablesStore):
         """etcd transactions sent (operations per transaction shows the batching)."""
         self.lost_replies = 0
         """Transactions sent whose reply never came (each settled by the marker)."""
+        self._unreachable: tuple[float, str] | None = None
+        """Since when (monotonic) and why etcd has not answered; None while it does."""
 
     def __repr__(self) -> str:
         return f"EtcdStore({self.etcd!r}, namespace={self.namespace!r})"
@@ -665,7 +667,10 @@ class EtcdStore(TablesStore):
                 left = await self.etcd.keep_alive(self._lease)
             except EtcdError as exc:
                 log.warning("%r: %s", self, exc)
+                self._failed(exc)
                 left = -1
+            else:
+                self._unreachable = None
             now = _CLOCK.monotonic()
             if left > 0:
                 last = now
@@ -685,6 +690,19 @@ class EtcdStore(TablesStore):
                 self._lose_lock("its membership record expired")
                 return True
         return False
+
+    def _failed(self, error: EtcdError) -> None:
+        if self._unreachable is None:
+            self._unreachable = (_CLOCK.monotonic(), str(error))
+
+    def problem(self) -> str | None:
+        """Why this store cannot take work now (etcd unreachable, lease lost), or None."""
+        if self._unreachable is not None:
+            since, error = self._unreachable
+            return f"etcd unreachable for {_CLOCK.monotonic() - since:.0f} s ({error})"
+        if self._broken is not None:
+            return str(self._broken)
+        return None
 
     def _lose_lock(self, why: str) -> None:
         if self._broken is not None:
@@ -787,7 +805,9 @@ class EtcdStore(TablesStore):
                 await self._reload()
             except EtcdError as exc:
                 log.warning("%r: cannot reload: %s", self, exc)
+                self._failed(exc)
             else:
+                self._unreachable = None
                 return
             finally:
                 self._committing = False
@@ -890,7 +910,9 @@ class EtcdStore(TablesStore):
             self.transactions += 1
             try:
                 succeeded, revision = await self.etcd.commit(compares, writes)
+                self._unreachable = None
             except EtcdError as exc:
+                self._failed(exc)
                 if _CLOCK.monotonic() > deadline:
                     fail(batch.done, StoreError(f"{self!r}: {exc}"))
                     return

@@ -19,6 +19,7 @@ from aiohttp import web
 from dawait._schedules import ScheduleInfo
 from dawait.cluster import _api_models as m
 from dawait.cluster._backend import NodeBackend
+from dawait.cluster._forward import FORWARDED, NODE, Forwarder
 from dawait.cluster._metrics import NodeMetrics
 from dawait.cluster._openapi import Route, openapi_document
 from dawait.cluster._views import invocation_view, promise_view, result_view, tree
@@ -117,9 +118,15 @@ class NodeApi:
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         metrics: NodeMetrics | None = None,
+        cluster_token: str | None = None,
     ) -> None:
         self.backend = backend
         self.token = token
+        self.cluster_token = cluster_token
+        """What peers authenticate forwarded requests with (the API token if None)."""
+        cluster = backend.app.cluster
+        self.node_id = None if cluster is None else cluster.node_id
+        self.forwarder = None if cluster is None else Forwarder(cluster_token or token)
         self.max_body = max_body
         self.metrics = metrics or NodeMetrics(backend)
         self.routes = self._routes()
@@ -169,11 +176,16 @@ class NodeApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.token is not None and request.path not in _OPEN:
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            given = request.headers.get("Authorization", "").encode()
+            accepted = [t for t in (self.token, self.cluster_token) if t is not None]
+            # Every candidate compared, in constant time each.
+            matches = [hmac.compare_digest(given, f"Bearer {t}".encode()) for t in accepted]
+            if not any(matches):
                 raise HttpError(401, "unauthorized", "missing or wrong bearer token")
-        return await handler(request)
+        response = await handler(request)
+        if self.node_id is not None and NODE not in response.headers:
+            response.headers[NODE] = self.node_id
+        return response
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -229,6 +241,13 @@ class NodeApi:
     async def create_invocation(self, request: web.Request) -> web.Response:
         wait = self._query_float(request, "wait", MAX_WAIT_SECONDS) or 0.0
         body: m.CreateInvocation = await self._body(request, m.CreateInvocation)
+        cluster = self.backend.app.cluster
+        if cluster is not None and self.forwarder is not None and FORWARDED not in request.headers:
+            owner = cluster.owner(body.id, body.function)
+            if owner is not None and owner.node_id != cluster.node_id:
+                forwarded = await self.forwarder.forward(request, owner, wait)
+                if forwarded is not None:
+                    return forwarded
         record, created = await self.backend.start(
             body.id, body.function, body.args, body.kwargs, body.version
         )

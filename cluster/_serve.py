@@ -49,6 +49,9 @@ class ServeSettings(BaseSettings):
     advertise: str | None = Field(default=None, description="URL peers reach this node at")
     groups: str | None = Field(default=None, description="comma-separated function groups")
     lease_ttl: int = Field(default=5, ge=1, le=300)
+    cluster_token: SecretStr | None = Field(
+        default=None, description="token peers forward requests with (default: --token)"
+    )
 
     @field_validator("app")
     @classmethod
@@ -111,7 +114,12 @@ async def serve(
     try:
         async with app:
             backend = NodeBackend(app)
-            api = NodeApi(backend, token=token, max_body=settings.max_body)
+            cluster_token = (
+                settings.cluster_token.get_secret_value() if settings.cluster_token else None
+            )
+            api = NodeApi(
+                backend, token=token, max_body=settings.max_body, cluster_token=cluster_token
+            )
             runner = web.AppRunner(
                 api.web_app(), access_log=None, shutdown_timeout=max(settings.grace_period, 0.1)
             )
@@ -128,6 +136,8 @@ async def serve(
             await site.stop()
             await app.quiesce(settings.grace_period)
             await runner.cleanup()
+            if api.forwarder is not None:
+                await api.forwarder.close()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

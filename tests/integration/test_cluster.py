@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from dawait.cluster._client import HttpClient
-from dawait.errors import PromiseNotFoundError
+from dawait.cluster._etcd_store import Member
+from dawait.cluster._node import rendezvous
+from dawait.errors import NotStartedError, PromiseNotFoundError
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.served import TOKEN, Node, Nodes
@@ -128,6 +131,7 @@ async def _resolve_once_created(client: HttpClient, id: str, value: int) -> None
 
 async def test_nodes_lists_three_live_nodes_with_one_leader(cluster: Cluster) -> None:
     for client in cluster.clients:
+        await _live_nodes(client, 3)  # each node's view of the others converges
         listing = await client.nodes()
         assert listing.cluster
         assert [n.node_id for n in listing.items] == ["n0", "n1", "n2"]
@@ -243,7 +247,94 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
         finally:
             stalled.process.send_signal(signal.SIGCONT)
         await _live_nodes(survivor, 2)  # it rejoined, under a new lease
+        deadline = time.monotonic() + 10
+        while (status := await _ready(stalled.url))[0] != 200:
+            assert time.monotonic() < deadline, f"not ready again after rejoining: {status}"
+            await asyncio.sleep(0.1)
         for i in range(30):  # and nothing it held on to changed an outcome
             assert await _outcome(cluster.clients[1], f"s{i}", within=5) == mixed_result(i * 7 + 1)
         assert stalled.process.poll() is None, stalled.report("exited after SIGCONT")
         assert "rejoined" in stalled.stderr()
+
+
+async def test_a_start_sent_to_a_non_owner_is_forwarded_to_the_owner(cluster: Cluster) -> None:
+    await _live_nodes(cluster.clients[0], 3)
+    listing = await cluster.clients[0].nodes()
+    members = [
+        Member(node_id=n.node_id, address=n.address, groups=tuple(n.groups),
+               functions=tuple(n.functions), pid="", started_at=0)
+        for n in listing.items
+    ]  # fmt: skip
+    id = next(f"fw{i}" for i in itertools.count() if rendezvous(f"fw{i}", members).node_id == "n2")
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            cluster.members[0].url + "/invocations?wait=10",
+            json={"id": id, "function": "mixed", "args": [3, 0.0]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert response.status == 201, await response.text()
+        assert response.headers["X-Dawait-Node"] == "n2"
+        assert (await response.json())["state"] == "resolved"
+    pids = {node.pid: node.name for node in cluster.members}
+    ran = [pids[pid] for _kind, key, pid in cluster.nodes.effect_lines() if key.startswith(id)]
+    assert ran == ["n2", "n2"]
+
+
+async def test_one_id_started_through_every_node_at_once_runs_once(cluster: Cluster) -> None:
+    await _live_nodes(cluster.clients[0], 3)
+    starts = await asyncio.gather(
+        *(
+            client.start("same", "mixed", [4, 0.0], {})
+            for client in cluster.clients
+            for _ in range(3)
+        )
+    )
+    assert sum(created for _view, created in starts) == 1
+    for client in cluster.clients:
+        assert await _outcome(client, "same", within=10) == mixed_result(4)
+    ran = collections.Counter(key for _kind, key, _pid in cluster.nodes.effect_lines())
+    assert ran == {"same/0": 1, "same/1": 1}
+
+
+async def _ready(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/readyz") as response:
+        return response.status, await response.text()
+
+
+async def test_etcd_member_loss_and_quorum_loss_under_load(
+    tmp_path: Path, etcd3: EtcdCluster
+) -> None:
+    """A 3-member etcd: one member killed under load loses nothing; with two down (no
+    quorum) the nodes report not ready and refuse new work with 503; once the members are
+    back the cluster recovers by itself and every workflow finishes right."""
+    async with _start_cluster(Nodes(tmp_path), etcd3, ["default,helpers"] * 2) as cluster:
+        await _live_nodes(cluster.clients[0], 2)
+        for i in range(40):
+            await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
+        etcd3.kill(2)
+        for i in range(40, 60):
+            await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
+        for i in range(60):
+            assert await _outcome(cluster.clients[0], f"q{i}", within=20) == mixed_result(i * 7 + 1)
+
+        etcd3.kill(1)  # quorum lost
+        deadline = time.monotonic() + 20
+        while (status := await _ready(cluster.members[0].url))[0] != 503:
+            assert time.monotonic() < deadline, f"still ready without an etcd quorum: {status}"
+            await asyncio.sleep(0.2)
+        assert "etcd" in status[1]
+        with pytest.raises(NotStartedError, match="etcd"):
+            await cluster.clients[0].start("refused", "mixed", [1, 0.0], {})
+
+        etcd3.start(1, wait=False)
+        etcd3.start(2, wait=False)
+        deadline = time.monotonic() + 30
+        for node in cluster.members:
+            while (status := await _ready(node.url))[0] != 200:
+                assert time.monotonic() < deadline, f"{node.name} not ready 30 s on: {status}"
+                await asyncio.sleep(0.2)
+        await _live_nodes(cluster.clients[0], 2)
+        for i in range(60, 70):
+            await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.2], {})
+        for i in range(70):
+            assert await _outcome(cluster.clients[1], f"q{i}", within=20) == mixed_result(i * 7 + 1)

@@ -1,0 +1,77 @@
+"""Forwarding: a start sent to a node that is not the invocation's owner is passed, as it
+came, to the owner over HTTP, so the invocation starts where it runs (at once, without the
+owner reading it back from etcd).
+
+Peers authenticate with the cluster token (``--cluster-token``; the API token when none is
+set) and mark the request ``X-Dawait-Forwarded``, which a node never forwards again. When
+the owner cannot be reached the receiving node stores the invocation pending instead; the
+owner (or, if it died, its successor) runs it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from dawait.cluster._etcd_store import Member
+
+__all__ = ["FORWARDED", "NODE", "Forwarder"]
+
+log = logging.getLogger("dawait.forward")
+
+FORWARDED = "X-Dawait-Forwarded"
+"""Request header: this request was forwarded by a peer (handle it here)."""
+NODE = "X-Dawait-Node"
+"""Response header: the node that handled the request."""
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds to reach the owner before storing the invocation pending instead."""
+
+
+class Forwarder:
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward(
+        self, request: web.Request, owner: Member, wait: float
+    ) -> web.Response | None:
+        """The owner's response to ``request``, or None if the owner cannot be reached."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {FORWARDED: "1", "Content-Type": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        timeout = aiohttp.ClientTimeout(total=wait + 10, sock_connect=CONNECT_TIMEOUT)
+        try:
+            async with self._session.request(
+                request.method,
+                owner.address + request.rel_url.path_qs,
+                data=await request.read(),
+                headers=headers,
+                timeout=timeout,
+            ) as response:
+                body = await response.read()
+                if response.status in (401, 502, 503):
+                    log.warning(
+                        "%s answered %s to a forwarded start: %s",
+                        owner.node_id,
+                        response.status,
+                        body[:200],
+                    )
+                    return None
+                forwarded = web.Response(
+                    body=body, status=response.status, content_type="application/json"
+                )
+                forwarded.headers[NODE] = response.headers.get(NODE, owner.node_id)
+                return forwarded
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("cannot forward to %s at %s: %r", owner.node_id, owner.address, exc)
+            return None
