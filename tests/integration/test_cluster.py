@@ -20,7 +20,7 @@ import pytest
 from dawait.cluster._client import HttpClient
 from dawait.cluster._etcd_store import Member
 from dawait.cluster._node import rendezvous
-from dawait.errors import NotStartedError, PromiseNotFoundError
+from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.served import TOKEN, Node, Nodes
@@ -338,3 +338,59 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
             await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.2], {})
         for i in range(70):
             assert await _outcome(cluster.clients[1], f"q{i}", within=20) == mixed_result(i * 7 + 1)
+
+
+async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: EtcdCluster) -> None:
+    """SIGTERM each of three nodes in turn and start it again (same id and port) while
+    workflows keep being started: every workflow finishes with the right result."""
+    namespace = f"rolling{next(_namespaces)}-{os.getpid()}"
+    nodes = Nodes(tmp_path)
+    ports = free_ports(3)
+    args = [
+        _serve_args(etcd, namespace, f"n{k}", port, "default,helpers")
+        for k, port in enumerate(ports)
+    ]
+    up = [nodes.start(f"n{k}", *args[k]) for k in range(3)]
+    urls = [node.url for node in up]
+    started: list[int] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        clients = [HttpClient(url, token=TOKEN) for url in urls]
+        for client in clients:
+            await client.open()
+        try:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                for attempt in range(30):  # a node may be stopping: try the next one
+                    try:
+                        await clients[(i + attempt) % 3].start(
+                            f"r{i}", "mixed", [i * 7 + 1, 0.3], {}
+                        )
+                        break
+                    except DawaitError:
+                        await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"no node took r{i}")
+                started.append(i)
+                await asyncio.sleep(0.02)
+        finally:
+            for client in clients:
+                await client.close()
+
+    try:
+        loader = asyncio.create_task(load())
+        for k in range(3):
+            await asyncio.sleep(0.7)
+            await up[k].stop()  # SIGTERM: exits 0 within its grace period
+            up[k] = nodes.start(f"n{k}-again", *args[k])
+        await asyncio.sleep(0.5)
+        stop.set()
+        await loader
+        assert len(started) > 50
+        async with HttpClient(urls[0], token=TOKEN) as client:
+            for i in started:
+                assert await _outcome(client, f"r{i}", within=20) == mixed_result(i * 7 + 1)
+    finally:
+        nodes.kill_all()
