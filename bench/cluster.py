@@ -1,18 +1,23 @@
-"""Cluster throughput: 1 node vs 3 nodes (``dawait serve --etcd``) against one local etcd
-member, ``--workflows`` workflows of 3 steps (bench/http_app.py) started through the HTTP
-API, spread over the nodes, then awaited. Prints aggregate steps/s for each and the ratio.
+"""Cluster benchmarks against one local etcd member (``--unsafe-no-fsync``, tests/etcd.py),
+nodes being ``dawait serve --etcd`` processes on 127.0.0.1:
 
-    .venv/bin/python bench/cluster.py [--workflows 2000] [--concurrency 64]
+* throughput: 1 node vs 3 nodes, ``--workflows`` workflows of 3 steps (bench/http_app.py)
+  started through the HTTP API round-robin over the nodes and awaited: aggregate steps/s;
+* failover: 2 nodes (lease TTL ``--ttl``); a workflow of steps runs on one, which is
+  SIGKILLed; the time from the kill to the first step of that workflow run by the other
+  node (p50 and max over ``--trials``); and the time from SIGKILL of the leader to another
+  node leading.
 
-etcd runs with ``--unsafe-no-fsync`` (tests/etcd.py), so the figures are the cluster's own
-cost, not the disk's. Failover timing is not measured here yet.
+    .venv/bin/python bench/cluster.py [--workflows 2000] [--concurrency 64] [--trials 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 from dawait.cluster._client import HttpClient  # noqa: E402
+from dawait.cluster._etcd_store import Member  # noqa: E402
+from dawait.cluster._node import rendezvous  # noqa: E402
 from tests.etcd import EtcdCluster, free_ports  # noqa: E402
 from tests.integration.served import Nodes  # noqa: E402
 
@@ -80,18 +87,112 @@ async def run(nodes: int, workflows: int, concurrency: int, etcd: EtcdCluster, d
                 node.process.kill()
 
 
+async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
+    namespace = f"failover-{os.getpid()}"
+    os.makedirs(dir, exist_ok=True)
+    spawner = Nodes(dir)
+    ports = free_ports(2)
+    args = [
+        ["--app", "bench.http_app:app", "--etcd", ",".join(etcd.endpoints), "--namespace",
+         namespace, "--node-id", f"n{k}", "--port", str(port), "--lease-ttl", str(ttl)]
+        for k, port in enumerate(ports)
+    ]  # fmt: skip
+    up = [spawner.start(f"n{k}", *args[k]) for k in range(2)]
+    client = HttpClient(up[0].url)
+    await client.open()
+    takeovers: list[float] = []
+    leader_takeovers: list[float] = []
+    try:
+        for trial in range(trials):
+            while len((await client.nodes()).items) < 2:
+                await asyncio.sleep(0.05)
+            listing = await client.nodes()
+            leader = next(n.node_id for n in listing.items if n.leader)
+            victim_k = 1 if trial % 2 == 0 else 0  # alternate; client talks to the other
+            victim = up[victim_k]
+            survivor = HttpClient(up[1 - victim_k].url)
+            await survivor.open()
+            path = dir / f"ticks-{trial}.log"
+            members = [
+                Member(node_id=n.node_id, address=n.address, groups=tuple(n.groups),
+                       functions=tuple(n.functions), pid="", started_at=0)
+                for n in listing.items
+            ]  # fmt: skip
+            id = next(
+                f"ticker-{trial}-{i}"
+                for i in itertools.count()
+                if getattr(rendezvous(f"ticker-{trial}-{i}", members), "node_id", "")
+                == f"n{victim_k}"
+            )
+            async with HttpClient(victim.url) as direct:
+                await direct.start(id, "ticker", [str(path), 100_000], {})
+            while _lines(path, victim.pid) < 3:
+                await asyncio.sleep(0.02)
+            killed_at = time.time()
+            victim.process.kill()
+            victim.process.wait()
+            while not (later := [t for pid, t in _ticks(path) if pid != victim.pid]):
+                await asyncio.sleep(0.02)
+            takeovers.append(later[0] - killed_at)
+            if leader == f"n{victim_k}":
+                while not any(n.leader for n in (await survivor.nodes()).items):
+                    await asyncio.sleep(0.02)
+                leader_takeovers.append(time.time() - killed_at)
+            await survivor.cancel(id)
+            await survivor.close()
+            up[victim_k] = spawner.start(f"n{victim_k}-{trial}", *args[victim_k])
+            if victim_k == 0:
+                await client.close()
+                client = HttpClient(up[0].url)
+                await client.open()
+    finally:
+        await client.close()
+        for node in up:
+            node.process.kill()
+            node.process.wait()
+    takeovers.sort()
+    print(
+        f"failover (TTL {ttl} s, {len(takeovers)} trials): SIGKILL -> first step elsewhere "
+        f"p50 {statistics.median(takeovers):.2f} s, max {takeovers[-1]:.2f} s"
+    )
+    if leader_takeovers:
+        print(
+            f"leader failover ({len(leader_takeovers)} trials): SIGKILL -> new leader "
+            f"p50 {statistics.median(leader_takeovers):.2f} s, max {max(leader_takeovers):.2f} s"
+        )
+
+
+def _ticks(path: Path) -> list[tuple[int, float]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = [line.split() for line in text.splitlines()]
+    return [(int(row[0]), float(row[1])) for row in rows if len(row) == 3]
+
+
+def _lines(path: Path, pid: int) -> int:
+    return sum(1 for p, _t in _ticks(path) if p == pid)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--ttl", type=int, default=5)
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dir = Path(tmp)
         with EtcdCluster(dir / "etcd", size=1) as etcd:
-            one = await run(1, args.workflows, args.concurrency, etcd, dir / "one")
-            print(f"1 node : {one:8.0f} steps/s")
-            three = await run(3, args.workflows, args.concurrency, etcd, dir / "three")
-            print(f"3 nodes: {three:8.0f} steps/s  ({three / one:.2f}x one node)")
+            if not args.skip_throughput:
+                one = await run(1, args.workflows, args.concurrency, etcd, dir / "one")
+                print(f"1 node : {one:8.0f} steps/s")
+                three = await run(3, args.workflows, args.concurrency, etcd, dir / "three")
+                print(f"3 nodes: {three:8.0f} steps/s  ({three / one:.2f}x one node)")
+            if args.trials:
+                await failover(etcd, dir / "failover", args.trials, args.ttl)
 
 
 if __name__ == "__main__":
