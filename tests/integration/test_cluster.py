@@ -23,7 +23,7 @@ from dawait.cluster._node import rendezvous
 from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
-from tests.integration.served import TOKEN, Node, Nodes
+from tests.integration.served import TOKEN, Node, Nodes, dawait
 
 APP = "tests.integration.cluster_app:app"
 TTL = 2
@@ -394,3 +394,14 @@ async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: Et
                 assert await _outcome(client, f"r{i}", within=20) == mixed_result(i * 7 + 1)
     finally:
         nodes.kill_all()
+
+
+async def test_dawait_nodes_lists_the_cluster(cluster: Cluster) -> None:
+    await _live_nodes(cluster.clients[0], 3)
+    ran = await dawait("nodes", "--url", cluster.members[2].url, "--token", TOKEN)
+    assert ran.code == 0, ran
+    header, *rows = ran.lines
+    assert header.split() == ["NODE", "ADDRESS", "GROUPS", "LEADER"]
+    assert [row.split()[0] for row in rows] == ["n0", "n1", "n2"]
+    assert sum(row.split()[-1] == "yes" for row in rows) == 1
+    assert rows[2].split()[1:3] == [cluster.members[2].url, "default"]

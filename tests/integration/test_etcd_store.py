@@ -339,3 +339,44 @@ async def test_a_node_that_lost_its_claim_cannot_write_for_that_invocation(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[str]) -> None:
+    """``Resonate(etcd=...)``: two apps in one process are two nodes; invocations started
+    through one run on both, and only the leader fires the durable sleeps' timers."""
+    namespace = f"joined-{os.getpid()}"
+    ran: dict[str, int] = {"a": 0, "b": 0}
+
+    def make(node: str) -> Resonate:
+        app = Resonate(etcd=endpoints, namespace=namespace, node_id=node)
+
+        @app.register(name="bump")
+        def bump(x: int) -> int:
+            ran[node] += 1
+            return x + 1
+
+        @app.register(name="flow")
+        async def flow(ctx: Context, x: int) -> int:
+            y = await ctx.run(bump, x)
+            await ctx.sleep(0.05)
+            return await ctx.run(bump, y)
+
+        return app
+
+    a, b = make("a"), make("b")
+    async with a, b:
+        assert a.cluster is not None
+        cluster = a.cluster
+
+        async def both_members() -> bool:
+            return [m.node_id for m in cluster.members] == ["a", "b"] and cluster.leader is not None
+
+        await eventually(both_members, "a to see both nodes and a leader")
+        handles = [await a.start(f"j{i}", "flow", i) for i in range(20)]
+        assert [await h.result() for h in handles] == [i + 2 for i in range(20)]
+    assert ran["a"] > 0
+    assert ran["b"] > 0
+    assert sum(ran.values()) == 40
+    fired = {"a": a._engine.stats["timeouts_fired"], "b": b._engine.stats["timeouts_fired"]}
+    assert sorted(fired.values())[0] == 0, fired
+    assert sum(fired.values()) == 20
