@@ -38,19 +38,6 @@ class Cluster:
     members: list[Node]
     clients: list[HttpClient]
 
-    def client_of(self, node: Node) -> HttpClient:
-        return self.clients[self.members.index(node)]
-
-
-def _serve_args(
-    etcd: EtcdCluster, namespace: str, node_id: str, port: int, groups: str, ttl: int = TTL
-) -> list[str]:
-    return [
-        "--app", APP, "--etcd", ",".join(etcd.endpoints), "--namespace", namespace,
-        "--node-id", node_id, "--port", str(port), "--lease-ttl", str(ttl),
-        "--groups", groups, "--token", TOKEN, "--grace-period", "3",
-    ]  # fmt: skip
-
 
 def _serve_args(
     etcd: EtcdCluster, namespace: str, node_id: str, port: int, groups: str, ttl: int = TTL
