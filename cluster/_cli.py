@@ -19,7 +19,7 @@ import pydantic
 
 from dawait.cluster import _api_models as m
 from dawait.cluster._client import ApiError, HttpClient
-from dawait.errors import DawaitError
+from dawait.errors import DawaitError, StoreError
 from dawait.runtime._codec import validation_summary
 
 __all__ = ["main"]
@@ -176,7 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
         for error in exc.errors(include_url=False):
             field = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            print(f"dawait serve: {field}: {message}", file=sys.stderr)
+            print(f"dawait serve: {field + ': ' if field else ''}{message}", file=sys.stderr)
         return USAGE
     try:
         app = load_app(settings.app)
@@ -187,7 +187,13 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(address: str) -> None:
         print(f"dawait node listening on {address}", flush=True)
 
-    asyncio.run(serve(settings, app=app, on_ready=ready))
+    try:
+        asyncio.run(serve(settings, app=app, on_ready=ready))
+    except StoreError as exc:
+        # The store or cluster cannot be opened (etcd unreachable, the file locked, a node
+        # id in use): say so plainly; a supervisor restarts the node with backoff.
+        print(f"dawait serve: {exc}", file=sys.stderr)
+        return FAILED
     return OK
 
 

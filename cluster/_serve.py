@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dawait import Resonate
@@ -52,6 +52,12 @@ class ServeSettings(BaseSettings):
     cluster_token: SecretStr | None = Field(
         default=None, description="token peers forward requests with (default: --token)"
     )
+
+    @model_validator(mode="after")
+    def _reachable_by_peers(self) -> ServeSettings:
+        if self.etcd and self.port == 0 and not self.advertise:
+            raise ValueError("a cluster node (--etcd) needs --port (not 0) or --advertise")
+        return self
 
     @field_validator("app")
     @classmethod
@@ -93,8 +99,6 @@ async def serve(
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     app = app or load_app(settings.app)
     if settings.etcd:
-        if settings.port == 0 and not settings.advertise:
-            raise ValueError("a cluster node needs --port (not 0) or --advertise")
         app.join(
             settings.etcd,
             namespace=settings.namespace,

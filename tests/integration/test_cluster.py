@@ -392,3 +392,31 @@ async def test_dawait_nodes_lists_the_cluster(cluster: Cluster) -> None:
     assert [row.split()[0] for row in rows] == ["n0", "n1", "n2"]
     assert sum(row.split()[-1] == "yes" for row in rows) == 1
     assert rows[2].split()[1:3] == [cluster.members[2].url, "default"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--port", "0"], 2, "needs --port (not 0) or --advertise"),
+        (["--node-id", "a/b"], 2, "node_id"),
+        (["--lease-ttl", "0"], 2, "lease_ttl"),
+    ],
+)
+async def test_serve_refuses_bad_cluster_settings(
+    extra: list[str], code: int, message: str
+) -> None:
+    ran = await dawait("serve", "--app", APP, "--etcd", "127.0.0.1:2379", *extra)
+    assert ran.code == code, ran
+    assert message in ran.err
+    assert "Traceback" not in ran.err
+
+
+async def test_serve_says_so_when_etcd_cannot_be_reached() -> None:
+    [closed] = free_ports(1)
+    ran = await dawait(
+        "serve", "--app", APP, "--etcd", f"127.0.0.1:{closed}", "--port", str(free_ports(1)[0])
+    )
+    assert ran.code == 1, ran
+    assert f"127.0.0.1:{closed}" in ran.err
+    assert "UNAVAILABLE" in ran.err
+    assert "Traceback" not in ran.err
