@@ -29,15 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 from dawait.cluster._client import HttpClient  # noqa: E402
-from dawait.cluster._etcd_store import Member  # noqa: E402
-from dawait.cluster._node import rendezvous  # noqa: E402
+from dawait.cluster._placement import rendezvous  # noqa: E402
 from tests.etcd import EtcdCluster, free_ports  # noqa: E402
 from tests.integration.served import Nodes  # noqa: E402
 
 STEPS = 3
 
 
-async def run(nodes: int, workflows: int, concurrency: int, etcd: EtcdCluster, dir: Path) -> float:
+async def run(
+    nodes: int, workflows: int, concurrency: int, etcd: EtcdCluster, dir: Path, route: bool
+) -> float:
     namespace = f"bench-{dir.name}-{os.getpid()}"  # fresh ids every run
     os.makedirs(dir, exist_ok=True)
     spawner = Nodes(dir)
@@ -51,7 +52,7 @@ async def run(nodes: int, workflows: int, concurrency: int, etcd: EtcdCluster, d
     try:
         for node in members:
             spawner.wait_listening(node)
-        clients = [HttpClient(node.url) for node in members]
+        clients = [HttpClient(node.url, route=route) for node in members]
         for client in clients:
             await client.open()
         while len((await clients[0].nodes()).items) < nodes:
@@ -113,16 +114,11 @@ async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
             survivor = HttpClient(up[1 - victim_k].url)
             await survivor.open()
             path = dir / f"ticks-{trial}.log"
-            members = [
-                Member(node_id=n.node_id, address=n.address, groups=tuple(n.groups),
-                       functions=tuple(n.functions), pid="", started_at=0)
-                for n in listing.items
-            ]  # fmt: skip
+            members = [n.node_id for n in listing.items]
             id = next(
                 f"ticker-{trial}-{i}"
                 for i in itertools.count()
-                if getattr(rendezvous(f"ticker-{trial}-{i}", members), "node_id", "")
-                == f"n{victim_k}"
+                if rendezvous(f"ticker-{trial}-{i}", members) == f"n{victim_k}"
             )
             async with HttpClient(victim.url) as direct:
                 await direct.start(id, "ticker", [str(path), 100_000], {})
@@ -192,21 +188,24 @@ async def main() -> None:
         dir = Path(tmp)
         with EtcdCluster(dir / "etcd", size=1) as etcd:
             if not args.skip_throughput:
-                # Alternated, so that drift in the machine's speed hits both alike.
-                runs: dict[int, list[float]] = {1: [], 3: []}
+                # Alternated, so that drift in the machine's speed hits all alike.
+                setups = {"1 node": (1, False), "3 nodes, starts through any node": (3, False),
+                          "3 nodes, placement-aware client": (3, True)}  # fmt: skip
+                runs: dict[str, list[float]] = {name: [] for name in setups}
                 for r in range(args.repeat):
-                    for size in (1, 3):
-                        where = dir / f"{size}-{r}"
-                        runs[size].append(
-                            await run(size, args.workflows, args.concurrency, etcd, where)
+                    for name, (size, route) in setups.items():
+                        where = dir / f"{size}-{route}-{r}"
+                        runs[name].append(
+                            await run(size, args.workflows, args.concurrency, etcd, where, route)
                         )
-                one, three = (statistics.median(runs[size]) for size in (1, 3))
                 print(f"{args.concurrency} concurrent clients, median of {args.repeat} runs")
-                print(f"1 node : {one:8.0f} steps/s  (runs: {_figures(runs[1])})")
-                print(
-                    f"3 nodes: {three:8.0f} steps/s  ({three / one:.2f}x one node; "
-                    f"runs: {_figures(runs[3])})"
-                )
+                one = statistics.median(runs["1 node"])
+                for name, figures in runs.items():
+                    median = statistics.median(figures)
+                    print(
+                        f"{name:34} {median:6.0f} steps/s  ({median / one:.2f}x one node; "
+                        f"runs: {_figures(figures)})"
+                    )
             if args.trials:
                 await failover(etcd, dir / "failover", args.trials, args.ttl)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -10,6 +11,7 @@ import aiohttp
 import pydantic
 
 from dawait.cluster import _api_models as m
+from dawait.cluster._placement import rendezvous, root_of
 from dawait.errors import (
     DawaitError,
     InvocationConflictError,
@@ -47,16 +49,31 @@ _ERRORS: dict[str, type[DawaitError]] = {
 }
 
 
-class HttpClient:
-    """One node's HTTP API. Use as ``async with HttpClient(url) as client:``."""
+ROUTES_FOR = 5.0
+"""Seconds a placement-aware client uses the node list it read before reading it again."""
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 330.0) -> None:
+
+class HttpClient:
+    """One node's HTTP API. Use as ``async with HttpClient(url) as client:``.
+
+    ``route=True`` (for a cluster): starts go straight to the node each invocation places
+    on, computed from ``GET /nodes`` as the nodes do, instead of through ``url``'s node,
+    which would forward them (one hop less). Anything else, and any start whose owner
+    cannot be reached, goes to ``url``.
+    """
+
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout: float = 330.0, route: bool = False
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url {url!r} must start with http:// or https://")
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.route = route
+        self._nodes: list[m.NodeView] = []
+        self._nodes_read_at = -ROUTES_FOR
 
     async def open(self) -> None:
         if self._session is None:
@@ -87,21 +104,24 @@ class HttpClient:
         *,
         body: Any = None,
         params: dict[str, str] | None = None,
+        base: str | None = None,
     ) -> tuple[M, int]:
-        """Send a request; the parsed response and its status, or the error it maps to."""
+        """Send a request (to ``base``, else ``url``); the parsed response and its status,
+        or the error it maps to."""
         if self._session is None:
             raise NotStartedError("the client is not open: use `async with HttpClient(url)`")
+        base = base or self.url
         try:
             async with self._session.request(
-                method, self.url + path, json=body, params=params
+                method, base + path, json=body, params=params
             ) as response:
                 payload = await response.read()
                 status = response.status
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error)
-            raise NotStartedError(f"cannot reach the node at {self.url}: {reason}") from exc
+            raise NotStartedError(f"cannot reach the node at {base}: {reason}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise NotStartedError(f"cannot reach the node at {self.url}: {exc}") from exc
+            raise NotStartedError(f"cannot reach the node at {base}: {exc}") from exc
         if status >= 400:
             raise _error(status, payload)
         return model.model_validate_json(payload), status
@@ -120,6 +140,16 @@ class HttpClient:
         """Start an invocation; with ``wait``, the view is its outcome if it settles by then."""
         body = m.CreateInvocation(id=id, function=function, args=args, kwargs=kwargs)
         params = None if wait is None else {"wait": str(wait)}
+        owner = await self._owner(id, function) if self.route else None
+        if owner is not None:
+            try:
+                view, status = await self.request(
+                    "POST", "/invocations", m.InvocationView,
+                    body=body.model_dump(mode="json"), params=params, base=owner,
+                )  # fmt: skip
+                return view, status == 201
+            except NotStartedError:  # gone or not ready: ask again, and go through url
+                self._nodes_read_at = -ROUTES_FOR
         view, status = await self.request(
             "POST",
             "/invocations",
@@ -128,6 +158,20 @@ class HttpClient:
             params=params,
         )
         return view, status == 201
+
+    async def _owner(self, id: str, function: str) -> str | None:
+        """The address of the node invocation ``id`` places on, as the node list says."""
+        now = time.monotonic()
+        if now - self._nodes_read_at >= ROUTES_FOR:
+            self._nodes_read_at = now
+            try:
+                listing = await self.nodes()
+            except DawaitError:
+                listing = m.NodeList(cluster=False, items=[])
+            self._nodes = listing.items
+        by_id = {node.node_id: node for node in self._nodes if function in node.functions}
+        owner = rendezvous(root_of(id), by_id)
+        return None if owner is None else by_id[owner].address
 
     async def nodes(self) -> m.NodeList:
         return (await self.request("GET", "/nodes", m.NodeList))[0]

@@ -21,37 +21,22 @@ lease, fencing of every actor's writes by its claim); this class decides what ru
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from typing import TYPE_CHECKING
 
 from dawait.cluster._etcd import EtcdError
 from dawait.cluster._etcd_store import EtcdStore, Member, cancel_task
+from dawait.cluster._placement import rendezvous, root_of
 from dawait.runtime._promise import PromiseRecord
 from dawait.runtime._task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from dawait.runtime._engine import Engine
 
-__all__ = ["ClusterNode", "rendezvous"]
+__all__ = ["ClusterNode"]
 
 log = logging.getLogger("dawait.cluster")
-
-
-def root_of(id: str) -> str:
-    """The root invocation's id (call ids extend their parent's with ':')."""
-    return id.partition(":")[0]
-
-
-def rendezvous(key: str, members: list[Member]) -> Member | None:
-    """The member with the highest score for ``key`` (highest random weight hashing): when a
-    member leaves only its keys move, each to the next-highest member."""
-
-    def score(member: Member) -> bytes:
-        return hashlib.blake2b(f"{key}\0{member.node_id}".encode(), digest_size=8).digest()
-
-    return max(members, key=score, default=None)
 
 
 class ClusterNode:
@@ -103,8 +88,10 @@ class ClusterNode:
             function = self._function(id)
             if function is None:
                 return None
-        serving = [m for m in self.store.view.members.values() if function in m.functions]
-        return rendezvous(root_of(id), serving)
+        members = self.store.view.members
+        serving = [m.node_id for m in members.values() if function in m.functions]
+        owner = rendezvous(root_of(id), serving)
+        return None if owner is None else members[owner]
 
     def placement(self, id: str, function: str | None) -> bool:
         owner = self.owner(id, function)

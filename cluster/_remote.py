@@ -160,10 +160,10 @@ def _schedule(view: m.ScheduleView) -> ScheduleInfo:
 class RemoteResonate(_resonate.Resonate):
     """The app API of a node reached over HTTP."""
 
-    def __init__(self, url: str, *, token: str | None = None) -> None:
+    def __init__(self, url: str, *, token: str | None = None, route: bool = False) -> None:
         super().__init__()
         self.url = url
-        self.client = HttpClient(url, token=token)
+        self.client = HttpClient(url, token=token, route=route)
         self.promises = RemotePromises(self)
         self.schedules = RemoteSchedules(self)
 

@@ -287,13 +287,15 @@ class Resonate:
         max_active: int = 10_000,
         url: str | None = None,
         token: str | None = None,
+        route: bool = False,
         etcd: str | Sequence[str] | None = None,
         namespace: str = "default",
         node_id: str | None = None,
         groups: Sequence[str] | None = None,
     ) -> None:
         """``url`` (and ``token``) make a client of a node's HTTP API instead, which runs
-        nothing itself: ``Resonate(url="http://host:8080", token=...)``.
+        nothing itself: ``Resonate(url="http://host:8080", token=...)``; with ``route=True``
+        it sends each start straight to the cluster node it places on.
 
         ``etcd`` (endpoints) makes this process a cluster node: see ``join``."""
         self.store = open_store(store)

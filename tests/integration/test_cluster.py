@@ -18,8 +18,7 @@ import aiohttp
 import pytest
 
 from dawait.cluster._client import HttpClient
-from dawait.cluster._etcd_store import Member
-from dawait.cluster._node import rendezvous
+from dawait.cluster._placement import rendezvous
 from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
@@ -247,12 +246,8 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
 async def test_a_start_sent_to_a_non_owner_is_forwarded_to_the_owner(cluster: Cluster) -> None:
     await _live_nodes(cluster.clients[0], 3)
     listing = await cluster.clients[0].nodes()
-    members = [
-        Member(node_id=n.node_id, address=n.address, groups=tuple(n.groups),
-               functions=tuple(n.functions), pid="", started_at=0)
-        for n in listing.items
-    ]  # fmt: skip
-    id = next(f"fw{i}" for i in itertools.count() if rendezvous(f"fw{i}", members).node_id == "n2")
+    members = [n.node_id for n in listing.items]
+    id = next(f"fw{i}" for i in itertools.count() if rendezvous(f"fw{i}", members) == "n2")
     async with aiohttp.ClientSession() as session:
         response = await session.post(
             cluster.members[0].url + "/invocations?wait=10",
@@ -420,3 +415,29 @@ async def test_serve_says_so_when_etcd_cannot_be_reached() -> None:
     assert f"127.0.0.1:{closed}" in ran.err
     assert "UNAVAILABLE" in ran.err
     assert "Traceback" not in ran.err
+
+
+async def test_a_placement_aware_client_sends_each_start_to_its_owner(cluster: Cluster) -> None:
+    """``HttpClient(route=True)`` computes each invocation's owner as the nodes do: for
+    every id, the node it sends to is the node that answers a start through any node."""
+    await _live_nodes(cluster.clients[0], 3)
+    by_url = {node.url: node.name for node in cluster.members}
+    async with (
+        HttpClient(cluster.members[0].url, token=TOKEN, route=True) as routed,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session,
+    ):
+        for i in range(20):
+            id = f"routed{i}"
+            owner = await routed._owner(id, "mixed")
+            assert owner is not None
+            async with session.post(
+                cluster.members[i % 3].url + "/invocations",
+                json={"id": f"{id}-probe", "function": "mixed", "args": [1, 0.0]},
+            ) as probe:
+                assert probe.status == 201
+            expected = await routed._owner(f"{id}-probe", "mixed")
+            assert expected is not None
+            assert probe.headers["X-Dawait-Node"] == by_url[expected]
+            _view, created = await routed.start(id, "mixed", [i * 7 + 1, 0.0], {}, wait=10)
+            assert created
+            assert await _outcome(routed, id, within=10) == mixed_result(i * 7 + 1)
