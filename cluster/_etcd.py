@@ -153,16 +153,16 @@ class Etcd:
         response = await self._call(stub.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl))
         return int(response.ID)
 
-    async def keep_alive(self, lease: int) -> int:
-        """Renew ``lease`` once; the seconds it has left (0: it has expired)."""
+    async def keep_alive(self, lease: int, timeout: float | None = None) -> int:
+        """Renew ``lease`` once; the seconds it has left (0: it has expired). Gives up after
+        ``timeout`` seconds (the connection's timeout by default)."""
+        timeout = self.timeout if timeout is None else timeout
         try:
-            reply = await asyncio.wait_for(self._client.refresh_lease(lease), self.timeout)
+            reply = await asyncio.wait_for(self._client.refresh_lease(lease), timeout)
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             raise EtcdError(f"{self!r}: cannot renew lease {lease:x}: {exc}") from exc
         except TimeoutError as exc:
-            raise EtcdError(
-                f"{self!r}: lease {lease:x}: no answer within {self.timeout} s"
-            ) from exc
+            raise EtcdError(f"{self!r}: lease {lease:x}: no answer within {timeout} s") from exc
         return 0 if reply is None else int(reply.TTL)
 
     async def revoke(self, lease: int) -> None:

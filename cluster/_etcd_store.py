@@ -558,6 +558,9 @@ class EtcdStore(TablesStore):
         """etcd transactions sent (operations per transaction shows the batching)."""
         self.lost_replies = 0
         """Transactions sent whose reply never came (each settled by the marker)."""
+        self._dirty = False
+        """A given-up batch's writes are in the replica: operations are refused until a
+        reload replaces it."""
         self._unreachable: tuple[float, str] | None = None
         """Since when (monotonic) and why etcd has not answered; None while it does."""
 
@@ -632,7 +635,8 @@ class EtcdStore(TablesStore):
 
     async def campaign(self) -> bool:
         """Become the leader if there is none: the leader key under this node's lease."""
-        assert self.member is not None
+        if self.member is None or self._broken is not None or not self._lease:
+            return False  # never a leader key without a live lease: it would never expire
         key = self.keys.leader
         value = _dumps({"node_id": self.member.node_id, "pid": self.member.pid})
         won, _revision = await self.etcd.commit([Compare(key, 0)], [Write(key, value, self._lease)])
@@ -663,8 +667,10 @@ class EtcdStore(TablesStore):
         last = _CLOCK.monotonic()
         while self._open and self._broken is None:
             await asyncio.sleep(self.lease_ttl / 3)
+            sent = _CLOCK.monotonic()  # the lease runs from when etcd got the renewal, at best
             try:
-                left = await self.etcd.keep_alive(self._lease)
+                # Short enough to try again within the TTL when one renewal gets no answer.
+                left = await self.etcd.keep_alive(self._lease, timeout=self.lease_ttl / 3)
             except EtcdError as exc:
                 log.warning("%r: %s", self, exc)
                 self._failed(exc)
@@ -673,7 +679,7 @@ class EtcdStore(TablesStore):
                 self._unreachable = None
             now = _CLOCK.monotonic()
             if left > 0:
-                last = now
+                last = sent
             elif left == 0 or now - last >= self.lease_ttl:
                 self._lose_lock("its lease expired")
                 return
@@ -763,6 +769,7 @@ class EtcdStore(TablesStore):
         self.replica = replica
         self.view = view
         self.revisions = revisions
+        self._dirty = False
         self._tables = _Recorder(self)
         self._held.clear()
         if self.listener is not None:
@@ -794,6 +801,15 @@ class EtcdStore(TablesStore):
                     self._reload_later(), name=f"dawait-etcd-reload:{self.namespace}"
                 )
 
+    def _reload_soon(self) -> None:
+        """A batch was given up: its writes are in the replica but not in etcd. Refuse
+        every operation until the replica is loaded afresh."""
+        self._dirty = True
+        if self._reloader is None or self._reloader.done():
+            self._reloader = asyncio.get_running_loop().create_task(
+                self._reload_later(), name=f"dawait-etcd-reload:{self.namespace}"
+            )
+
     async def _reload_later(self) -> None:
         """The watch broke (etcd unreachable, history compacted): load afresh once no
         batch is in flight (a batch reloads by itself when it needs to)."""
@@ -808,6 +824,7 @@ class EtcdStore(TablesStore):
                 self._failed(exc)
             else:
                 self._unreachable = None
+                self._dirty = False
                 return
             finally:
                 self._committing = False
@@ -829,6 +846,8 @@ class EtcdStore(TablesStore):
             raise StoreError(f"{self!r} is not open")
         if self._broken is not None:
             raise self._broken
+        if self._dirty:
+            raise StoreError(f"{self!r}: reloading from etcd after a failed transaction")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         if self.member is not None:
             fence = ACTING_FOR.get()
@@ -884,6 +903,7 @@ class EtcdStore(TablesStore):
                 if stored is None:
                     if _CLOCK.monotonic() > deadline:
                         fail(batch.done, StoreError(f"{self!r}: cannot reach etcd"))
+                        self._reload_soon()
                         return
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
@@ -915,6 +935,7 @@ class EtcdStore(TablesStore):
                 self._failed(exc)
                 if _CLOCK.monotonic() > deadline:
                     fail(batch.done, StoreError(f"{self!r}: {exc}"))
+                    self._reload_soon()
                     return
                 log.warning("%r: %s; retrying", self, exc)
                 self.lost_replies += 1
@@ -983,8 +1004,17 @@ class EtcdStore(TablesStore):
     def _after_batch(self) -> None:
         held, self._held = self._held, []
         for change in held:
-            self._apply(change)
+            try:
+                self._apply(change)
+            except Exception:  # one bad record must not stall every waiting operation
+                log.exception("%r: cannot apply the change of %s", self, change.key)
         waiting, self._waiting = self._waiting, []
+        if self._dirty:
+            refused = StoreError(f"{self!r}: reloading from etcd after a failed transaction")
+            for _op, _args, future in waiting:
+                if not future.done():
+                    future.set_exception(refused)
+            waiting = []
         for op, args, future in waiting:
             if self.batch.size >= self.max_ops:
                 self._waiting.append((op, args, future))

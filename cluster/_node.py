@@ -53,16 +53,19 @@ class ClusterNode:
         engine.still_owns = self.owns
         engine.leading.clear()
         self._scan_soon: asyncio.Handle | None = None
+        self._stopped = False
         self._view_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle (after the engine opened the store) -------------------------------------
 
     def start(self) -> None:
+        self._stopped = False
         self._spawn(self._lead(), "dawait-leader")
         self._scan()
 
     async def stop(self) -> None:
+        self._stopped = True  # a lease lost from here on starts no rejoin
         for task in list(self._tasks):
             await cancel_task(task)
         self.engine.leading.clear()
@@ -70,7 +73,14 @@ class ClusterNode:
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "node %s: %s failed", self.node_id, task.get_name(), exc_info=task.exception()
+            )
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -94,8 +104,12 @@ class ClusterNode:
         return None if owner is None else members[owner]
 
     def placement(self, id: str, function: str | None) -> bool:
+        """Whether ``id`` should run here: it places here and no other node runs it now."""
         owner = self.owner(id, function)
-        return owner is not None and owner.node_id == self.node_id
+        if owner is None or owner.node_id != self.node_id:
+            return False
+        holder = self.store.view.claims.get(id)
+        return holder is None or holder == self.store.pid
 
     def owns(self, id: str) -> bool:
         """Whether this node may still write for invocation ``id``."""
@@ -121,9 +135,16 @@ class ClusterNode:
     # -- what runs here ----------------------------------------------------------------------
 
     def _consider(self, task: TaskRecord) -> None:
-        """Run ``task`` here if it needs a runner and places here."""
-        orphaned = task.state is TaskState.ACQUIRED and task.id not in self.store.view.claims
-        if (task.state is TaskState.PENDING or orphaned) and self.placement(task.id, None):
+        """Run ``task`` here if it needs a runner and places here, or if this node holds it
+        but runs nothing for it (its actor ended without suspending or settling it)."""
+        claims = self.store.view.claims
+        orphaned = task.state is TaskState.ACQUIRED and task.id not in claims
+        if ((task.state is TaskState.PENDING or orphaned) and self.placement(task.id, None)) or (
+            task.state is TaskState.ACQUIRED
+            and self.store.pid is not None
+            and claims.get(task.id) == self.store.pid
+            and not self.engine.knows(task.id)
+        ):
             self.engine.resume(task.id)
 
     def _scan(self) -> None:
@@ -168,19 +189,22 @@ class ClusterNode:
     def lease_lost(self) -> None:
         self.engine.leading.clear()
         self.engine.drop_all()
-        self._spawn(self._rejoin(), "dawait-rejoin")
+        if not self._stopped:
+            self._spawn(self._rejoin(), "dawait-rejoin")
 
     async def _rejoin(self) -> None:
         delay = 0.2
-        while True:
+        while not self._stopped:
             try:
                 await self.store.rejoin()
-            except EtcdError as exc:
+            except Exception as exc:  # etcd unreachable, the old record not yet expired...
                 log.warning("node %s: cannot rejoin yet: %s", self.node_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             break
+        if self._stopped:
+            return
         self.engine.pid = self.store.pid or self.engine.pid
         log.warning("node %s rejoined as %s", self.node_id, self.store.pid)
         self._view_changed.set()
@@ -192,18 +216,19 @@ class ClusterNode:
         """Campaign whenever there is no leader; fire timers while leading."""
         while True:
             self._view_changed.clear()
-            if self.store.view.leader is None and self.store.member is not None:
+            healthy = self.store.problem() is None and self.store.member is not None
+            if healthy and self.store.view.leader is None:
                 try:
                     if await self.store.campaign():
                         self.store.view.leader = self.node_id
                         log.info("node %s leads", self.node_id)
                 except EtcdError as exc:
                     log.warning("node %s: cannot campaign: %s", self.node_id, exc)
-            leading = self.store.view.leader == self.node_id and self.store.member is not None
-            if leading:
+            if healthy and self.store.view.leader == self.node_id:
                 self.engine.leading.set()
             else:
                 self.engine.leading.clear()
+            self._scan()  # also now and then: nothing held here may sit without an actor
             # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (see cancel_task).
             changed = asyncio.ensure_future(self._view_changed.wait())
             try:

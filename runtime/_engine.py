@@ -298,6 +298,16 @@ class Engine:
         self._require_group()
         function = call[0].name if call else _function_name(request.param.data)
         here = self.placement(request.id, function)
+        # Shielded: once the store took the task for this process, it must also be started
+        # here, even if the caller is cancelled meanwhile (else no one would run it).
+        return await asyncio.shield(self._create_and_start(request, here, call))
+
+    async def _create_and_start(
+        self,
+        request: CreatePromise,
+        here: bool,
+        call: tuple[Registered, list[Any], dict[str, Any]] | None,
+    ) -> InvocationCreated:
         created = await self.store.create_invocation(
             request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
         )
@@ -319,7 +329,8 @@ class Engine:
             name = call[0].name if call else _function_name(created.promise.param.data)
             self.metrics.count("started", name)
             self._schedule_timeout(created.promise)
-            if call is not None:
+            # Fresh (no read-back) only if nothing queued it from the store meanwhile.
+            if call is not None and not self.knows(created.promise.id):
                 self._fresh[created.promise.id] = (created.promise, *call)
             self._enqueue(created.promise.id)
 
@@ -392,6 +403,10 @@ class Engine:
         """An actor's local work fell to zero (see ``quiesce``)."""
         if self._quiescing:
             self._idle.set()
+
+    def knows(self, id: str) -> bool:
+        """Whether invocation ``id`` is in memory or queued here."""
+        return id in self._actors or id in self._queued_ids
 
     @property
     def queued(self) -> int:
@@ -537,6 +552,7 @@ class Engine:
         else:
             version, timeout = registered.version, registered.timeout
         now = self.clock.now()
+        here = self.placement(firing.invocation_id, record.func)
         created = await self.store.fire_schedule(
             record.id,
             expected=record.next_run_at,
@@ -547,13 +563,14 @@ class Engine:
             ),
             next_run_at=firing.next_run_at,
             last_run_at=firing.slot,
-            pid=self.pid,
+            pid=self.pid if here else None,  # else pending: the node it places on runs it
             ttl=None,
             now=now,
         )
         if created is not None:
             self.stats["schedules_fired"] += 1
-            self._started(created)
+            if here:
+                self._started(created)
 
 
 def _function_name(param: str | None) -> str:

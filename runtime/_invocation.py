@@ -199,6 +199,8 @@ class Invocation:
         while True:
             if self.fresh is None or retry:
                 self.cache = {r.id: r for r in await engine.store.branch_promises(self.id)}
+            if self._aborted:
+                return  # aborted while reading (its node lost its lease): run nothing
             try:
                 result = await self._run_once(record, registered, args, kwargs)
             except _Evicted:
@@ -238,6 +240,16 @@ class Invocation:
         if task is None or task.state is TaskState.FULFILLED:
             return None
         held = task.state is TaskState.ACQUIRED and task.pid == engine.pid
+        try:
+            call = json.loads(record.param.data or "{}")
+            registered = engine.registry.get(call["func"], call.get("version"))
+        except UnknownFunctionError as exc:
+            # Not deployed here (yet): leave it, untaken, for a process that has it.
+            log.error("cannot run invocation %s: %s", self.id, exc)
+            engine.stats["unknown_function"] += 1
+            return None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            registered = None  # undecodable: taken below, then rejected
         ACTING_FOR.set(self.id)
         # One process holds the store's only lock: whoever held the task before is gone. In
         # a cluster the claim decides: the store refuses this acquire while another holds it.
@@ -245,15 +257,12 @@ class Invocation:
             self.id, pid=engine.pid, ttl=None, now=engine.clock.now(), force=True
         ):
             return None
-        try:
-            call = json.loads(record.param.data or "{}")
-            registered = engine.registry.get(call["func"], call.get("version"))
-            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
-        except UnknownFunctionError as exc:
-            # Not deployed here (yet): leave it pending for a process that has it.
-            log.error("cannot run invocation %s: %s", self.id, exc)
-            engine.stats["unknown_function"] += 1
+        if self.stopping:
             return None
+        try:
+            if registered is None:
+                raise ValueError("its call record is not {func, version, args, kwargs}")
+            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
         except (SerializationError, KeyError, TypeError, ValueError) as exc:
             error = SerializationError(f"invocation {self.id}: cannot decode its call: {exc}")
             await self._finish(Settle.REJECT, Value(data=encode_error(error)))
