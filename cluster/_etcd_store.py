@@ -622,8 +622,9 @@ class EtcdStore(TablesStore):
         membership record and incarnation, the replica afresh. The caller has dropped every
         invocation it ran under the old one."""
         assert self.node_id is not None
-        if self._keeper is not None:
-            await cancel_task(self._keeper)
+        for task in (self._keeper, self._reloader):  # this reload replaces theirs
+            if task is not None and task is not asyncio.current_task():
+                await cancel_task(task)
         await self._drain()
         self._lease = await self.etcd.grant(self.lease_ttl)
         await self._join(self.node_id)

@@ -264,7 +264,7 @@ class Engine:
 
     def settled_since(self, records: Callable[[str], PromiseRecord | None]) -> None:
         """After a cluster store reloaded: wake waiters whose promise settled meanwhile."""
-        for id in list(self._waiters):
+        for id in {*self._waiters, *self._actors}:
             record = records(id)
             if record is not None and record.state.settled:
                 self._on_settled(
