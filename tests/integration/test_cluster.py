@@ -289,13 +289,24 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
     """A 3-member etcd: one member killed under load loses nothing; with two down (no
     quorum) the nodes report not ready and refuse new work with 503; once the members are
     back the cluster recovers by itself and every workflow finishes right."""
-    async with _start_cluster(Nodes(tmp_path), etcd3, ["default,helpers"] * 2) as cluster:
+    # The default TTL (5 s): an etcd leader election and the client's failover to another
+    # member take a second or two, which a 2 s TTL does not always outlast.
+    groups = ["default,helpers"] * 2
+    async with _start_cluster(Nodes(tmp_path), etcd3, groups, ttl=5) as cluster:
         await _live_nodes(cluster.clients[0], 2)
         for i in range(40):
             await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
         etcd3.kill(2)
         for i in range(40, 60):
-            await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
+            # A node may refuse (503) while its etcd client fails over: a client retries.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
+                    break
+                except NotStartedError:
+                    assert time.monotonic() < deadline, f"q{i} refused for 15 s"
+                    await asyncio.sleep(0.2)
         for i in range(60):
             assert await _outcome(cluster.clients[0], f"q{i}", within=20) == mixed_result(i * 7 + 1)
 
