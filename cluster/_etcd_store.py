@@ -164,6 +164,8 @@ class Member:
     """The function groups it runs."""
     functions: tuple[str, ...]
     """The functions it runs: those registered in its app, in its groups."""
+    versions: dict[str, tuple[int, ...]]
+    """Each function's registered versions."""
     pid: str
     """This incarnation of the node: what its tasks and claims carry."""
     started_at: int
@@ -175,10 +177,18 @@ class Member:
                 "address": self.address,
                 "groups": list(self.groups),
                 "functions": list(self.functions),
+                "versions": {f: list(v) for f, v in self.versions.items()},
                 "pid": self.pid,
                 "started_at": self.started_at,
             }
         )
+
+    def serves(self, function: str, version: int | None) -> bool:
+        """Whether this node runs ``function`` (at ``version``, when given)."""
+        if function not in self.functions:
+            return False
+        known = self.versions.get(function)
+        return version is None or known is None or version in known
 
     @classmethod
     def decode(cls, raw: bytes) -> Member:
@@ -188,6 +198,7 @@ class Member:
             address=d["address"],
             groups=tuple(d["groups"]),
             functions=tuple(d["functions"]),
+            versions={f: tuple(v) for f, v in d.get("versions", {}).items()},
             pid=d["pid"],
             started_at=d["started_at"],
         )
@@ -503,6 +514,7 @@ class EtcdStore(TablesStore):
         address: str = "",
         groups: Sequence[str] = ("default",),
         functions: Sequence[str] = (),
+        versions: dict[str, tuple[int, ...]] | None = None,
     ) -> None:
         """``node_id`` makes this a cluster node's store: the node's membership record and
         its claims live under the store's lease, and every store call an invocation's actor
@@ -529,6 +541,7 @@ class EtcdStore(TablesStore):
         self.address = address
         self.groups = tuple(groups)
         self.functions = tuple(functions)
+        self.versions = dict(versions or {})
         self.member: Member | None = None
         """This node's membership record, once joined (cluster mode)."""
         self.view = ClusterView()
@@ -597,6 +610,7 @@ class EtcdStore(TablesStore):
             address=self.address,
             groups=self.groups,
             functions=self.functions,
+            versions=self.versions,
             pid=f"{node_id}:{self._lease:x}",
             started_at=_CLOCK.now(),
         )

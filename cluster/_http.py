@@ -243,7 +243,7 @@ class NodeApi:
         body: m.CreateInvocation = await self._body(request, m.CreateInvocation)
         cluster = self.backend.app.cluster
         if cluster is not None and self.forwarder is not None and FORWARDED not in request.headers:
-            owner = cluster.owner(body.id, body.function)
+            owner = cluster.owner(body.id, body.function, body.version)
             if owner is not None and owner.node_id != cluster.node_id:
                 forwarded = await self.forwarder.forward(request, owner, wait)
                 if forwarded is not None:

@@ -92,20 +92,23 @@ class ClusterNode:
     def leader(self) -> str | None:
         return self.store.view.leader
 
-    def owner(self, id: str, function: str | None = None) -> Member | None:
-        """The node invocation ``id`` places on now (None: no live node serves it)."""
+    def owner(
+        self, id: str, function: str | None = None, version: int | None = None
+    ) -> Member | None:
+        """The node invocation ``id`` places on now (None: no live node serves it): among
+        the live nodes that have its function (at its version, when known)."""
         if function is None:
-            function = self._function(id)
+            function, version = self._function(id)
             if function is None:
                 return None
         members = self.store.view.members
-        serving = [m.node_id for m in members.values() if function in m.functions]
+        serving = [m.node_id for m in members.values() if m.serves(function, version)]
         owner = rendezvous(root_of(id), serving)
         return None if owner is None else members[owner]
 
-    def placement(self, id: str, function: str | None) -> bool:
+    def placement(self, id: str, function: str | None, version: int | None = None) -> bool:
         """Whether ``id`` should run here: it places here and no other node runs it now."""
-        owner = self.owner(id, function)
+        owner = self.owner(id, function, version)
         if owner is None or owner.node_id != self.node_id:
             return False
         holder = self.store.view.claims.get(id)
@@ -122,15 +125,20 @@ class ClusterNode:
             return None
         return self.store.view.members.get(pid.partition(":")[0])
 
-    def _function(self, id: str) -> str | None:
+    def _function(self, id: str) -> tuple[str | None, int | None]:
+        """The function and version invocation ``id`` calls, from its stored record."""
         record = self.store.replica.promises.get(id)
         if record is None or not record.param.data:
-            return None
+            return None, None
         try:
-            func = json.loads(record.param.data).get("func")
+            call = json.loads(record.param.data)
+            func, version = call.get("func"), call.get("version")
         except (ValueError, AttributeError):
-            return None
-        return func if isinstance(func, str) else None
+            return None, None
+        return (
+            func if isinstance(func, str) else None,
+            version if isinstance(version, int) else None,
+        )
 
     # -- what runs here ----------------------------------------------------------------------
 

@@ -98,8 +98,9 @@ class Engine:
         self._quiescing = False
         self._idle = asyncio.Event()
         # Cluster mode (cluster/_node.py) replaces these three; one process runs everything.
-        self.placement: Callable[[str, str | None], bool] = lambda id, function: True
-        """Whether invocation ``id`` (of ``function``, when known) should run here."""
+        self.placement: Callable[[str, str | None, int | None], bool] = lambda id, f, v: True
+        """Whether invocation ``id`` (of ``function`` at ``version``, when known) should run
+        here."""
         self.still_owns: Callable[[str], bool] = lambda id: True
         """Whether this process may still write for invocation ``id``."""
         self.leading = asyncio.Event()
@@ -245,7 +246,7 @@ class Engine:
         if actor is not None:
             actor.root_settled(record)
         for task in settled.resumed:
-            if self.placement(task.id, None):
+            if self.placement(task.id, None, None):
                 self.resume(task.id)
 
     def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None:
@@ -296,8 +297,10 @@ class Engine:
         them: a new invocation then starts without reading them back from the store.
         """
         self._require_group()
-        function = call[0].name if call else _function_name(request.param.data)
-        here = self.placement(request.id, function)
+        function, version = _function_version(request.param.data)
+        if call is not None:
+            function, version = call[0].name, call[0].version
+        here = self.placement(request.id, function, version)
         # Shielded: once the store took the task for this process, it must also be started
         # here, even if the caller is cancelled meanwhile (else no one would run it).
         return await asyncio.shield(self._create_and_start(request, here, call))
@@ -426,7 +429,7 @@ class Engine:
                 after=after, limit=_RECOVER_BATCH
             )
             for task in tasks:
-                if self.placement(task.id, None):
+                if self.placement(task.id, None, None):
                     self._enqueue(task.id)
             if len(tasks) < _RECOVER_BATCH:
                 return
@@ -552,7 +555,7 @@ class Engine:
         else:
             version, timeout = registered.version, registered.timeout
         now = self.clock.now()
-        here = self.placement(firing.invocation_id, record.func)
+        here = self.placement(firing.invocation_id, record.func, version)
         created = await self.store.fire_schedule(
             record.id,
             expected=record.next_run_at,
@@ -571,6 +574,16 @@ class Engine:
             self.stats["schedules_fired"] += 1
             if here:
                 self._started(created)
+
+
+def _function_version(param: str | None) -> tuple[str, int | None]:
+    """The function name and version an invocation's call record names."""
+    try:
+        call = json.loads(param or "{}")
+        version = call.get("version")
+        return str(call["func"]), version if isinstance(version, int) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _function_name(param), None
 
 
 def _function_name(param: str | None) -> str:

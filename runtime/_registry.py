@@ -126,5 +126,9 @@ class Registry:
         """Each function name -> its group (the newest version's)."""
         return {name: versions[max(versions)].group for name, versions in self._by_name.items()}
 
+    def versions(self) -> dict[str, tuple[int, ...]]:
+        """Each function name -> its registered versions, oldest first."""
+        return {name: tuple(sorted(versions)) for name, versions in self._by_name.items()}
+
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -362,6 +362,8 @@ class Resonate:
             by_function = self._registry.groups()
             store.groups = self._groups or tuple(sorted(set(by_function.values()) or {"default"}))
             store.functions = tuple(sorted(f for f, g in by_function.items() if g in store.groups))
+            versions = self._registry.versions()
+            store.versions = {f: versions[f] for f in store.functions}
         await self._engine.open()
         if self.cluster is not None:
             self.cluster.start()

@@ -380,3 +380,36 @@ async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[s
     fired = {"a": a._engine.stats["timeouts_fired"], "b": b._engine.stats["timeouts_fired"]}
     assert sorted(fired.values())[0] == 0, fired
     assert sum(fired.values()) == 20
+
+
+async def test_an_invocation_places_only_on_nodes_with_its_version(
+    endpoints: str | list[str],
+) -> None:
+    """A rolling upgrade midway: node a has ``flow`` versions 1 and 2, node b only 1. Starts
+    through a run version 2, so each must run on a, whichever node its id hashes to."""
+    namespace = f"versions-{os.getpid()}"
+    ran: list[str] = []
+
+    a = Resonate(etcd=endpoints, namespace=namespace, node_id="a")
+    b = Resonate(etcd=endpoints, namespace=namespace, node_id="b")
+    for app, node, versions in ((a, "a", (1, 2)), (b, "b", (1,))):
+        for version in versions:
+
+            async def flow(ctx: Context, x: int, node: str = node, version: int = version) -> str:
+                ran.append(f"{node}:v{version}")
+                return f"{node}:v{version}:{x}"
+
+            app.register(flow, name="flow", version=version)
+
+    async with a, b:
+        assert a.cluster is not None
+        cluster = a.cluster
+
+        async def both() -> bool:
+            return [m.node_id for m in cluster.members] == ["a", "b"]
+
+        await eventually(both, "a to see both nodes")
+        handles = [await a.start(f"v{i}", "flow", i) for i in range(12)]
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 20)
+    assert results == [f"a:v2:{i}" for i in range(12)]
+    assert set(ran) == {"a:v2"}
