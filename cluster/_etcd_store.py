@@ -162,10 +162,9 @@ class Member:
     """Where its HTTP API answers (``--advertise``)."""
     groups: tuple[str, ...]
     """The function groups it runs."""
-    functions: tuple[str, ...]
-    """The functions it runs: those registered in its app, in its groups."""
     versions: dict[str, tuple[int, ...]]
-    """Each function's registered versions."""
+    """The functions it runs (those registered in its app, in its groups), each with its
+    registered versions."""
     pid: str
     """This incarnation of the node: what its tasks and claims carry."""
     started_at: int
@@ -176,19 +175,20 @@ class Member:
                 "node_id": self.node_id,
                 "address": self.address,
                 "groups": list(self.groups),
-                "functions": list(self.functions),
                 "versions": {f: list(v) for f, v in self.versions.items()},
                 "pid": self.pid,
                 "started_at": self.started_at,
             }
         )
 
+    @property
+    def functions(self) -> tuple[str, ...]:
+        return tuple(sorted(self.versions))
+
     def serves(self, function: str, version: int | None) -> bool:
         """Whether this node runs ``function`` (at ``version``, when given)."""
-        if function not in self.functions:
-            return False
         known = self.versions.get(function)
-        return version is None or known is None or version in known
+        return known is not None and (version is None or version in known)
 
     @classmethod
     def decode(cls, raw: bytes) -> Member:
@@ -197,8 +197,7 @@ class Member:
             node_id=d["node_id"],
             address=d["address"],
             groups=tuple(d["groups"]),
-            functions=tuple(d["functions"]),
-            versions={f: tuple(v) for f, v in d.get("versions", {}).items()},
+            versions={f: tuple(v) for f, v in d["versions"].items()},
             pid=d["pid"],
             started_at=d["started_at"],
         )
@@ -513,7 +512,6 @@ class EtcdStore(TablesStore):
         node_id: str | None = None,
         address: str = "",
         groups: Sequence[str] = ("default",),
-        functions: Sequence[str] = (),
         versions: dict[str, tuple[int, ...]] | None = None,
     ) -> None:
         """``node_id`` makes this a cluster node's store: the node's membership record and
@@ -540,8 +538,8 @@ class EtcdStore(TablesStore):
         self.node_id = node_id
         self.address = address
         self.groups = tuple(groups)
-        self.functions = tuple(functions)
         self.versions = dict(versions or {})
+        """The functions this node runs, with their versions (its membership record)."""
         self.member: Member | None = None
         """This node's membership record, once joined (cluster mode)."""
         self.view = ClusterView()
@@ -609,7 +607,6 @@ class EtcdStore(TablesStore):
             node_id=node_id,
             address=self.address,
             groups=self.groups,
-            functions=self.functions,
             versions=self.versions,
             pid=f"{node_id}:{self._lease:x}",
             started_at=_CLOCK.now(),
@@ -816,6 +813,9 @@ class EtcdStore(TablesStore):
                     self._reload_later(), name=f"dawait-etcd-reload:{self.namespace}"
                 )
 
+    def _reloading(self) -> StoreError:
+        return StoreError(f"{self!r}: reloading from etcd after a failed transaction")
+
     def _reload_soon(self) -> None:
         """A batch was given up: its writes are in the replica but not in etcd. Refuse
         every operation until the replica is loaded afresh."""
@@ -862,7 +862,7 @@ class EtcdStore(TablesStore):
         if self._broken is not None:
             raise self._broken
         if self._dirty:
-            raise StoreError(f"{self!r}: reloading from etcd after a failed transaction")
+            raise self._reloading()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         if self.member is not None:
             fence = ACTING_FOR.get()
@@ -1025,7 +1025,7 @@ class EtcdStore(TablesStore):
                 log.exception("%r: cannot apply the change of %s", self, change.key)
         waiting, self._waiting = self._waiting, []
         if self._dirty:
-            refused = StoreError(f"{self!r}: reloading from etcd after a failed transaction")
+            refused = self._reloading()
             for _op, _args, future in waiting:
                 if not future.done():
                     future.set_exception(refused)

@@ -21,13 +21,13 @@ lease, fencing of every actor's writes by its claim); this class decides what ru
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING
 
 from dawait.cluster._etcd import EtcdError
 from dawait.cluster._etcd_store import EtcdStore, Member, cancel_task
 from dawait.cluster._placement import rendezvous, root_of
+from dawait.runtime._invocation import call_target
 from dawait.runtime._promise import PromiseRecord
 from dawait.runtime._task import TaskRecord, TaskState
 
@@ -118,40 +118,22 @@ class ClusterNode:
         """Whether this node may still write for invocation ``id``."""
         return self.store.pid is not None and self.store.view.claims.get(id) == self.store.pid
 
-    def claim_holder(self, id: str) -> Member | None:
-        """The node running invocation ``id`` now, if any."""
-        pid = self.store.view.claims.get(id)
-        if pid is None:
-            return None
-        return self.store.view.members.get(pid.partition(":")[0])
-
     def _function(self, id: str) -> tuple[str | None, int | None]:
         """The function and version invocation ``id`` calls, from its stored record."""
         record = self.store.replica.promises.get(id)
-        if record is None or not record.param.data:
-            return None, None
-        try:
-            call = json.loads(record.param.data)
-            func, version = call.get("func"), call.get("version")
-        except (ValueError, AttributeError):
-            return None, None
-        return (
-            func if isinstance(func, str) else None,
-            version if isinstance(version, int) else None,
-        )
+        return (None, None) if record is None else call_target(record.param.data)
 
     # -- what runs here ----------------------------------------------------------------------
 
     def _consider(self, task: TaskRecord) -> None:
         """Run ``task`` here if it needs a runner and places here, or if this node holds it
         but runs nothing for it (its actor ended without suspending or settling it)."""
-        claims = self.store.view.claims
-        orphaned = task.state is TaskState.ACQUIRED and task.id not in claims
-        if ((task.state is TaskState.PENDING or orphaned) and self.placement(task.id, None)) or (
-            task.state is TaskState.ACQUIRED
-            and self.store.pid is not None
-            and claims.get(task.id) == self.store.pid
-            and not self.engine.knows(task.id)
+        holder = self.store.view.claims.get(task.id)
+        acquired = task.state is TaskState.ACQUIRED
+        unrun = task.state is TaskState.PENDING or (acquired and holder is None)
+        mine = holder is not None and holder == self.store.pid
+        if (unrun and self.placement(task.id, None)) or (
+            acquired and mine and not self.engine.knows(task.id)
         ):
             self.engine.resume(task.id)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dawait.errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
 from dawait.runtime._clock import Clock
-from dawait.runtime._invocation import invocation_param
+from dawait.runtime._invocation import call_target, invocation_param
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._schedule import ScheduleFiring, ScheduleRecord, due_firing
@@ -254,11 +253,14 @@ class Engine:
         and the timer loop for a new deadline."""
         if new.state.settled:
             if old is None or not old.state.settled:
-                self._on_settled(
-                    PromiseSettled(promise=new, outcome=SettleOutcome.SETTLED, resumed=())
-                )
+                self._settled_elsewhere(new)
         elif old is None:
             self._schedule_timeout(new)
+
+    def _settled_elsewhere(self, record: PromiseRecord) -> None:
+        """Wake what waits here on a promise another node settled (its tasks resume through
+        their own records)."""
+        self._on_settled(PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=()))
 
     def schedules_changed(self) -> None:
         self._schedule_wakeup.set()
@@ -268,9 +270,7 @@ class Engine:
         for id in {*self._waiters, *self._actors}:
             record = records(id)
             if record is not None and record.state.settled:
-                self._on_settled(
-                    PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=())
-                )
+                self._settled_elsewhere(record)
         self._timer_wakeup.set()
         self._schedule_wakeup.set()
 
@@ -297,7 +297,7 @@ class Engine:
         them: a new invocation then starts without reading them back from the store.
         """
         self._require_group()
-        function, version = _function_version(request.param.data)
+        function, version = call_target(request.param.data)
         if call is not None:
             function, version = call[0].name, call[0].version
         here = self.placement(request.id, function, version)
@@ -576,20 +576,5 @@ class Engine:
                 self._started(created)
 
 
-def _function_version(param: str | None) -> tuple[str, int | None]:
-    """The function name and version an invocation's call record names."""
-    try:
-        call = json.loads(param or "{}")
-        version = call.get("version")
-        return str(call["func"]), version if isinstance(version, int) else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return _function_name(param), None
-
-
 def _function_name(param: str | None) -> str:
-    try:
-        call = json.loads(param or "{}")
-    except ValueError:
-        return "?"
-    name = call.get("func") if isinstance(call, dict) else None
-    return name if isinstance(name, str) else "?"
+    return call_target(param)[0] or "?"

@@ -44,6 +44,22 @@ def invocation_param(name: str, version: int, encoded_args: str) -> str:
     return f'{{"func":{json.dumps(name)},"version":{version},{encoded_args[1:]}'
 
 
+def call_target(param: str | None) -> tuple[str | None, int | None]:
+    """The function name and version an invocation's param names (None where it names
+    none, or is not an invocation's)."""
+    try:
+        call = json.loads(param or "{}")
+    except ValueError:
+        return None, None
+    if not isinstance(call, dict):
+        return None, None
+    func, version = call.get("func"), call.get("version")
+    return (
+        func if isinstance(func, str) else None,
+        version if isinstance(version, int) and not isinstance(version, bool) else None,
+    )
+
+
 Start = tuple[PromiseRecord, "Registered", list[Any], dict[str, Any]]
 """An invocation's promise, function and decoded arguments."""
 

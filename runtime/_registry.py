@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,13 @@ class Registered:
         return self.signature.takes_context
 
 
+def check_group(group: object, what: str) -> str:
+    """``group`` if it can name a function group, else a ValueError naming ``what``."""
+    if not isinstance(group, str) or not group or "," in group or "/" in group:
+        raise ValueError(f"{what}: group {group!r} must be non-empty, without ',' or '/'")
+    return group
+
+
 class Registry:
     """Functions by name and version; the newest version serves calls that name none."""
 
@@ -65,10 +72,7 @@ class Registry:
             raise ValueError(f"register {name}: version must be an int >= 1, got {version!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"register {name}: timeout must be > 0 seconds, got {timeout!r}")
-        if not isinstance(group, str) or not group or "," in group or "/" in group:
-            raise ValueError(
-                f"register {name}: group {group!r} must be non-empty, without ',' or '/'"
-            )
+        check_group(group, f"register {name}")
         versions = self._by_name.setdefault(name, {})
         existing = versions.get(version)
         if existing is not None and existing.fn is not fn:
@@ -122,13 +126,19 @@ class Registry:
     def lookup(self, fn: Callable[..., Any]) -> Registered | None:
         return self._by_fn.get(fn)
 
-    def groups(self) -> dict[str, str]:
-        """Each function name -> its group (the newest version's)."""
-        return {name: versions[max(versions)].group for name, versions in self._by_name.items()}
+    def groups(self) -> set[str]:
+        """The groups functions are registered in."""
+        return {r.group for versions in self._by_name.values() for r in versions.values()}
 
-    def versions(self) -> dict[str, tuple[int, ...]]:
-        """Each function name -> its registered versions, oldest first."""
-        return {name: tuple(sorted(versions)) for name, versions in self._by_name.items()}
+    def served(self, groups: Iterable[str]) -> dict[str, tuple[int, ...]]:
+        """The functions in ``groups`` (by their newest version's group), each with its
+        registered versions, oldest first."""
+        wanted = set(groups)
+        return {
+            name: tuple(sorted(versions))
+            for name, versions in self._by_name.items()
+            if versions[max(versions)].group in wanted
+        }
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -46,7 +46,7 @@ from dawait.runtime._engine import Engine, EngineConfig
 from dawait.runtime._invocation import invocation_param
 from dawait.runtime._memory_store import MemoryStore
 from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
-from dawait.runtime._registry import Registered, Registry
+from dawait.runtime._registry import Registered, Registry, check_group
 from dawait.runtime._sqlite_store import SQLiteStore
 from dawait.runtime._store import CreatePromise, InvocationCreated, Store
 
@@ -342,9 +342,9 @@ class Resonate:
         if not node_id or "/" in node_id or ":" in node_id:
             raise ValueError(f"node id {node_id!r}: must be non-empty, without '/' or ':'")
         if groups is not None:
-            groups = tuple(groups)
-            if not groups or any(not g or "," in g or "/" in g for g in groups):
-                raise ValueError(f"groups {list(groups)!r}: expected one or more group names")
+            groups = tuple(check_group(g, "join") for g in groups)
+            if not groups:
+                raise ValueError("join: groups must name at least one group")
         self._groups = groups
         store = EtcdStore(
             etcd, namespace=namespace, node_id=node_id, address=address, lease_ttl=lease_ttl
@@ -359,11 +359,8 @@ class Resonate:
         """Open the store and resume pending invocations (``async with`` does this)."""
         if self.cluster is not None:
             store = self.cluster.store
-            by_function = self._registry.groups()
-            store.groups = self._groups or tuple(sorted(set(by_function.values()) or {"default"}))
-            store.functions = tuple(sorted(f for f, g in by_function.items() if g in store.groups))
-            versions = self._registry.versions()
-            store.versions = {f: versions[f] for f in store.functions}
+            store.groups = self._groups or tuple(sorted(self._registry.groups() or {"default"}))
+            store.versions = self._registry.served(store.groups)
         await self._engine.open()
         if self.cluster is not None:
             self.cluster.start()

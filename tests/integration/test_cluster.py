@@ -23,6 +23,7 @@ from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.served import TOKEN, Node, Nodes, dawait
+from tests.polling import eventually
 
 APP = "tests.integration.cluster_app:app"
 TTL = 2
@@ -102,6 +103,17 @@ async def _outcome(client: HttpClient, id: str, within: float) -> object:
             raise AssertionError(f"{id} still pending after {within} s")
 
 
+async def _mid_run(nodes: Nodes, node: Node, first_steps: int = 5) -> None:
+    """Wait until ``node`` has run the first step of ``first_steps`` workflows: it holds
+    work in flight (their sleeps and later steps are still to come)."""
+
+    async def running() -> bool:
+        ran = [key for _kind, key, pid in nodes.effect_lines() if pid == node.pid]
+        return sum(key.endswith("/0") for key in ran) >= first_steps
+
+    await eventually(running, f"{node.name} to run {first_steps} first steps")
+
+
 async def _resolve_once_created(client: HttpClient, id: str, value: int) -> None:
     """Resolve external promise ``id`` as soon as its workflow has created it."""
     deadline = time.monotonic() + 30
@@ -142,7 +154,7 @@ async def test_300_workflows_survive_a_sigkilled_node(cluster: Cluster) -> None:
         assert created
 
     victim = cluster.members[1]
-    await asyncio.sleep(0.4)  # mid-run: first steps done, sleeps pending
+    await _mid_run(cluster.nodes, victim, first_steps=20)
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
     survivors = [c for node, c in zip(cluster.members, cluster.clients, strict=True)
@@ -202,7 +214,7 @@ async def test_a_node_stopped_with_sigterm_hands_over_at_once(
         await _live_nodes(cluster.clients[0], 2)
         for i in range(40):
             await cluster.clients[i % 2].start(f"t{i}", "mixed", [i * 7 + 1, 1.0], {})
-        await asyncio.sleep(0.3)
+        await _mid_run(cluster.nodes, cluster.members[1])
         await cluster.members[1].stop()  # SIGTERM; exits 0 within its grace period
         survivor = cluster.clients[0]
         assert [n.node_id for n in (await survivor.nodes()).items] == ["n0"]
@@ -372,16 +384,24 @@ async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: Et
             for client in clients:
                 await client.close()
 
+    async def more_started(count: int) -> None:
+        target = len(started) + count
+
+        async def enough() -> bool:
+            return len(started) >= target
+
+        await eventually(enough, f"{count} more workflows to start")
+
     try:
-        loader = asyncio.create_task(load())
-        for k in range(3):
-            await asyncio.sleep(0.7)
-            await up[k].stop()  # SIGTERM: exits 0 within its grace period
-            up[k] = nodes.start(f"n{k}-again", *args[k])
-        await asyncio.sleep(0.5)
-        stop.set()
-        await loader
-        assert len(started) > 50
+        async with asyncio.TaskGroup() as group:  # a failure below stops the load too
+            group.create_task(load())
+            for k in range(3):
+                await more_started(15)
+                await up[k].stop()  # SIGTERM: exits 0 within its grace period
+                up[k] = nodes.start(f"n{k}-again", *args[k])
+            await more_started(15)
+            stop.set()
+        assert len(started) >= 60
         async with HttpClient(urls[0], token=TOKEN) as client:
             for i in started:
                 assert await _outcome(client, f"r{i}", within=20) == mixed_result(i * 7 + 1)

@@ -302,8 +302,8 @@ async def test_a_node_that_lost_its_claim_cannot_write_for_that_invocation(
     only the claim fences it) and node b takes inv over. Every call a's actor makes for inv
     is refused, and nothing of it is stored."""
     namespace = f"fence-{os.getpid()}"
-    a = EtcdStore(endpoints, namespace=namespace, node_id="a", functions=("f",))
-    b = EtcdStore(endpoints, namespace=namespace, node_id="b", functions=("f",))
+    a = EtcdStore(endpoints, namespace=namespace, node_id="a", versions={"f": (1,)})
+    b = EtcdStore(endpoints, namespace=namespace, node_id="b", versions={"f": (1,)})
     await a.open()
     await b.open()
     try:
