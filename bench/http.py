@@ -51,10 +51,14 @@ from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from bench.peers.dbos_peer import ensure_dbos_python  # noqa: E402
+
 TARGET_PER_S = 1_000.0
 TARGET_P99_MS = 100.0
 APP = "bench.http_app:app"
 FUNCTION = "three_steps"
+DBOS_SERVER = HERE / "peers" / "dbos_http.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -69,8 +73,13 @@ class Window:
 
 @dataclass
 class Report:
+    server: str
+    """``dawait``, or the peer: ``dbos``."""
+    version: str
+    """The server's version, as it announced it when ready (the peer's)."""
     store: str
-    """As given to --store (``sqlite`` is a fresh file with fsync per commit)."""
+    """As given to --store (``sqlite`` is a fresh file with fsync per commit); the peer's
+    is always ``sqlite``."""
     mode: str
     """``one``: POST /invocations?wait=30; ``poll``: POST, then GET .../result?wait=30."""
     clients: int
@@ -111,30 +120,42 @@ class Sample:
 
 
 class Node:
-    """A ``dawait serve`` subprocess."""
+    """A server subprocess: ``dawait serve`` on a store, or the DBOS peer."""
 
-    def __init__(self, store: str, folder: Path, profile: str | None) -> None:
+    def __init__(self, command: list[str], folder: Path) -> None:
         self.log = folder / "node.log"
         self.out = folder / "node.out"
-        dawait = Path(sys.executable).parent / "dawait"
-        prefix = [sys.executable, "-m", "cProfile", "-o", profile] if profile else []
-        command = [*prefix, str(dawait), "serve", "--app", APP, "--port", "0", "--store", store]
         with self.out.open("wb") as out, self.log.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=log)
         self.url = ""
+        self.version = ""
+
+    @classmethod
+    def dawait(cls, store: str, folder: Path, profile: str | None) -> Node:
+        dawait = Path(sys.executable).parent / "dawait"
+        prefix = [sys.executable, "-m", "cProfile", "-o", profile] if profile else []
+        command = [*prefix, str(dawait), "serve", "--app", APP, "--port", "0", "--store", store]
+        return cls(command, folder)
+
+    @classmethod
+    def dbos(cls, folder: Path) -> Node:
+        """DBOS on a SQLite file in ``folder``, behind the same endpoint on aiohttp."""
+        python = ensure_dbos_python("aiohttp")
+        return cls([python, str(DBOS_SERVER), "--folder", str(folder)], folder)
 
     def wait_listening(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.out.read_text().splitlines():
-                if line.startswith("dawait node listening on "):
-                    self.url = line.rsplit(" ", 1)[1]
+                if line.startswith(("dawait node listening on ", "peer listening on ")):
+                    self.url, _, rest = line.split(" listening on ", 1)[1].partition(" ")
+                    self.version = rest.strip("()").rpartition(" ")[2]
                     return self.url
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the node did not start:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text()[-3000:]}")
 
     def cpu_seconds(self) -> float:
         return process_seconds(self.process.pid)
@@ -205,6 +226,8 @@ async def client(
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
     """The node's /metrics, unlabelled samples only: ``{name: value}``."""
     async with session.get(f"{url}/metrics") as response:
+        if response.status == 404:  # the DBOS peer has none
+            return {}
         text = await response.text()
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -223,7 +246,7 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 async def drive(
-    node: Node, clients: int, warmup: float, duration: float, store: str, one: bool
+    node: Node, clients: int, warmup: float, duration: float, label: tuple[str, str], one: bool
 ) -> tuple[Report, Window]:
     window = Window()
     connector = aiohttp.TCPConnector(limit=clients)
@@ -268,7 +291,9 @@ async def drive(
     ended = [(s, e) for s, e in window.done if measured_from <= e <= measured_to]
     latencies = sorted((e - s) * 1000 for s, e in ended if s >= measured_from)
     return Report(
-        store=store,
+        server=label[0],
+        version=node.version,
+        store=label[1],
         mode="one" if one else "poll",
         clients=clients,
         seconds=duration,
@@ -301,21 +326,25 @@ def store_url(store: str, folder: Path) -> str:
     return store
 
 
-def bench_store(store: str, args: argparse.Namespace) -> Report:
-    """One run against a fresh node on ``store``."""
+def bench_once(server: str, store: str, args: argparse.Namespace) -> Report:
+    """One run against a fresh server: a dawait node on ``store``, or the DBOS peer."""
     with tempfile.TemporaryDirectory(prefix="dawait-bench-http-") as tmp:
         folder = Path(tmp)
-        url = store_url(store, folder)
-        node = Node(url, folder, args.profile)
+        if server == "dbos":
+            node = Node.dbos(folder)
+        else:
+            node = Node.dawait(store_url(store, folder), folder, args.profile)
         try:
             node.wait_listening()
+            one = args.await_ == "one"
+            label = (server, store)
             report, window = asyncio.run(
-                drive(node, args.clients, args.warmup, args.duration, store, args.await_ == "one")
+                drive(node, args.clients, args.warmup, args.duration, label, one)
             )
         finally:
             code = node.stop()
         if code != 0:
-            print(f"the node exited {code}:\n{node.log.read_text()[-3000:]}", file=sys.stderr)
+            print(f"{server} exited {code}:\n{node.log.read_text()[-3000:]}", file=sys.stderr)
         for error in window.errors[:5]:
             print(f"error: {error}", file=sys.stderr)
         return report
@@ -328,9 +357,9 @@ def table_row(r: Report) -> str:
         else f"{'n/a':>9} {'n/a':>9} {'n/a':>10}"
     )
     return (
-        f"{r.store[:10]:10} {r.per_s:7.0f} {r.p50_ms:7.1f} {r.p90_ms:7.1f} {r.p99_ms:7.1f} "
-        f"{r.max_ms:7.1f} {r.errors:6} {r.node_cpu:8.2f} {r.bench_cpu:9.2f} {r.idle:5.2f} "
-        f"{r.rest:5.2f} {commits}"
+        f"{r.server:6} {r.store[:10]:10} {r.per_s:7.0f} {r.p50_ms:7.1f} {r.p90_ms:7.1f} "
+        f"{r.p99_ms:7.1f} {r.max_ms:7.1f} {r.errors:6} {r.node_cpu:8.2f} {r.bench_cpu:9.2f} "
+        f"{r.idle:5.2f} {r.rest:5.2f} {commits}"
     )
 
 
@@ -340,6 +369,9 @@ def main() -> None:
         "--store",
         action="append",
         help="sqlite (a temporary file; the default), memory, or a store URL; repeatable",
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="do not measure DBOS (the peer) in this run"
     )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument(
@@ -351,15 +383,20 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per store (median judged)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each (median judged)")
     parser.add_argument("--profile", help="run the node under cProfile, stats to this file")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = parser.parse_args()
 
-    stores: list[str] = args.store or ["sqlite"]
-    runs = {store: [bench_store(store, args) for _ in range(args.repeat)] for store in stores}
+    servers = [("dawait", store) for store in args.store or ["sqlite"]]
+    if not args.no_peer:
+        servers.insert(0, ("dbos", "sqlite"))
+    runs: dict[tuple[str, str], list[Report]] = {server: [] for server in servers}
+    for _ in range(args.repeat):  # alternated, so a slow spell of the machine hits each
+        for server, store in servers:
+            runs[server, store].append(bench_once(server, store, args))
     if args.json:
-        print(json.dumps({k: [asdict(r) for r in v] for k, v in runs.items()}, indent=2))
+        print(json.dumps([asdict(r) for reports in runs.values() for r in reports], indent=2))
         return
     requests = (
         "POST /invocations?wait=30"
@@ -373,8 +410,8 @@ def main() -> None:
         + "\n"
     )
     print(
-        f"{'store':10} {'inv/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-        f"{'errors':>6} {'node cpu':>8} {'bench cpu':>9} {'idle':>5} {'rest':>5} "
+        f"{'server':6} {'store':10} {'inv/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'errors':>6} {'node cpu':>8} {'bench cpu':>9} {'idle':>5} {'rest':>5} "
         f"{'commits/s':>9} {'commit ms':>9} {'ops/commit':>10}"
     )
     for reports in runs.values():
@@ -383,17 +420,27 @@ def main() -> None:
     print(
         f"\n(cpu, idle, rest: cores of the {CORES} over the measured window; rest is the kernel, "
         "other processes\n and the hypervisor: well above 0.2, something else ran; "
-        "n/a: the node's /metrics counted no store commit)\n"
+        "n/a: no store commit counted on /metrics, or none served)\n"
     )
-    for store, reports in runs.items():
+    peer = runs.get(("dbos", "sqlite"))
+    peer_per_s = statistics.median(r.per_s for r in peer) if peer else 0.0
+    if peer:
+        peer_p99 = statistics.median(r.p99_ms for r in peer)
+        print(
+            f"dbos {peer[0].version} sqlite: {peer_per_s:,.0f} invocations/s, p99 {peer_p99:.1f} ms"
+        )
+    for (server, store), reports in runs.items():
+        if server != "dawait":
+            continue
         per_s = statistics.median(r.per_s for r in reports)
         p99_ms = statistics.median(r.p99_ms for r in reports)
         rate = "ok" if per_s >= TARGET_PER_S else "MISSED"
         p99 = "ok" if p99_ms < TARGET_P99_MS else "MISSED"
         which = f" (medians of {len(reports)} runs)" if len(reports) > 1 else ""
+        ratio = f"; {per_s / peer_per_s:.1f}x DBOS" if peer_per_s else ""
         print(
-            f"{store}{which}: >= {TARGET_PER_S:,.0f} invocations/s {rate} ({per_s:,.0f}); "
-            f"p99 < {TARGET_P99_MS:.0f} ms {p99} ({p99_ms:.1f} ms)"
+            f"dawait {store}{which}: >= {TARGET_PER_S:,.0f} invocations/s {rate} ({per_s:,.0f}); "
+            f"p99 < {TARGET_P99_MS:.0f} ms {p99} ({p99_ms:.1f} ms){ratio}"
         )
 
 

@@ -13,13 +13,16 @@ VENV = REPO / ".bench" / "dbos-venv"
 WORKLOAD = Path(__file__).with_name("dbos_workload.py")
 
 
-def ensure_dbos_python() -> str:
-    """Create the DBOS venv once (latest dbos from PyPI) and return its python."""
+def ensure_dbos_python(*extra: str) -> str:
+    """Create the DBOS venv once (latest dbos from PyPI, and the ``extra`` packages) and
+    return its python."""
     python = VENV / "bin" / "python"
-    if not python.exists() or _run([str(python), "-c", "import dbos"]).returncode:
+    imports = "; ".join(f"import {name}" for name in ("dbos", *extra))
+    if not python.exists() or _run([str(python), "-c", imports]).returncode:
         VENV.parent.mkdir(parents=True, exist_ok=True)
-        _check(["python3.11", "-m", "venv", "--clear", str(VENV)])
-        _check([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "dbos"])
+        if not python.exists():
+            _check(["python3.11", "-m", "venv", str(VENV)])
+        _check([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "dbos", *extra])
     return str(python)
 
 
