@@ -3,18 +3,24 @@ nodes being ``dawait serve --etcd`` processes on 127.0.0.1:
 
 * throughput: 1 node vs 3 nodes, ``--workflows`` workflows of 3 steps (bench/http_app.py)
   started through the HTTP API round-robin over the nodes and awaited: aggregate steps/s;
+  the peer, measured in the same run: DBOS (bench/peers/dbos_http.py, the same workflow
+  behind the same endpoint on aiohttp), 1 and 3 processes sharing one local PostgreSQL
+  (``fsync=off``, as etcd here; Debian's package, installed if missing: bench/peers/postgres.py),
+  each process running the workflows started through it;
 * failover: 2 nodes (lease TTL ``--ttl``); a workflow of steps runs on one, which is
   SIGKILLed; the time from the kill to the first step of that workflow run by the other
   node (p50 and max over ``--trials``); and the time from SIGKILL of the leader to another
   node leading.
 
     .venv/bin/python bench/cluster.py [--workflows 2000] [--concurrency 64] [--trials 20]
+        [--repeat 3] [--no-peer]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -28,6 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Not bench/ first on the path: bench/http.py would shadow the standard library's http.
 sys.path[0] = str(REPO)
 
+import aiohttp  # noqa: E402
+
+from bench.http import Node as Server  # noqa: E402
+from bench.peers.postgres import Postgres  # noqa: E402
 from dawait.cluster._client import HttpClient  # noqa: E402
 from dawait.cluster._placement import rendezvous  # noqa: E402
 from tests.etcd import EtcdCluster, free_ports  # noqa: E402
@@ -86,6 +96,45 @@ async def run(
                 node.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 node.process.kill()
+
+
+async def run_dbos(
+    processes: int, workflows: int, concurrency: int, pg: Postgres, dir: Path
+) -> float:
+    """The peer: ``processes`` DBOS servers on one fresh Postgres database, the same
+    workflows started round-robin through them and awaited; aggregate steps/s."""
+    url = pg.create(f"dbos_{dir.name.replace('-', '_')}")
+    servers = []
+    try:
+        for k in range(processes):
+            folder = dir / f"dbos{k}"
+            folder.mkdir(parents=True)
+            servers.append(Server.dbos(folder, "--database-url", url, "--executor-id", f"e{k}"))
+            servers[-1].wait_listening()
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(workflows):
+            queue.put_nowait(i)
+        timeout = aiohttp.ClientTimeout(total=60)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+            async def worker() -> None:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    body = {"id": f"w{i}", "function": "three_steps", "args": [i]}
+                    start = f"{servers[i % processes].url}/invocations"
+                    async with session.post(start, json=body, params={"wait": "30"}) as reply:
+                        answer = await reply.json()
+                    if reply.status != 201 or answer.get("result") != i + STEPS:
+                        raise RuntimeError(f"dbos w{i}: {reply.status} {answer}")
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        return workflows * STEPS / elapsed
+    finally:
+        for server in servers:
+            server.stop()
 
 
 async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
@@ -175,6 +224,43 @@ def _lines(path: Path, pid: int) -> int:
     return sum(1 for p, _t in _ticks(path) if p == pid)
 
 
+async def throughput(args: argparse.Namespace, etcd: EtcdCluster, dir: Path) -> None:
+    # dawait: (nodes, placement-aware client); the peer: DBOS processes on Postgres.
+    setups: dict[str, tuple[str, int, bool]] = {
+        "dawait, 1 node": ("dawait", 1, False),
+        "dawait, 3 nodes, starts through any node": ("dawait", 3, False),
+        "dawait, 3 nodes, placement-aware client": ("dawait", 3, True),
+    }
+    if not args.no_peer:
+        setups |= {"dbos, 1 process": ("dbos", 1, False), "dbos, 3 processes": ("dbos", 3, False)}
+    runs: dict[str, list[float]] = {name: [] for name in setups}
+    with contextlib.ExitStack() as stack:
+        pg = None if args.no_peer else stack.enter_context(Postgres())
+        for r in range(args.repeat):  # alternated, so drift in the machine hits all alike
+            for name, (server, size, route) in setups.items():
+                where = dir / f"{server}-{size}-{route}-{r}"
+                if pg is not None and server == "dbos":
+                    figure = await run_dbos(size, args.workflows, args.concurrency, pg, where)
+                else:
+                    figure = await run(size, args.workflows, args.concurrency, etcd, where, route)
+                runs[name].append(figure)
+    print(
+        f"{args.workflows} workflows of {STEPS} steps, {args.concurrency} concurrent clients, "
+        f"median of {args.repeat} runs"
+    )
+    median = {name: statistics.median(figures) for name, figures in runs.items()}
+    one = median["dawait, 1 node"]
+    for name, figures in runs.items():
+        peer = median.get("dbos, 1 process" if setups[name][1] == 1 else "dbos, 3 processes")
+        versus = (
+            f", {median[name] / peer:.1f}x DBOS" if peer and setups[name][0] == "dawait" else ""
+        )
+        print(
+            f"{name:42} {median[name]:6.0f} steps/s  ({median[name] / one:.2f}x one node"
+            f"{versus}; runs: {_figures(figures)})"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=2000)
@@ -183,29 +269,13 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ttl", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="do not measure DBOS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dir = Path(tmp)
         with EtcdCluster(dir / "etcd", size=1) as etcd:
             if not args.skip_throughput:
-                # Alternated, so that drift in the machine's speed hits all alike.
-                setups = {"1 node": (1, False), "3 nodes, starts through any node": (3, False),
-                          "3 nodes, placement-aware client": (3, True)}  # fmt: skip
-                runs: dict[str, list[float]] = {name: [] for name in setups}
-                for r in range(args.repeat):
-                    for name, (size, route) in setups.items():
-                        where = dir / f"{size}-{route}-{r}"
-                        runs[name].append(
-                            await run(size, args.workflows, args.concurrency, etcd, where, route)
-                        )
-                print(f"{args.concurrency} concurrent clients, median of {args.repeat} runs")
-                one = statistics.median(runs["1 node"])
-                for name, figures in runs.items():
-                    median = statistics.median(figures)
-                    print(
-                        f"{name:34} {median:6.0f} steps/s  ({median / one:.2f}x one node; "
-                        f"runs: {_figures(figures)})"
-                    )
+                await throughput(args, etcd, dir)
             if args.trials:
                 await failover(etcd, dir / "failover", args.trials, args.ttl)
 

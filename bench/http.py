@@ -138,10 +138,12 @@ class Node:
         return cls(command, folder)
 
     @classmethod
-    def dbos(cls, folder: Path) -> Node:
-        """DBOS on a SQLite file in ``folder``, behind the same endpoint on aiohttp."""
+    def dbos(cls, folder: Path, *where: str) -> Node:
+        """DBOS behind the same endpoint on aiohttp: on a SQLite file in ``folder``, or as
+        ``where`` says (``--database-url URL --executor-id ID``, bench/peers/dbos_http.py)."""
         python = ensure_dbos_python("aiohttp")
-        return cls([python, str(DBOS_SERVER), "--folder", str(folder)], folder)
+        where = where or ("--folder", str(folder))
+        return cls([python, str(DBOS_SERVER), *where], folder)
 
     def wait_listening(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout

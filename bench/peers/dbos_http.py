@@ -7,10 +7,11 @@ Run by the DBOS venv's python (never imports dawait). Serves, on aiohttp like th
 which starts the workflow under that id (``SetWorkflowID``) and answers 201
 ``{"result": x + 3}`` once it finished; ``GET /invocations/{id}/result?wait=`` awaits a
 started one. The system database is SQLite in ``--folder`` (synchronous=FULL, DBOS's
-default, as dawait's fsync per commit). Prints ``peer listening on URL`` when ready and
-stops on SIGTERM.
+default, as dawait's fsync per commit), or the Postgres database ``--database-url``
+names (bench/cluster.py: several such processes, each its own executor, share one Postgres).
+Prints ``peer listening on URL`` when ready and stops on SIGTERM.
 
-    python dbos_http.py --folder DIR [--port 0]
+    python dbos_http.py (--folder DIR | --database-url URL [--executor-id ID]) [--port 0]
 """
 
 from __future__ import annotations
@@ -74,12 +75,16 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--folder", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help="SQLite system database in this folder")
+    where.add_argument("--database-url", help="a Postgres system database")
+    parser.add_argument("--executor-id", default="local")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     config: DBOSConfig = {
         "name": "dawait-bench-http",
-        "system_database_url": f"sqlite:///{args.folder}/dbos.sqlite",
+        "system_database_url": args.database_url or f"sqlite:///{args.folder}/dbos.sqlite",
+        "executor_id": args.executor_id,
         "log_level": "WARNING",
         "enable_otlp": False,
     }
