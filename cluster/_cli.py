@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--groups", help="function groups this node runs (default: all)")
     serve.add_argument("--lease-ttl", type=int, help="seconds before a silent node is dead")
     serve.add_argument("--cluster-token", help="token for peers' forwarded requests")
+    serve.add_argument("--token-file", help="read --token from this file (a mounted Secret)")
+    serve.add_argument("--cluster-token-file", help="read --cluster-token from this file")
+    serve.add_argument(
+        "--open-metrics",
+        action="store_true",
+        default=None,
+        help="serve /metrics without the token, for a scraper (env DAWAIT_OPEN_METRICS)",
+    )
 
     sub.add_parser("nodes", parents=[common], help="list the cluster's live nodes")
 
@@ -167,6 +175,9 @@ def _serve(args: argparse.Namespace) -> int:
             "groups": args.groups,
             "lease_ttl": args.lease_ttl,
             "cluster_token": args.cluster_token,
+            "token_file": args.token_file,
+            "cluster_token_file": args.cluster_token_file,
+            "open_metrics": args.open_metrics,
         }.items()
         if value is not None
     }

@@ -119,9 +119,12 @@ class NodeApi:
         max_body: int = DEFAULT_MAX_BODY,
         metrics: NodeMetrics | None = None,
         cluster_token: str | None = None,
+        open_metrics: bool = False,
     ) -> None:
         self.backend = backend
         self.token = token
+        self.open_paths = _OPEN | {"/metrics"} if open_metrics else _OPEN
+        """Paths served without the token: health, and /metrics if ``open_metrics``."""
         self.cluster_token = cluster_token
         """What peers authenticate forwarded requests with (the API token if None)."""
         cluster = backend.app.cluster
@@ -175,7 +178,7 @@ class NodeApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.token is not None and request.path not in _OPEN:
+        if self.token is not None and request.path not in self.open_paths:
             given = request.headers.get("Authorization", "").encode()
             accepted = [t for t in (self.token, self.cluster_token) if t is not None]
             # Every candidate compared, in constant time each.

@@ -52,6 +52,32 @@ class ServeSettings(BaseSettings):
     cluster_token: SecretStr | None = Field(
         default=None, description="token peers forward requests with (default: --token)"
     )
+    token_file: Path | None = Field(default=None, description="read --token from this file")
+    cluster_token_file: Path | None = Field(
+        default=None, description="read --cluster-token from this file"
+    )
+    open_metrics: bool = Field(
+        default=False, description="serve /metrics without the token (for a scraper)"
+    )
+
+    @model_validator(mode="after")
+    def _tokens_from_files(self) -> ServeSettings:
+        """``token_file`` / ``cluster_token_file`` (a mounted Secret): the token is the
+        file's text without its trailing newline."""
+        for name in ("token", "cluster_token"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"give {name} or {name}_file, not both")
+            try:
+                text = path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{name}_file {path}: {exc.strerror or exc}") from exc
+            if not text:
+                raise ValueError(f"{name}_file {path} is empty")
+            setattr(self, name, SecretStr(text))
+        return self
 
     @model_validator(mode="after")
     def _reachable_by_peers(self) -> ServeSettings:
@@ -122,7 +148,11 @@ async def serve(
                 settings.cluster_token.get_secret_value() if settings.cluster_token else None
             )
             api = NodeApi(
-                backend, token=token, max_body=settings.max_body, cluster_token=cluster_token
+                backend,
+                token=token,
+                max_body=settings.max_body,
+                cluster_token=cluster_token,
+                open_metrics=settings.open_metrics,
             )
             runner = web.AppRunner(
                 api.web_app(), access_log=None, shutdown_timeout=max(settings.grace_period, 0.1)

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 
+import aiohttp
 import pytest
 
 from dawait.cluster._client import HttpClient
@@ -78,6 +79,59 @@ async def test_serve_takes_its_settings_from_the_environment(nodes: Nodes) -> No
     assert not ignored_store.exists()
     await node.stop()
     await overridden.stop()
+
+
+async def test_serve_reads_its_token_from_a_file_and_may_open_metrics(nodes: Nodes) -> None:
+    """As a mounted Secret gives it: the file's text, less its trailing newline, is the
+    token; ``DAWAIT_OPEN_METRICS`` lets a scraper read /metrics without it, and nothing else."""
+    secret = nodes.dir / "api-token"
+    secret.write_text("file-token\n")
+    node = nodes.spawn(
+        "token-file",
+        "--app", APP, "--port", "0", "--store", nodes.store, "--token-file", str(secret),
+        env={"DAWAIT_OPEN_METRICS": "true"},
+    )  # fmt: skip
+    nodes.wait_listening(node)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{node.url}/metrics") as response:
+            assert response.status == 200
+            assert "dawait_steps_total" in await response.text()
+        async with session.get(f"{node.url}/invocations") as response:
+            assert response.status == 401
+    async with HttpClient(node.url, token="file-token", timeout=10) as api:
+        await api.start("f-1", "add", [1, 1], {})
+        assert (await api.result("f-1", wait=WAIT_TIMEOUT)).result == 2
+    await node.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--token-file", "/nonexistent/api-token"],
+            "token_file /nonexistent/api-token: No such file or directory",
+            id="missing-file",
+        ),
+        pytest.param(
+            ["--token", "t", "--token-file", "/dev/null"],
+            "give token or token_file, not both",
+            id="both",
+        ),
+        pytest.param(
+            ["--cluster-token-file", "/dev/null"],
+            "cluster_token_file /dev/null is empty",
+            id="empty-file",
+        ),
+    ],
+)
+async def test_serve_refuses_a_bad_token_file_naming_it(
+    nodes: Nodes, args: list[str], message: str
+) -> None:
+    node = nodes.spawn("bad-token", "--app", APP, "--port", "0", "--store", nodes.store, *args)
+    code = await node.exit_code(within=CLI_TIMEOUT)
+    assert message in node.stderr(), node.report("no clear message")
+    assert "Traceback" not in node.stderr(), node.report("a traceback")
+    assert code == 2, node.report(f"exit {code}")
 
 
 @pytest.mark.parametrize(
