@@ -9,6 +9,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# checkov (tests/k8s) pins older versions of packages the project uses: its own venv.
+if [ ! -x .tools/checkov/bin/checkov ]; then
+  "$PYTHON" -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install --quiet --upgrade pip
+  .tools/checkov/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+fi
 echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        ./scripts/typecheck.sh
