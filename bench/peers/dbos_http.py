@@ -28,15 +28,8 @@ os.environ.pop("DBOS__CLOUD", None)
 from aiohttp import web
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-
-@DBOS.step()
-async def step(x: int) -> int:
-    return x + 1
-
-
-@DBOS.workflow()
-async def three_steps(x: int) -> int:
-    return await step(await step(await step(x)))
+# The same workflow of three steps as the embedded benchmark's (this folder is on the path).
+from dbos_workload import workflow as three_steps
 
 
 async def start(request: web.Request) -> web.Response:
