@@ -28,6 +28,7 @@ from dawait.errors import (
     PromiseTimeoutError,
     StepError,
 )
+from dawait.runtime import MemoryStore
 from dawait.testing import FakeClock
 from tests.polling import eventually
 
@@ -1221,6 +1222,56 @@ async def test_gathered_sleeps_resume_as_each_comes_due(clock: FakeClock) -> Non
         clock.advance(5)
         assert await asyncio.wait_for(handle.result(), WAIT) == "both"
     assert runs == 3
+
+
+class HeldDeadlineStore(MemoryStore):
+    """A memory store that, once ``hold`` is set, holds the timer loop right after it has
+    read its next deadline (as a cluster store's round trip to etcd does), until
+    ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def next_timeout(self) -> int | None:
+        deadline = await super().next_timeout()
+        if self.hold:
+            self.hold = False
+            self.held.set()
+            await self.release.wait()
+        return deadline
+
+
+async def test_a_sleep_that_begins_while_the_timer_loop_reads_its_deadline_still_fires(
+    clock: FakeClock,
+) -> None:
+    """A timer created after the loop read the store's next deadline, but before it went to
+    sleep on that (stale) deadline, must still wake it."""
+
+    async def wf(ctx: Context) -> str:
+        await ctx.sleep(5)
+        return "woke"
+
+    store = HeldDeadlineStore()
+    async with Resonate(store=store, clock=clock, evict_after=60) as app:
+        app.register(wf)
+        await app.promises.create("first", timeout=1)
+        first_due = clock.now() + 1000
+
+        async def asleep_until_first() -> bool:
+            return clock.next_deadline == first_due
+
+        await eventually(asleep_until_first, "the timer loop to sleep until the first timer")
+        store.hold = True
+        clock.advance(1)  # the first timer fires; the loop reads the next deadline: none
+        await asyncio.wait_for(store.held.wait(), WAIT)
+        handle = await app.start("wf", wf)
+        await eventually(lambda: promise_exists(app, "wf:1"), "the sleep's timer")
+        store.release.set()
+        clock.advance(5)
+        assert await asyncio.wait_for(handle.result(), WAIT) == "woke"
 
 
 async def test_an_evicted_invocation_times_out_at_its_deadline(clock: FakeClock) -> None:
