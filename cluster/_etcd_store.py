@@ -627,6 +627,12 @@ class EtcdStore(TablesStore):
                     "its own --node-id)"
                 )
             await asyncio.sleep(0.25)
+            # Nothing keeps this node's own lease alive before it joined, and waiting out
+            # the old record (up to a TTL and more: etcd extends leases across its leader
+            # elections, and a restored snapshot's leases start their TTL anew) could
+            # outlast it.
+            if not await self.etcd.keep_alive(self._lease):
+                raise StoreError(f"{self!r}: this node's lease ended while it waited to join")
 
     async def rejoin(self) -> None:
         """After the lease was lost (a stall or partition past its TTL): a new lease, a new
