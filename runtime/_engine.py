@@ -467,6 +467,10 @@ class Engine:
             if len(expired) == _EXPIRE_BATCH:
                 await asyncio.sleep(0)
                 continue
+            # Until the store answers, any new deadline must wake this loop: a timer created
+            # meanwhile (here, or by another node and seen through the store's watch) may be
+            # missing from the answer, and the deadline kept from before may have fired.
+            self._next_timeout = None
             self._next_timeout = await self.store.next_timeout()
             await self._sleep_until_timeout()
 
