@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from dawait.errors import PromiseTimeoutError, SerializationError, UnknownFunctionError
+from dawait.errors import (
+    PromiseTimeoutError,
+    SerializationError,
+    StoreError,
+    UnknownFunctionError,
+)
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_error, encode_json
 from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
@@ -394,16 +399,40 @@ class Invocation:
                 if epoch == self._epoch:
                     break
             awaited = list(self._remote)
-            suspended = await self.engine.store.suspend_task(
-                self.id, awaited=awaited, now=clock.now()
-            )
+            try:
+                suspended = await self.engine.store.suspend_task(
+                    self.id, awaited=awaited, now=clock.now()
+                )
+                if not suspended and not self.stopping:
+                    # Something it awaits settled meanwhile: it goes on in memory.
+                    await self._wake_settled(awaited)
+            except StoreError as exc:
+                # This task runs under the engine's supervisor: raising would stop the
+                # engine. Staying in memory loses nothing; the invocation goes on here.
+                log.warning("invocation %s: cannot leave memory (%s); it stays", self.id, exc)
+                return
             if not suspended or self.stopping:
-                return  # something it awaits settled meanwhile: it goes on in memory
+                return
             self._evicting = True
             self._stop_running()
         finally:
             if asyncio.current_task() is self._evict_timer:
                 self._evict_timer = None
+
+    async def _wake_settled(self, awaited: list[str]) -> None:
+        """Wake this run's waiters on the awaited promises that have settled.
+
+        A promise that settled while this run read its records, before it waited on it,
+        woke no one: the run waits on the pending copy it read, and the refused suspend is
+        the only sign of it. Read again, from the store.
+        """
+        engine = self.engine
+        now = engine.clock.now()
+        records = await asyncio.gather(*(engine.store.get_promise(id, now=now) for id in awaited))
+        settled = {r.id: r for r in records if r is not None and r.state.settled}
+        for id, future in self._waiters:
+            if id in settled and not future.done():
+                future.set_result(settled[id])
 
     # -- helpers for Context ---------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ from dawait.errors import (
     PromiseNotFoundError,
     PromiseTimeoutError,
     StepError,
+    StoreError,
 )
-from dawait.runtime import MemoryStore
+from dawait.runtime import MemoryStore, PromiseRecord
 from dawait.testing import FakeClock
 from tests.polling import eventually
 
@@ -1272,6 +1273,88 @@ async def test_a_sleep_that_begins_while_the_timer_loop_reads_its_deadline_still
         store.release.set()
         clock.advance(5)
         assert await asyncio.wait_for(handle.result(), WAIT) == "woke"
+
+
+class HeldBranchStore(MemoryStore):
+    """A memory store that, once ``hold`` is set, holds the next read of an invocation's
+    records (its branch) after it has read them, until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def branch_promises(self, branch: str) -> Sequence[PromiseRecord]:
+        records = await super().branch_promises(branch)
+        if self.hold:
+            self.hold = False
+            self.held.set()
+            await self.release.wait()
+        return records
+
+
+async def test_a_promise_settled_while_a_replay_reads_its_records_still_wakes_it(
+    clock: FakeClock,
+) -> None:
+    """A promise that settles after a replay read it as pending, but before the replay waits
+    on it, must still wake the replay."""
+
+    async def wf(ctx: Context) -> str:
+        _, got = await asyncio.gather(ctx.sleep(5), ctx.promise())
+        return f"got {got}"
+
+    store = HeldBranchStore()
+    async with Resonate(store=store, clock=clock, evict_after=0) as app:
+        app.register(wf)
+        handle = await app.start("wf", wf)
+
+        async def evicted() -> bool:
+            return await promise_exists(app, "wf:2") and app._engine.active == 0
+
+        await eventually(evicted, "the waiting invocation to leave memory")
+        store.hold = True
+        clock.advance(5)  # the timer fires: the invocation replays and reads its records
+        await asyncio.wait_for(store.held.wait(), WAIT)
+        await app.promises.resolve("wf:2", "ok")
+        store.release.set()
+        assert await asyncio.wait_for(handle.result(), WAIT) == "got ok"
+
+
+class FailingSuspendStore(MemoryStore):
+    """A memory store whose first suspend fails (etcd out of reach past its retries, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = asyncio.Event()
+
+    async def suspend_task(self, id: str, *, awaited: Sequence[str], now: int) -> bool:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise StoreError("the store is out of reach")
+        return await super().suspend_task(id, awaited=awaited, now=now)
+
+
+async def test_a_suspend_that_fails_leaves_the_invocation_running_in_memory(
+    clock: FakeClock,
+) -> None:
+    """A store error while an idle invocation leaves memory does not stop the engine: the
+    invocation stays in memory, and finishes once what it awaits settles."""
+
+    async def wf(ctx: Context) -> str:
+        return f"got {await ctx.promise()}"
+
+    store = FailingSuspendStore()
+    async with Resonate(store=store, clock=clock, evict_after=0) as app:
+        app.register(wf)
+        handle = await app.start("wf", wf)
+        await asyncio.wait_for(store.failed.wait(), WAIT)
+        await app.promises.resolve("wf:1", "ok")
+        assert await asyncio.wait_for(handle.result(), WAIT) == "got ok"
+        other = await app.start("other", wf)
+        await eventually(lambda: promise_exists(app, "other:1"), "the second invocation's promise")
+        await app.promises.resolve("other:1", "too")
+        assert await asyncio.wait_for(other.result(), WAIT) == "got too"
 
 
 async def test_an_evicted_invocation_times_out_at_its_deadline(clock: FakeClock) -> None:
