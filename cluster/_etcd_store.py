@@ -450,6 +450,12 @@ class _Recorder:
     def add_callback(self, promise_id: str, task_id: str) -> None:
         self._write(self.keys.callback(promise_id, task_id), _dumps([promise_id, task_id]))
         self.t.add_callback(promise_id, task_id)
+        # The promise is written again, unchanged, for its revision: a settle on a node
+        # whose replica has not seen this callback compares the promise's older revision
+        # and fails (then reloads and resumes the task), instead of committing without it.
+        record = self.t.get_promise(promise_id)
+        if record is not None:
+            self._write(self.keys.promise(promise_id), encode_promise(record))
 
     def pop_callbacks(self, promise_id: str) -> list[str]:
         task_ids = self.t.pop_callbacks(promise_id)

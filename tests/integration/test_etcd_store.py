@@ -14,10 +14,11 @@ import pytest
 from dawait import Context, Resonate
 from dawait._resonate import open_store
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write
-from dawait.cluster._etcd_store import EtcdStore
+from dawait.cluster._etcd_store import EtcdStore, cancel_task
 from dawait.errors import OwnershipLostError, StoreError
 from dawait.runtime._promise import PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._store import ACTING_FOR, CreatePromise
+from dawait.runtime._task import TaskState
 from tests.etcd import EtcdCluster
 from tests.polling import eventually
 
@@ -101,6 +102,34 @@ async def test_racing_settles_from_several_nodes_settle_once(nodes: list[EtcdSto
         record = await store.get_promise("race")
         assert record is not None
         assert record.value.data == winner
+
+
+async def test_a_settle_from_a_node_that_has_not_seen_a_suspend_still_resumes_its_task(
+    nodes: list[EtcdStore],
+) -> None:
+    """Node A parks a task on a promise; node B, whose replica has not seen that yet (its
+    watch lags), settles the promise. B's settle must not commit on its stale replica: it
+    would find no callback and leave the task suspended for good."""
+    a, b = nodes[0], nodes[1]
+    await a.create_invocation(CreatePromise(id="wf"), pid="a1", ttl=None, now=0)
+    await a.create_promise(CreatePromise(id="wf:1"), now=0)
+
+    async def replicated() -> bool:
+        return b.replica.get_promise("wf:1") is not None and "wf" in b.replica.tasks
+
+    await eventually(replicated, "the invocation and its promise on node B")
+    assert b._watcher is not None
+    await cancel_task(b._watcher)  # B's watch lags: it sees nothing from here on
+    assert await a.suspend_task("wf", awaited=["wf:1"], now=1)
+    settled = await b.settle_promise("wf:1", event=Settle.RESOLVE, value=Value(data="1"), now=2)
+    assert settled.outcome is SettleOutcome.SETTLED
+    assert [task.id for task in settled.resumed] == ["wf"]
+
+    async def resumed() -> bool:
+        task = await a.get_task("wf")
+        return task is not None and task.state is TaskState.PENDING
+
+    await eventually(resumed, "the suspended task resumed by the settle, on node A")
 
 
 async def test_a_node_sees_another_nodes_writes_through_its_watch(
