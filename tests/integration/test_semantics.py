@@ -1225,10 +1225,10 @@ async def test_gathered_sleeps_resume_as_each_comes_due(clock: FakeClock) -> Non
     assert runs == 3
 
 
-class HeldDeadlineStore(MemoryStore):
-    """A memory store that, once ``hold`` is set, holds the timer loop right after it has
-    read its next deadline (as a cluster store's round trip to etcd does), until
-    ``release`` is set."""
+class HeldStore(MemoryStore):
+    """A memory store that, once ``hold`` is set, holds the next caller of ``_gate`` (a read
+    that has just been answered, as a cluster store's round trip to etcd takes time) until
+    ``release`` is set; ``held`` says it is held."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -1236,12 +1236,19 @@ class HeldDeadlineStore(MemoryStore):
         self.held = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def next_timeout(self) -> int | None:
-        deadline = await super().next_timeout()
+    async def _gate(self) -> None:
         if self.hold:
             self.hold = False
             self.held.set()
             await self.release.wait()
+
+
+class HeldDeadlineStore(HeldStore):
+    """Holds the timer loop right after it read its next deadline."""
+
+    async def next_timeout(self) -> int | None:
+        deadline = await super().next_timeout()
+        await self._gate()
         return deadline
 
 
@@ -1275,22 +1282,12 @@ async def test_a_sleep_that_begins_while_the_timer_loop_reads_its_deadline_still
         assert await asyncio.wait_for(handle.result(), WAIT) == "woke"
 
 
-class HeldBranchStore(MemoryStore):
-    """A memory store that, once ``hold`` is set, holds the next read of an invocation's
-    records (its branch) after it has read them, until ``release`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hold = False
-        self.held = asyncio.Event()
-        self.release = asyncio.Event()
+class HeldBranchStore(HeldStore):
+    """Holds an invocation's replay right after it read its records (its branch)."""
 
     async def branch_promises(self, branch: str) -> Sequence[PromiseRecord]:
         records = await super().branch_promises(branch)
-        if self.hold:
-            self.hold = False
-            self.held.set()
-            await self.release.wait()
+        await self._gate()
         return records
 
 
