@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,26 @@ from tests.etcd import EtcdCluster, free_ports  # noqa: E402
 from tests.integration.served import Nodes  # noqa: E402
 
 STEPS = 3
+
+
+async def steps_per_s(
+    workflows: int, concurrency: int, one: Callable[[int], Awaitable[None]]
+) -> float:
+    """Run ``one(i)`` (start workflow ``w{i}`` and await it) for each of ``workflows``, by
+    ``concurrency`` clients at a time; the steps per second that made."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(workflows):
+        queue.put_nowait(i)
+
+    async def client() -> None:
+        while not queue.empty():
+            await one(queue.get_nowait())
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(client())
+    return workflows * STEPS / (time.perf_counter() - started)
 
 
 async def run(
@@ -67,27 +88,20 @@ async def run(
             await client.open()
         while len((await clients[0].nodes()).items) < nodes:
             await asyncio.sleep(0.05)
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(workflows):
-            queue.put_nowait(i)
 
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                client = clients[i % nodes]
-                view, _ = await client.start(f"w{i}", "three_steps", [i], {}, wait=30)
-                state = view.state
-                while state == "pending":
-                    state = (await client.result(f"w{i}", wait=30)).state
-                if state != "resolved":
-                    raise RuntimeError(f"w{i} ended {state}")
+        async def one(i: int) -> None:
+            client = clients[i % nodes]
+            view, _ = await client.start(f"w{i}", "three_steps", [i], {}, wait=30)
+            state = view.state
+            while state == "pending":
+                state = (await client.result(f"w{i}", wait=30)).state
+            if state != "resolved":
+                raise RuntimeError(f"w{i} ended {state}")
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        figure = await steps_per_s(workflows, concurrency, one)
         for client in clients:
             await client.close()
-        return workflows * STEPS / elapsed
+        return figure
     finally:
         for node in members:
             node.terminate()
@@ -111,27 +125,19 @@ async def run_dbos(
             folder.mkdir(parents=True)
             servers.append(Server.dbos(folder, "--database-url", url, "--executor-id", f"e{k}"))
             servers[-1].wait_listening()
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(workflows):
-            queue.put_nowait(i)
         timeout = aiohttp.ClientTimeout(total=60)
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
-            async def worker() -> None:
-                while not queue.empty():
-                    i = queue.get_nowait()
-                    body = {"id": f"w{i}", "function": "three_steps", "args": [i]}
-                    start = f"{servers[i % processes].url}/invocations"
-                    async with session.post(start, json=body, params={"wait": "30"}) as reply:
-                        answer = await reply.json()
-                    if reply.status != 201 or answer.get("result") != i + STEPS:
-                        raise RuntimeError(f"dbos w{i}: {reply.status} {answer}")
+            async def one(i: int) -> None:
+                body = {"id": f"w{i}", "function": "three_steps", "args": [i]}
+                start = f"{servers[i % processes].url}/invocations"
+                async with session.post(start, json=body, params={"wait": "30"}) as reply:
+                    answer = await reply.json()
+                if reply.status != 201 or answer.get("result") != i + STEPS:
+                    raise RuntimeError(f"dbos w{i}: {reply.status} {answer}")
 
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            elapsed = time.perf_counter() - started
-        return workflows * STEPS / elapsed
+            return await steps_per_s(workflows, concurrency, one)
     finally:
         for server in servers:
             server.stop()

@@ -403,15 +403,16 @@ class Invocation:
                 suspended = await self.engine.store.suspend_task(
                     self.id, awaited=awaited, now=clock.now()
                 )
-                if not suspended and not self.stopping:
+                if self.stopping:
+                    return
+                if not suspended:
                     # Something it awaits settled meanwhile: it goes on in memory.
                     await self._wake_settled(awaited)
+                    return
             except StoreError as exc:
                 # This task runs under the engine's supervisor: raising would stop the
                 # engine. Staying in memory loses nothing; the invocation goes on here.
                 log.warning("invocation %s: cannot leave memory (%s); it stays", self.id, exc)
-                return
-            if not suspended or self.stopping:
                 return
             self._evicting = True
             self._stop_running()

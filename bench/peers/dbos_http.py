@@ -59,8 +59,7 @@ async def serve(port: int) -> None:
     await site.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    server = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None else port
+    bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     print(f"peer listening on http://127.0.0.1:{bound} (dbos {version('dbos')})", flush=True)
     await stop.wait()
     await runner.cleanup()

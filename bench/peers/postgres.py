@@ -12,13 +12,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.etcd import free_port
 
 
 def _bin_dir() -> Path:
@@ -37,13 +38,6 @@ def _bin_dir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Postgres:
     """``with Postgres() as pg:`` a server on ``pg.port`` with its data in a fresh folder
     of its own (removed on exit); ``pg.create(database)``."""
@@ -51,7 +45,7 @@ class Postgres:
     def __init__(self) -> None:
         # Its own folder under /tmp: the postgres user must reach it.
         self.folder = Path(tempfile.mkdtemp(prefix="dawait-bench-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str) -> str:

@@ -110,7 +110,6 @@ class Pod:
     """What a pod of ``template`` named ``name`` runs: its first container, resolved."""
 
     name: str
-    namespace: str
     container: Manifest
     command: list[str]
     env: dict[str, str]
@@ -181,7 +180,6 @@ def pod(
     base = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(volumes)}
     return Pod(
         name=name,
-        namespace=namespace,
         container=container,
         command=command,
         env=base | env,

@@ -24,6 +24,7 @@ import pytest
 
 from dawait.cluster._client import HttpClient
 from tests.k8s.manifests import POD_IP, REPO, Manifest, Pod, find, pod, render
+from tests.polling import eventually
 
 READY_TIMEOUT = 30.0
 """Seconds a pod may take to pass its readinessProbe."""
@@ -63,24 +64,23 @@ async def running(spec: Pod, logs: Path) -> AsyncIterator[subprocess.Popen[bytes
 
 async def _ready(spec: Pod, process: subprocess.Popen[bytes], logs: Path) -> None:
     url = spec.probe_url("readinessProbe")
-    deadline = time.monotonic() + READY_TIMEOUT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        while True:
+
+        async def passes() -> bool:
             if process.poll() is not None:
                 log = (logs / f"{spec.name}.log").read_text()[-3000:]
                 raise AssertionError(f"{spec.name} exited {process.returncode}:\n{log}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{spec.name} not ready at {url} in {READY_TIMEOUT} s")
-            await asyncio.sleep(0.1)
+                    return response.status == 200
+            return False
+
+        await eventually(passes, f"{spec.name}'s readinessProbe at {url}", within=READY_TIMEOUT)
 
 
-async def stop_like_the_kubelet(spec: Pod, process: subprocess.Popen[bytes]) -> float:
-    """Run the preStop command, then SIGTERM; the seconds until the process exited 0 (it
-    must within terminationGracePeriodSeconds, or the kubelet would SIGKILL it)."""
+async def stop_like_the_kubelet(spec: Pod, process: subprocess.Popen[bytes]) -> None:
+    """Run the preStop command, then SIGTERM: the process must exit 0 within
+    terminationGracePeriodSeconds of the preStop's start, or the kubelet would SIGKILL it."""
     started = time.monotonic()
     hook = spec.pre_stop()
     if hook is not None:
@@ -95,7 +95,6 @@ async def stop_like_the_kubelet(spec: Pod, process: subprocess.Popen[bytes]) -> 
             f"{spec.name} still running {spec.terminate_grace} s after its preStop began"
         ) from None
     assert code == 0, f"{spec.name} exited {code} on SIGTERM"
-    return time.monotonic() - started
 
 
 def _service_url(manifests: list[Manifest], node: Pod) -> str:

@@ -131,6 +131,13 @@ def test_checkov_passes_with_every_skip_justified(rendered: Path) -> None:
         assert len(reason) > 20, f"{check['check_id']} on {check['resource']}: no justification"
 
 
+def _node(manifests: list[Manifest]) -> tuple[Manifest, Manifest, dict[str, str]]:
+    """The node Deployment's pod template, its container, and its ConfigMap's data."""
+    template = find(manifests, "Deployment", "dawait-node")["spec"]["template"]
+    config = generated(manifests, "ConfigMap", "dawait-node")["data"]
+    return template, template["spec"]["containers"][0], config
+
+
 def test_the_dockerfile_passes_hadolint_and_builds_what_the_deployment_runs() -> None:
     done = subprocess.run(
         [str(BIN / "hadolint"), str(DOCKERFILE)], capture_output=True, text=True, check=False
@@ -144,57 +151,43 @@ def test_the_dockerfile_passes_hadolint_and_builds_what_the_deployment_runs() ->
     assert re.search(r"^STOPSIGNAL SIGTERM$", final, re.M), "SIGTERM is dawait's graceful stop"
     assert not re.search(r"apt-get|gcc|build-essential", final), "no build tools in the final stage"
     for overlay in OVERLAYS:
-        node = find(render(overlay), "Deployment", "dawait-node")
-        container = node["spec"]["template"]["spec"]["containers"][0]
+        template, container, _config = _node(render(overlay))
         assert container["command"] == image_entrypoint() == ["dawait", "serve"]
-        user = node["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        user = template["spec"]["securityContext"]["runAsUser"]
         assert f"USER {user}:" in final
-
-
-def _node(manifests: list[Manifest]) -> tuple[Manifest, Manifest, dict[str, str]]:
-    deployment = find(manifests, "Deployment", "dawait-node")
-    spec = deployment["spec"]["template"]["spec"]
-    config = generated(manifests, "ConfigMap", "dawait-node")["data"]
-    return spec, spec["containers"][0], config
 
 
 def test_probes_ports_and_scraping_point_at_what_the_node_serves() -> None:
     """(The local-pods test reads them for real: the probes, the Service, /metrics.)"""
     for overlay in OVERLAYS:
         manifests = render(overlay)
-        _spec, container, config = _node(manifests)
+        template, container, config = _node(manifests)
         port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
         assert int(config["DAWAIT_PORT"]) == port
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        annotations = find(manifests, "Deployment", "dawait-node")["spec"]["template"]["metadata"][
-            "annotations"
-        ]
-        assert annotations["prometheus.io/port"] == str(port)
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert config["DAWAIT_OPEN_METRICS"] == "true", "annotation scrapers send no token"
         service = find(manifests, "Service", "dawait")
         assert service["spec"]["ports"][0]["targetPort"] == "http"
-        labels = find(manifests, "Deployment", "dawait-node")["spec"]["template"]["metadata"]
-        assert service["spec"]["selector"].items() <= labels["labels"].items()
+        assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
 
 
 def test_a_stopped_node_has_time_to_finish_before_it_is_killed() -> None:
     for overlay in OVERLAYS:
-        spec, container, config = _node(render(overlay))
+        template, container, config = _node(render(overlay))
         pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep"
         # preStop, then SIGTERM: the grace period for steps, then closing and leaving.
         needed = float(pre_stop[1]) + float(config["DAWAIT_GRACE_PERIOD"]) + 5
-        assert spec["terminationGracePeriodSeconds"] >= needed
+        assert template["spec"]["terminationGracePeriodSeconds"] >= needed
 
 
 def test_only_nodes_and_members_reach_etcd_and_tokens_come_as_files() -> None:
     for overlay in OVERLAYS:
         manifests = render(overlay)
-        spec, container, _config = _node(manifests)
-        node_labels = find(manifests, "Deployment", "dawait-node")["spec"]["template"]["metadata"][
-            "labels"
-        ]
+        template, container, _config = _node(manifests)
+        node_labels = template["metadata"]["labels"]
         policy = find(manifests, "NetworkPolicy", "dawait-etcd")["spec"]
         clients = policy["ingress"][0]
         assert [p["port"] for p in clients["ports"]] == [2379]
@@ -205,7 +198,9 @@ def test_only_nodes_and_members_reach_etcd_and_tokens_come_as_files() -> None:
         assert "DAWAIT_TOKEN" not in env
         assert "DAWAIT_TOKEN_FILE" in env
         assert all("secretKeyRef" not in str(e) for e in container["env"])
-        secret = next(v for v in spec["volumes"] if "secret" in v)["secret"]["secretName"]
+        secret = next(v for v in template["spec"]["volumes"] if "secret" in v)["secret"][
+            "secretName"
+        ]
         if overlay == "dev":  # prod's Secret is created out of band (docs/kubernetes.md)
             keys = find(manifests, "Secret", secret)["data"].keys()
             assert {"api-token", "cluster-token"} <= keys
