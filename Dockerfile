@@ -9,8 +9,10 @@ RUN python -m venv /opt/dawait
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sdk sdk
+COPY core core
 COPY runtime runtime
 COPY cluster cluster
+COPY node node
 RUN /opt/dawait/bin/pip install --no-cache-dir --only-binary=:all: . \
     && /opt/dawait/bin/python -m compileall -q /opt/dawait
 COPY examples /app/examples

@@ -39,8 +39,8 @@ import aiohttp  # noqa: E402
 
 from bench.http import Node as Server  # noqa: E402
 from bench.peers.postgres import Postgres  # noqa: E402
-from dawait.cluster._client import HttpClient  # noqa: E402
-from dawait.cluster._placement import rendezvous  # noqa: E402
+from dawait.core._placement import rendezvous  # noqa: E402
+from dawait.node._client import HttpClient  # noqa: E402
 from tests.etcd import EtcdCluster, free_ports  # noqa: E402
 from tests.integration.served import Nodes  # noqa: E402
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dawait.runtime._promise import PromiseState, Settle, Value
+from dawait.core._promise import PromiseState, Settle, Value
 from dawait.runtime._sqlite_store import SQLiteStore, SQLiteTables
 from dawait.runtime._store import CreatePromise
 from dawait.runtime._store_ops import op_create_invocation, op_create_promise, op_settle_promise

@@ -23,7 +23,7 @@ import aetcd.exceptions
 import grpc
 from aetcd import rpc
 
-from dawait.errors import StoreError
+from dawait.core._errors import StoreError
 
 __all__ = ["Compare", "Etcd", "EtcdError", "KeyValue", "Write", "parse_endpoints"]
 

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Write
-from dawait.errors import OwnershipLostError, StoreError
+from dawait.core._errors import OwnershipLostError, StoreError
+from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.core._schedule import ScheduleRecord, schedule_from_row, schedule_row
+from dawait.core._task import TaskRecord, TaskState, task_from_row, task_row
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._memory_store import MemoryTables
-from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
-from dawait.runtime._schedule import ScheduleRecord, schedule_from_row, schedule_row
 from dawait.runtime._store import ACTING_FOR, PromiseSettled
 from dawait.runtime._store_ops import (
     Done,
@@ -49,7 +50,6 @@ from dawait.runtime._store_ops import (
     op_acquire_task,
     run_op,
 )
-from dawait.runtime._task import TaskRecord, TaskState, task_from_row, task_row
 
 __all__ = ["ClusterView", "EtcdStore", "Listener", "Member"]
 

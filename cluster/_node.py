@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING
 
 from dawait.cluster._etcd import EtcdError
 from dawait.cluster._etcd_store import EtcdStore, Member, cancel_task
-from dawait.cluster._placement import rendezvous, root_of
-from dawait.runtime._invocation import call_target
-from dawait.runtime._promise import PromiseRecord
-from dawait.runtime._task import TaskRecord, TaskState
+from dawait.core._ids import root_of
+from dawait.core._param import call_target
+from dawait.core._placement import rendezvous
+from dawait.core._promise import PromiseRecord
+from dawait.core._task import TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from dawait.runtime._engine import Engine

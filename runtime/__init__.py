@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dawait.core._promise import PromiseRecord, PromiseState, Value
+from dawait.core._task import TaskRecord, TaskState
 from dawait.runtime._clock import Clock, FakeClock, SystemClock
 from dawait.runtime._engine import Engine, EngineConfig
 from dawait.runtime._memory_store import MemoryStore
-from dawait.runtime._promise import PromiseRecord, PromiseState, Value
 from dawait.runtime._sqlite_store import SQLiteStore
 from dawait.runtime._store import Store
-from dawait.runtime._task import TaskRecord, TaskState
 
 __all__ = [
     "Clock",

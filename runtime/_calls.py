@@ -7,15 +7,16 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
-import json
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 
-from dawait._retry import RetryPolicy
-from dawait.runtime._promise import TAG_TIMER, PromiseRecord, Value
+from dawait.core._ids import child_id
+from dawait.core._param import call_target, step_param
+from dawait.core._promise import TAG_TIMER, PromiseRecord, Value
+from dawait.core._retry import RetryPolicy
 
 __all__ = [
     "MAX_SECONDS",
@@ -28,7 +29,7 @@ __all__ = [
     "done",
     "min_deadline",
     "recorded_kind",
-    "step_param",
+    "step_value",
     "to_seconds",
 ]
 
@@ -60,7 +61,7 @@ class Frame:
 
     def next_id(self) -> str:
         self.counter += 1
-        return f"{self.id}{'.' if ':' in self.id else ':'}{self.counter}"
+        return child_id(self.id, self.counter)
 
 
 class Call(Generic[T]):
@@ -108,8 +109,9 @@ def done(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 
 
 @functools.lru_cache(maxsize=1024)
-def step_param(name: str) -> Value:
-    return Value(data=f'{{"func":{json.dumps(name)}}}')
+def step_value(name: str) -> Value:
+    """A step's param as a record's value."""
+    return Value(data=step_param(name))
 
 
 def recorded_kind(record: PromiseRecord) -> str:
@@ -117,10 +119,7 @@ def recorded_kind(record: PromiseRecord) -> str:
         return "ctx.sleep"
     if record.tags.get(TAG_EXTERNAL) == "true":
         return "ctx.promise"
-    try:
-        return str(json.loads(record.param.data or "{}").get("func"))
-    except (ValueError, AttributeError):
-        return "?"
+    return call_target(record.param.data)[0] or "?"
 
 
 def min_deadline(a: int | None, b: int | None) -> int | None:

@@ -23,8 +23,9 @@ import pydantic
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from dawait.errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
-from dawait.runtime._promise import PromiseRecord, PromiseState
+from dawait.core._errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
+from dawait.core._param import read_invocation
+from dawait.core._promise import PromiseRecord, PromiseState
 
 __all__ = [
     "ANY",
@@ -132,8 +133,10 @@ class Signature:
     def decode_param(self, param: str) -> tuple[list[Any], dict[str, Any]]:
         """The arguments of an encoded invocation param, decoded to their annotated types:
         what a new invocation runs with, exactly as a replay will."""
-        call = json.loads(param)
-        return self.decode_args(call["args"], call["kwargs"])
+        call = read_invocation(param)
+        if call is None:
+            raise SerializationError(f"{self.name}: not an invocation's call record: {param:.80}")
+        return self.decode_args(call.args, call.kwargs)
 
     def _encode_arg(self, param: _Param, value: object) -> str:
         what = f"{self.name}: argument {param.name!r}"

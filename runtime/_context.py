@@ -19,8 +19,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
-from dawait._retry import Exponential, RetryPolicy
-from dawait.errors import NonDeterminismError, PromiseTimeoutError, SerializationError
+from dawait.core._errors import NonDeterminismError, PromiseTimeoutError, SerializationError
+from dawait.core._param import invocation_param
+from dawait.core._promise import (
+    TAG_TIMER,
+    PromiseRecord,
+    PromiseState,
+    Settle,
+    Value,
+    expire_promise,
+)
+from dawait.core._retry import Exponential, RetryPolicy
 from dawait.runtime._calls import (
     TAG_EXTERNAL,
     Builtin,
@@ -31,7 +40,7 @@ from dawait.runtime._calls import (
     done,
     min_deadline,
     recorded_kind,
-    step_param,
+    step_value,
     to_seconds,
 )
 from dawait.runtime._codec import (
@@ -41,15 +50,6 @@ from dawait.runtime._codec import (
     encode_error,
     encode_json,
     signature_of,
-)
-from dawait.runtime._invocation import invocation_param
-from dawait.runtime._promise import (
-    TAG_TIMER,
-    PromiseRecord,
-    PromiseState,
-    Settle,
-    Value,
-    expire_promise,
 )
 from dawait.runtime._registry import Registered, function_name
 from dawait.runtime._store import CreatePromise
@@ -346,7 +346,7 @@ class Context:
         created = await engine.create_promise(
             CreatePromise(
                 id=cid,
-                param=step_param(name),
+                param=step_value(name),
                 timeout_at=min_deadline(
                     None if timeout is None else now + round(timeout * 1000),
                     self._frame.deadline,
@@ -582,7 +582,7 @@ class _Step:
         created = await inv.engine.create_promise(
             CreatePromise(
                 id=self.cid,
-                param=step_param(self.name),
+                param=step_value(self.name),
                 tags=inv.tags,
                 state=state,
                 value=Value(data=data, headers=headers),

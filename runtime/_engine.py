@@ -18,12 +18,13 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dawait.errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
+from dawait.core._errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
+from dawait.core._param import call_target, invocation_param
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.core._schedule import ScheduleFiring, ScheduleRecord, due_firing
+from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
-from dawait.runtime._invocation import call_target, invocation_param
 from dawait.runtime._metrics import EngineMetrics
-from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
-from dawait.runtime._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -34,7 +35,6 @@ from dawait.runtime._store import (
     SchedulePage,
     Store,
 )
-from dawait.runtime._task import TaskRecord
 
 if TYPE_CHECKING:
     from dawait.runtime._invocation import Invocation, Start

@@ -16,53 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from dawait.errors import (
+from dawait.core._errors import (
     PromiseTimeoutError,
     SerializationError,
     StoreError,
     UnknownFunctionError,
 )
+from dawait.core._param import read_invocation
+from dawait.core._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
+from dawait.core._task import TaskState
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_error, encode_json
-from dawait.runtime._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
 from dawait.runtime._store import ACTING_FOR
-from dawait.runtime._task import TaskState
 
 if TYPE_CHECKING:
     from dawait.runtime._engine import Engine
     from dawait.runtime._registry import Registered
 
-__all__ = ["Invocation", "invocation_param"]
+__all__ = ["Invocation"]
 
 log = logging.getLogger("dawait.invocation")
-
-
-def invocation_param(name: str, version: int, encoded_args: str) -> str:
-    """The param of an invocation's promise: ``{"func", "version", "args", "kwargs"}``."""
-    return f'{{"func":{json.dumps(name)},"version":{version},{encoded_args[1:]}'
-
-
-def call_target(param: str | None) -> tuple[str | None, int | None]:
-    """The function name and version an invocation's param names (None where it names
-    none, or is not an invocation's)."""
-    try:
-        call = json.loads(param or "{}")
-    except ValueError:
-        return None, None
-    if not isinstance(call, dict):
-        return None, None
-    func, version = call.get("func"), call.get("version")
-    return (
-        func if isinstance(func, str) else None,
-        version if isinstance(version, int) and not isinstance(version, bool) else None,
-    )
 
 
 Start = tuple[PromiseRecord, "Registered", list[Any], dict[str, Any]]
@@ -261,16 +240,14 @@ class Invocation:
         if task is None or task.state is TaskState.FULFILLED:
             return None
         held = task.state is TaskState.ACQUIRED and task.pid == engine.pid
+        call = read_invocation(record.param.data)
         try:
-            call = json.loads(record.param.data or "{}")
-            registered = engine.registry.get(call["func"], call.get("version"))
+            registered = None if call is None else engine.registry.get(call.func, call.version)
         except UnknownFunctionError as exc:
             # Not deployed here (yet): leave it, untaken, for a process that has it.
             log.error("cannot run invocation %s: %s", self.id, exc)
             engine.stats["unknown_function"] += 1
             return None
-        except (KeyError, TypeError, ValueError, AttributeError):
-            registered = None  # undecodable: taken below, then rejected
         ACTING_FOR.set(self.id)
         # One process holds the store's only lock: whoever held the task before is gone. In
         # a cluster the claim decides: the store refuses this acquire while another holds it.
@@ -281,9 +258,9 @@ class Invocation:
         if self.stopping:
             return None
         try:
-            if registered is None:
+            if registered is None or call is None:  # undecodable: taken above, now rejected
                 raise ValueError("its call record is not {func, version, args, kwargs}")
-            args, kwargs = registered.signature.decode_args(call["args"], call["kwargs"])
+            args, kwargs = registered.signature.decode_args(call.args, call.kwargs)
         except (SerializationError, KeyError, TypeError, ValueError) as exc:
             error = SerializationError(f"invocation {self.id}: cannot decode its call: {exc}")
             await self._finish(Settle.REJECT, Value(data=encode_error(error)))

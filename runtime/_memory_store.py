@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import heapq
-import json
 import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from dawait.runtime._promise import PromiseRecord, PromiseState
-from dawait.runtime._schedule import ScheduleRecord
+from dawait.core._param import call_target
+from dawait.core._promise import PromiseRecord, PromiseState
+from dawait.core._schedule import ScheduleRecord
+from dawait.core._task import TaskRecord, TaskState
 from dawait.runtime._store_ops import TablesStore
-from dawait.runtime._task import TaskRecord, TaskState
 
 __all__ = ["MemoryStore", "glob_regex"]
 
@@ -198,8 +198,4 @@ class MemoryStore(TablesStore):
 
 
 def _function_of(record: PromiseRecord) -> str | None:
-    try:
-        call = json.loads(record.param.data or "{}")
-    except ValueError:
-        return None
-    return call.get("func") if isinstance(call, dict) else None
+    return call_target(record.param.data)[0]

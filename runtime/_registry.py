@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dawait._retry import RetryPolicy
-from dawait.errors import UnknownFunctionError
+from dawait.core._errors import UnknownFunctionError
+from dawait.core._retry import RetryPolicy
 from dawait.runtime._codec import Signature, signature_of
 
 __all__ = ["Registered", "Registry", "function_name"]

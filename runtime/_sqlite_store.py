@@ -40,18 +40,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dawait.errors import StoreError
-from dawait.runtime._clock import SystemClock
-from dawait.runtime._metrics import EngineMetrics
-from dawait.runtime._promise import NO_TAGS, PromiseRecord, PromiseState, Value
-from dawait.runtime._schedule import (
+from dawait.core._errors import StoreError
+from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.core._schedule import (
     SCHEDULE_FIELDS,
     ScheduleRecord,
     schedule_from_row,
     schedule_row,
 )
+from dawait.core._task import TaskRecord, task_from_row, task_row
+from dawait.runtime._clock import SystemClock
+from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
-from dawait.runtime._task import TaskRecord, task_from_row, task_row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

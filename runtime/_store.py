@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dawait.runtime._promise import (
+from dawait.core._promise import (
     EMPTY,
     NO_TAGS,
     PromiseRecord,
@@ -23,8 +23,8 @@ from dawait.runtime._promise import (
     SettleOutcome,
     Value,
 )
-from dawait.runtime._schedule import ScheduleRecord
-from dawait.runtime._task import TaskRecord
+from dawait.core._schedule import ScheduleRecord
+from dawait.core._task import TaskRecord
 
 __all__ = [
     "ACTING_FOR",

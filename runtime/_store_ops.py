@@ -13,8 +13,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from dawait.errors import DawaitError, PromiseNotFoundError
-from dawait.runtime._promise import (
+from dawait.core._errors import DawaitError, PromiseNotFoundError
+from dawait.core._promise import (
     PromiseRecord,
     PromiseState,
     Settle,
@@ -25,7 +25,15 @@ from dawait.runtime._promise import (
     expire_promise,
     settle_promise,
 )
-from dawait.runtime._schedule import ScheduleRecord
+from dawait.core._schedule import ScheduleRecord
+from dawait.core._task import (
+    TaskRecord,
+    acquire_task,
+    fulfill_task,
+    new_task,
+    resume_task,
+    suspend_task,
+)
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -34,14 +42,6 @@ from dawait.runtime._store import (
     PromiseSettled,
     ScheduleCreated,
     SchedulePage,
-)
-from dawait.runtime._task import (
-    TaskRecord,
-    acquire_task,
-    fulfill_task,
-    new_task,
-    resume_task,
-    suspend_task,
 )
 
 __all__ = ["Tables", "TablesStore"]

@@ -24,14 +24,17 @@ from typing import (
     overload,
 )
 
-from dawait._retry import RetryPolicy
 from dawait._schedules import Schedules
-from dawait.errors import (
+from dawait.core._errors import (
     InvocationConflictError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     UnknownFunctionError,
 )
+from dawait.core._ids import check_invocation_id
+from dawait.core._param import call_target, invocation_param, read_invocation
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.core._retry import RetryPolicy
 from dawait.runtime._calls import to_seconds
 from dawait.runtime._clock import Clock, SystemClock
 from dawait.runtime._codec import (
@@ -43,9 +46,7 @@ from dawait.runtime._codec import (
 )
 from dawait.runtime._context import Context
 from dawait.runtime._engine import Engine, EngineConfig
-from dawait.runtime._invocation import invocation_param
 from dawait.runtime._memory_store import MemoryStore
-from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._registry import Registered, Registry, check_group
 from dawait.runtime._sqlite_store import SQLiteStore
 from dawait.runtime._store import CreatePromise, InvocationCreated, Store
@@ -58,8 +59,6 @@ __all__ = ["Handle", "PromiseInfo", "Promises", "Resonate", "open_store"]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 P = ParamSpec("P")
-
-_MAX_ID_LENGTH = 512
 
 
 def open_store(store: Store | str | None) -> Store:
@@ -96,16 +95,6 @@ def open_store(store: Store | str | None) -> Store:
     raise ValueError(
         f"store {store!r}: unknown scheme {url.scheme!r} (use memory://, sqlite:/// or etcd://)"
     )
-
-
-def _check_root_id(id: object) -> str:
-    if not isinstance(id, str) or not id:
-        raise ValueError(f"invocation id must be a non-empty string, got {id!r}")
-    if ":" in id:
-        raise ValueError(f"invocation id {id!r} may not contain ':' (reserved for call ids)")
-    if len(id) > _MAX_ID_LENGTH:
-        raise ValueError(f"invocation id {id[:40]!r}... is longer than {_MAX_ID_LENGTH} characters")
-    return id
 
 
 def _time(ms: int | None) -> dt.datetime | None:
@@ -273,7 +262,7 @@ class Resonate:
 
     def __new__(cls, *args: Any, url: str | None = None, **kwargs: Any) -> Resonate:
         if url is not None and cls is Resonate:
-            from dawait.cluster._remote import RemoteResonate
+            from dawait.node._remote import RemoteResonate
 
             return object.__new__(RemoteResonate)
         return object.__new__(cls)
@@ -511,7 +500,7 @@ class Resonate:
         version: int | None = None,
     ) -> InvocationCreated:
         """Start (or find) invocation ``id``; says whether it was created."""
-        _check_root_id(id)
+        check_invocation_id(id)
         registered = self._registry.resolve(fn, version)
         param = invocation_param(
             registered.name, registered.version, registered.signature.encode_args(args, kwargs)
@@ -536,7 +525,7 @@ class Resonate:
         return Handle(self, id)
 
     def _decode_result(self, record: PromiseRecord) -> Any:
-        name, version = _function_of(record)
+        name, version = call_target(record.param.data)
         adapter = ANY
         if name is not None:
             with contextlib.suppress(UnknownFunctionError):
@@ -549,38 +538,19 @@ class Resonate:
         return self._registry.names()
 
 
-def _function_of(record: PromiseRecord) -> tuple[str | None, int | None]:
-    """The function name and version an invocation's promise records."""
-    try:
-        call = json.loads(record.param.data or "{}")
-    except ValueError:
-        return None, None
-    if not isinstance(call, dict):
-        return None, None
-    func, version = call.get("func"), call.get("version")
-    return (
-        func if isinstance(func, str) else None,
-        version if isinstance(version, int) and not isinstance(version, bool) else None,
-    )
-
-
 def _check_same_call(id: str, registered: Registered, param: str, existing: PromiseRecord) -> None:
     """An existing invocation may be attached to only with the same function and arguments."""
-    try:
-        stored = json.loads(existing.param.data or "{}")
-    except ValueError:
-        stored = {}
-    if not isinstance(stored, dict) or "func" not in stored:
+    stored = read_invocation(existing.param.data)
+    if stored is None:
         raise InvocationConflictError(
             f"id {id!r} is already used by a promise that is not an invocation"
         )
-    if stored["func"] != registered.name:
+    if stored.func != registered.name:
         raise InvocationConflictError(
-            f"invocation {id!r} was started with function {stored['func']!r}, "
-            f"not {registered.name!r}"
+            f"invocation {id!r} was started with function {stored.func!r}, not {registered.name!r}"
         )
-    requested = json.loads(param)
-    if (stored.get("args"), stored.get("kwargs")) != (requested["args"], requested["kwargs"]):
+    requested = read_invocation(param)
+    if requested is None or (stored.args, stored.kwargs) != (requested.args, requested.kwargs):
         raise InvocationConflictError(
             f"invocation {id!r} of {registered.name!r} was started with other arguments"
         )

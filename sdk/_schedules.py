@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
-from dawait.errors import ScheduleConflictError, ScheduleNotFoundError
+from dawait.core._errors import ScheduleConflictError, ScheduleNotFoundError
+from dawait.core._ids import check_schedule_id
+from dawait.core._schedule import Cron, ScheduleRecord
 from dawait.runtime._context import Context
-from dawait.runtime._schedule import Cron, ScheduleRecord
 
 if TYPE_CHECKING:
     from dawait._resonate import Resonate
@@ -20,22 +21,9 @@ __all__ = ["ScheduleInfo", "Schedules"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_MAX_ID_LENGTH = 480
-"""Room for the slot suffix (``.`` and epoch ms) within an invocation id's 512 characters."""
-
 
 def _time(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-
-
-def _check_schedule_id(id: object) -> str:
-    if not isinstance(id, str) or not id:
-        raise ValueError(f"schedule id must be a non-empty string, got {id!r}")
-    if ":" in id:
-        raise ValueError(f"schedule id {id!r} may not contain ':' (reserved for call ids)")
-    if len(id) > _MAX_ID_LENGTH:
-        raise ValueError(f"schedule id {id[:40]!r}... is longer than {_MAX_ID_LENGTH} characters")
-    return id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +101,7 @@ class Schedules:
         Idempotent by id: creating it again with the same cron, function and arguments
         returns the existing schedule; with others raises ``ScheduleConflictError``.
         """
-        _check_schedule_id(id)
+        check_schedule_id(id)
         try:
             parsed = Cron(" ".join(cron.split()) if isinstance(cron, str) else cron)
         except ValueError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dawait.cluster._client import HttpClient
+from dawait.node._client import HttpClient
 from tests.integration import served_app
 
 REPO = Path(__file__).resolve().parents[2]

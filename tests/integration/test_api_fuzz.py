@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 
 from dawait import Context, Resonate
-from dawait.cluster._backend import NodeBackend
-from dawait.cluster._http import DEFAULT_MAX_BODY, NodeApi
+from dawait.node._backend import NodeBackend
+from dawait.node._http import DEFAULT_MAX_BODY, NodeApi
 from tests.integration.test_http_api import make_app as make_http_app
 
 TOKEN = "fuzz-token"

@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 
-from dawait.cluster._client import HttpClient
+from dawait.node._client import HttpClient
 from tests.integration.served import (
     TOKEN,
     WAIT_TIMEOUT,

@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dawait.cluster._client import HttpClient
-from dawait.cluster._placement import rendezvous
+from dawait.core._placement import rendezvous
 from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
+from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.served import TOKEN, Node, Nodes, dawait

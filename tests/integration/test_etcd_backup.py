@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dawait.cluster._client import HttpClient
 from dawait.errors import PromiseNotFoundError
+from dawait.node._client import HttpClient
 from tests.etcd import ETCDCTL, EtcdCluster, etcdctl, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.served import TOKEN, Nodes, wait_until

@@ -15,10 +15,10 @@ from dawait import Context, Resonate
 from dawait._resonate import open_store
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write
 from dawait.cluster._etcd_store import EtcdStore, cancel_task
+from dawait.core._promise import PromiseState, Settle, SettleOutcome, Value
+from dawait.core._task import TaskState
 from dawait.errors import OwnershipLostError, StoreError
-from dawait.runtime._promise import PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._store import ACTING_FOR, CreatePromise
-from dawait.runtime._task import TaskState
 from tests.etcd import EtcdCluster
 from tests.polling import eventually
 

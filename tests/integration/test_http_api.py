@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from dawait import Constant, Context, Resonate
-from dawait.cluster._backend import NodeBackend
-from dawait.cluster._http import NodeApi
+from dawait.node._backend import NodeBackend
+from dawait.node._http import NodeApi
 
 TOKEN = "s3cret-token"
 

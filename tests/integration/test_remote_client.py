@@ -10,10 +10,6 @@ import pytest
 from aiohttp import web
 
 from dawait import Context, Resonate
-from dawait.cluster._backend import NodeBackend
-from dawait.cluster._client import ApiError
-from dawait.cluster._http import NodeApi
-from dawait.cluster._remote import RemoteResonate
 from dawait.errors import (
     CanceledError,
     InvocationConflictError,
@@ -24,6 +20,10 @@ from dawait.errors import (
     SerializationError,
     UnknownFunctionError,
 )
+from dawait.node._backend import NodeBackend
+from dawait.node._client import ApiError
+from dawait.node._http import NodeApi
+from dawait.node._remote import RemoteResonate
 
 TOKEN = "t0ken"
 

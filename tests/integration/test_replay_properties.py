@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dawait import Context, Resonate
+from dawait.core._promise import Settle, Value
 from dawait.runtime import MemoryStore
-from dawait.runtime._promise import Settle, Value
 from dawait.runtime._store import CreatePromise, PromiseCreated, PromiseSettled
 
 

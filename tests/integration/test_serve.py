@@ -20,8 +20,8 @@ from collections import Counter, defaultdict
 import aiohttp
 import pytest
 
-from dawait.cluster._client import HttpClient
 from dawait.errors import NotStartedError
+from dawait.node._client import HttpClient
 from tests.integration import served_app
 from tests.integration.served import (
     APP,

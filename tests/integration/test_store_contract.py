@@ -21,9 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dawait.cluster._etcd_store import EtcdStore
-from dawait.errors import PromiseNotFoundError, StoreError
-from dawait.runtime import MemoryStore, SQLiteStore, Store
-from dawait.runtime._promise import (
+from dawait.core._promise import (
     EMPTY,
     TAG_BRANCH,
     TAG_TIMER,
@@ -34,7 +32,10 @@ from dawait.runtime._promise import (
     Value,
     create_promise,
 )
-from dawait.runtime._schedule import ScheduleRecord
+from dawait.core._schedule import ScheduleRecord
+from dawait.core._task import TaskRecord, TaskState
+from dawait.errors import PromiseNotFoundError, StoreError
+from dawait.runtime import MemoryStore, SQLiteStore, Store
 from dawait.runtime._sqlite_store import SCHEMA_VERSION
 from dawait.runtime._store import (
     CreatePromise,
@@ -44,7 +45,6 @@ from dawait.runtime._store import (
     ScheduleCreated,
 )
 from dawait.runtime._store_ops import Tables
-from dawait.runtime._task import TaskRecord, TaskState
 
 ONE = Value(data="1")
 TWO = Value(data="2")

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dawait.cluster._client import HttpClient
+from dawait.node._client import HttpClient
 from tests.k8s.manifests import POD_IP, REPO, Manifest, Pod, find, pod, render
 from tests.polling import eventually
 

@@ -14,6 +14,7 @@ import pydantic
 import pytest
 
 from dawait import Context
+from dawait.core._promise import PromiseRecord, PromiseState, Value
 from dawait.errors import (
     CanceledError,
     NonDeterminismError,
@@ -29,7 +30,6 @@ from dawait.runtime._codec import (
     encode_json,
     signature_of,
 )
-from dawait.runtime._promise import PromiseRecord, PromiseState, Value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
-PACKAGES = ["dawait", "dawait.errors", "dawait.runtime", "dawait.cluster", "dawait.testing"]
+PACKAGES = [
+    "dawait",
+    "dawait.errors",
+    "dawait.testing",
+    "dawait.core",
+    "dawait.runtime",
+    "dawait.cluster",
+    "dawait.node",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
 def test_all_lists_every_public_name_and_only_those(name: str) -> None:
     module = importlib.import_module(name)
+    for attr in module.__all__:
+        getattr(module, attr)  # the top-level package loads its names on first use
     public = {
         attr
         for attr, value in vars(module).items()
@@ -50,3 +61,23 @@ def test_every_error_is_a_dawait_error() -> None:
     errors = importlib.import_module("dawait.errors")
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.DawaitError)
+
+
+def test_an_unknown_name_of_the_top_level_package_is_an_attribute_error() -> None:
+    import dawait
+
+    with pytest.raises(AttributeError, match="has no attribute 'Resonat'"):
+        dawait.Resonat  # noqa: B018
+    assert "Resonate" in dir(dawait)
+
+
+def test_every_error_keeps_the_public_module_name() -> None:
+    errors = importlib.import_module("dawait.errors")
+    for name in errors.__all__:
+        assert getattr(errors, name).__module__ == "dawait.errors"
+
+
+def test_the_error_tree_draws_every_error() -> None:
+    errors = importlib.import_module("dawait.errors")
+    for name in errors.__all__:
+        assert re.search(rf"^[ │├└─]*{name}\b", errors.__doc__ or "", re.MULTILINE), name

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dawait.runtime._promise import (
+from dawait.core._promise import (
     EMPTY,
     TAG_TIMER,
     PromiseRecord,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dawait.runtime._schedule import Cron, ScheduleRecord, due_firing, slot_invocation_id
+from dawait.core._schedule import Cron, ScheduleRecord, due_firing, slot_invocation_id
 
 MINUTE = 60_000
 

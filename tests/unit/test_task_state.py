@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dawait.runtime._task import (
+from dawait.core._task import (
     TaskRecord,
     TaskState,
     acquire_task,

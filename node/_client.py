@@ -10,9 +10,7 @@ from urllib.parse import quote
 import aiohttp
 import pydantic
 
-from dawait.cluster import _api_models as m
-from dawait.cluster._placement import rendezvous, root_of
-from dawait.errors import (
+from dawait.core._errors import (
     DawaitError,
     InvocationConflictError,
     NotStartedError,
@@ -23,6 +21,9 @@ from dawait.errors import (
     SerializationError,
     UnknownFunctionError,
 )
+from dawait.core._ids import root_of
+from dawait.core._placement import rendezvous
+from dawait.node import _api_models as m
 
 __all__ = ["ApiError", "HttpClient"]
 

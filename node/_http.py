@@ -17,13 +17,7 @@ import pydantic
 from aiohttp import web
 
 from dawait._schedules import ScheduleInfo
-from dawait.cluster import _api_models as m
-from dawait.cluster._backend import NodeBackend
-from dawait.cluster._forward import FORWARDED, NODE, Forwarder
-from dawait.cluster._metrics import NodeMetrics
-from dawait.cluster._openapi import Route, openapi_document
-from dawait.cluster._views import invocation_view, promise_view, result_view, tree
-from dawait.errors import (
+from dawait.core._errors import (
     DawaitError,
     InvocationConflictError,
     NotStartedError,
@@ -35,7 +29,13 @@ from dawait.errors import (
     StoreError,
     UnknownFunctionError,
 )
-from dawait.runtime._promise import PromiseState
+from dawait.core._promise import PromiseState
+from dawait.node import _api_models as m
+from dawait.node._backend import NodeBackend
+from dawait.node._forward import FORWARDED, NODE, Forwarder
+from dawait.node._metrics import NodeMetrics
+from dawait.node._openapi import Route, openapi_document
+from dawait.node._views import invocation_view, promise_view, result_view, tree
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpError", "NodeApi"]
 

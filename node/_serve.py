@@ -21,8 +21,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dawait import Resonate
-from dawait.cluster._backend import NodeBackend
-from dawait.cluster._http import DEFAULT_MAX_BODY, NodeApi
+from dawait.node._backend import NodeBackend
+from dawait.node._http import DEFAULT_MAX_BODY, NodeApi
 
 __all__ = ["AppLoadError", "ServeSettings", "load_app", "serve"]
 

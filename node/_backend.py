@@ -8,15 +8,16 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dawait.cluster import _api_models as m
-from dawait.errors import (
+from dawait.core._errors import (
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleNotFoundError,
     StoreError,
 )
+from dawait.core._param import read_invocation
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.node import _api_models as m
 from dawait.runtime._codec import encode_json
-from dawait.runtime._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.runtime._store import CreatePromise
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class NodeBackend:
 
     async def invocation(self, id: str) -> PromiseRecord:
         record = await self._engine.get_promise(id)
-        if record is None or not _is_invocation(record):
+        if record is None or read_invocation(record.param.data) is None:
             raise PromiseNotFoundError(f"no invocation with id {id!r}")
         result: PromiseRecord = record
         return result
@@ -213,11 +214,3 @@ class NodeBackend:
             )
         record: PromiseRecord = settled.promise
         return record
-
-
-def _is_invocation(record: PromiseRecord) -> bool:
-    try:
-        call = json.loads(record.param.data or "")
-    except ValueError:
-        return False
-    return isinstance(call, dict) and "func" in call and "args" in call

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dawait.core._ids import CALL_SEPARATOR, MAX_ID_LENGTH
+
 __all__ = [
     "CreateInvocation",
     "CreatePromise",
@@ -31,7 +33,9 @@ PromiseStateName = Literal[
     "pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"
 ]
 
-_ID = Field(min_length=1, max_length=512, description="Invocation id; no ':' (call ids use it)")
+_ID = Field(
+    min_length=1, max_length=MAX_ID_LENGTH, description="Invocation id; no ':' (call ids use it)"
+)
 
 
 class _Strict(BaseModel):
@@ -54,7 +58,7 @@ class ErrorInfo(BaseModel):
 
 
 class CreateInvocation(_Strict):
-    id: str = Field(min_length=1, max_length=512, pattern=r"^[^:]+$")
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=rf"^[^{CALL_SEPARATOR}]+$")
     function: str = Field(min_length=1, max_length=256)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -102,7 +106,7 @@ class TreeNode(BaseModel):
 
 
 class CreatePromise(_Strict):
-    id: str = Field(min_length=1, max_length=512)
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     timeout: float | None = Field(
         default=None, ge=0, le=100 * 365 * 24 * 3600, strict=True, description="Seconds from now"
     )

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from dawait.runtime._metrics import Histogram
 
 if TYPE_CHECKING:
-    from dawait.cluster._backend import NodeBackend
+    from dawait.node._backend import NodeBackend
 
 __all__ = ["NodeMetrics"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pydantic
 
-from dawait.cluster import _api_models as m
-from dawait.cluster._client import ApiError, HttpClient
-from dawait.errors import DawaitError, StoreError
+from dawait.core._errors import DawaitError, StoreError
+from dawait.node import _api_models as m
+from dawait.node._client import ApiError, HttpClient
 from dawait.runtime._codec import validation_summary
 
 __all__ = ["main"]
@@ -156,7 +156,7 @@ def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from dawait.cluster._serve import AppLoadError, ServeSettings, load_app, serve
+    from dawait.node._serve import AppLoadError, ServeSettings, load_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     given = {

@@ -7,9 +7,11 @@ import datetime as dt
 import json
 from typing import Any, Literal
 
-from dawait.cluster._api_models import ErrorInfo, InvocationView, PromiseView, ResultView, TreeNode
+from dawait.core._ids import id_order, parent_of
+from dawait.core._param import call_target, read_invocation
+from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState
+from dawait.node._api_models import ErrorInfo, InvocationView, PromiseView, ResultView, TreeNode
 from dawait.runtime._context import ATTEMPTS_HEADER
-from dawait.runtime._promise import TAG_TIMER, PromiseRecord, PromiseState
 
 __all__ = ["error_info", "invocation_view", "promise_view", "result_view", "tree"]
 
@@ -47,23 +49,16 @@ def error_info(record: PromiseRecord) -> ErrorInfo | None:
     return ErrorInfo(type="Exception", message="" if recorded is None else str(recorded))
 
 
-def _call(record: PromiseRecord) -> dict[str, Any]:
-    param = _json(record.param.data)
-    return param if isinstance(param, dict) else {}
-
-
 def invocation_view(record: PromiseRecord) -> InvocationView:
-    call = _call(record)
-    version = call.get("version")
-    args = call.get("args")
-    kwargs = call.get("kwargs")
+    function, version = call_target(record.param.data)
+    call = read_invocation(record.param.data)
     return InvocationView(
         id=record.id,
-        function=call.get("func") if isinstance(call.get("func"), str) else None,
-        version=version if isinstance(version, int) else None,
+        function=function,
+        version=version,
         state=record.state.value,
-        args=args if isinstance(args, list) else [],
-        kwargs=kwargs if isinstance(kwargs, dict) else {},
+        args=[] if call is None else call.args,
+        kwargs={} if call is None else call.kwargs,
         result=_json(record.value.data) if record.state is PromiseState.RESOLVED else None,
         error=error_info(record),
         created_at=_at(record.created_at),
@@ -95,16 +90,7 @@ def promise_view(record: PromiseRecord) -> PromiseView:
     )
 
 
-def _parent_id(id: str) -> str | None:
-    if "." in id.rpartition(":")[2]:
-        return id.rpartition(".")[0]
-    if ":" in id:
-        return id.rpartition(":")[0]
-    return None
-
-
 def _node(record: PromiseRecord, *, root: bool) -> TreeNode:
-    call = _call(record)
     kind: Literal["invocation", "step", "sleep", "promise", "call"]
     if root:
         kind = "invocation"
@@ -112,7 +98,7 @@ def _node(record: PromiseRecord, *, root: bool) -> TreeNode:
         kind = "sleep"
     elif record.tags.get(_EXTERNAL) == "true":
         kind = "promise"
-    elif "args" in call:
+    elif read_invocation(record.param.data) is not None:
         kind = "call"  # ctx.rpc / ctx.detached: an invocation of its own
     else:
         kind = "step"
@@ -120,7 +106,7 @@ def _node(record: PromiseRecord, *, root: bool) -> TreeNode:
     return TreeNode(
         id=record.id,
         kind=kind,
-        function=call.get("func") if isinstance(call.get("func"), str) else None,
+        function=call_target(record.param.data)[0],
         state=record.state.value,
         created_at=_at(record.created_at),
         settled_at=_time(settled),
@@ -141,19 +127,12 @@ def tree(root: PromiseRecord, calls: list[PromiseRecord]) -> TreeNode:
     """The invocation and every call recorded under it, nested by id (``a:1.2`` is a child
     of ``a:1``), in call order. Calls still running have no record yet and do not appear."""
     nodes = {root.id: _node(root, root=True)}
-    ordered = sorted(calls, key=lambda r: _id_order(r.id))
+    ordered = sorted(calls, key=lambda r: id_order(r.id))
     for record in ordered:
         nodes[record.id] = _node(record, root=False)
     for record in ordered:
-        parent = _parent_id(record.id)
+        parent = parent_of(record.id)
         while parent is not None and parent not in nodes:
-            parent = _parent_id(parent)
+            parent = parent_of(parent)
         nodes[parent or root.id].children.append(nodes[record.id])
     return nodes[root.id]
-
-
-def _id_order(id: str) -> list[tuple[int, int, str]]:
-    """Sort key putting ``a:2`` before ``a:10`` (numbers by value, other parts by text)."""
-    head, _, tail = id.partition(":")
-    parts = [head, *tail.split(".")] if tail else [head]
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]

@@ -7,12 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-__all__ = ["rendezvous", "root_of"]
-
-
-def root_of(id: str) -> str:
-    """The root invocation's id (call ids extend their parent's with ':')."""
-    return id.partition(":")[0]
+__all__ = ["rendezvous"]
 
 
 def rendezvous(key: str, node_ids: Iterable[str]) -> str | None:

@@ -11,15 +11,15 @@ from typing import Any
 
 from dawait import _resonate
 from dawait._schedules import ScheduleInfo, Schedules
-from dawait.cluster import _api_models as m
-from dawait.cluster._client import HttpClient
-from dawait.errors import (
+from dawait.core._errors import (
     CanceledError,
     NotStartedError,
     PromiseTimeoutError,
     ScheduleNotFoundError,
     UnknownFunctionError,
 )
+from dawait.node import _api_models as m
+from dawait.node._client import HttpClient
 from dawait.runtime._codec import ANY, decode_error
 
 __all__ = ["RemoteHandle", "RemotePromises", "RemoteResonate"]

@@ -11,7 +11,7 @@ import pydantic
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from dawait.cluster._api_models import ErrorBody
+from dawait.node._api_models import ErrorBody
 
 __all__ = ["QUERY_PARAMETERS", "Route", "openapi_document"]
 
