@@ -1,10 +1,11 @@
-"""A cluster node: an app's engine on an ``EtcdStore`` shared with other nodes.
+"""A cluster node: an app's engine on an ``EtcdStore`` shared with other nodes; it is the
+engine's ``Ownership`` (runtime/_ownership.py).
 
 The store does the coordination in etcd (membership record and claims under this node's
 lease, fencing of every actor's writes by its claim); this class decides what runs where:
 
 * **Placement.** An invocation runs on the live node, among those serving its function's
-  group, with the highest rendezvous score for its root id (``placement``). Every node
+  group, with the highest rendezvous score for its root id (``runs_here``). Every node
   computes the same answer from its replica of the membership records; when views differ
   for a moment, the claim decides (only one node can hold it).
 * **Takeover.** A node whose lease ends loses its membership record and its claims at once.
@@ -50,9 +51,9 @@ class ClusterNode:
         self.store = store
         self.node_id = store.node_id
         store.listener = self
-        engine.placement = self.placement
-        engine.still_owns = self.owns
-        engine.leading.clear()
+        self.leading = asyncio.Event()
+        """Set while this node leads: it fires timers, promise timeouts and schedules."""
+        engine.use_ownership(self)
         self._scan_soon: asyncio.Handle | None = None
         self._stopped = False
         self._view_changed = asyncio.Event()
@@ -69,7 +70,7 @@ class ClusterNode:
         self._stopped = True  # a lease lost from here on starts no rejoin
         for task in list(self._tasks):
             await cancel_task(task)
-        self.engine.leading.clear()
+        self.leading.clear()
 
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
@@ -107,7 +108,7 @@ class ClusterNode:
         owner = rendezvous(root_of(id), serving)
         return None if owner is None else members[owner]
 
-    def placement(self, id: str, function: str | None, version: int | None = None) -> bool:
+    def runs_here(self, id: str, function: str | None, version: int | None = None) -> bool:
         """Whether ``id`` should run here: it places here and no other node runs it now."""
         owner = self.owner(id, function, version)
         if owner is None or owner.node_id != self.node_id:
@@ -115,7 +116,7 @@ class ClusterNode:
         holder = self.store.view.claims.get(id)
         return holder is None or holder == self.store.pid
 
-    def owns(self, id: str) -> bool:
+    def still_owns(self, id: str) -> bool:
         """Whether this node may still write for invocation ``id``."""
         return self.store.pid is not None and self.store.view.claims.get(id) == self.store.pid
 
@@ -133,7 +134,7 @@ class ClusterNode:
         acquired = task.state is TaskState.ACQUIRED
         unrun = task.state is TaskState.PENDING or (acquired and holder is None)
         mine = holder is not None and holder == self.store.pid
-        if (unrun and self.placement(task.id, None)) or (
+        if (unrun and self.runs_here(task.id, None)) or (
             acquired and mine and not self.engine.knows(task.id)
         ):
             self.engine.resume(task.id)
@@ -178,7 +179,7 @@ class ClusterNode:
         self._scan_later()
 
     def lease_lost(self) -> None:
-        self.engine.leading.clear()
+        self.leading.clear()
         self.engine.drop_all()
         if not self._stopped:
             self._spawn(self._rejoin(), "dawait-rejoin")
@@ -190,13 +191,13 @@ class ClusterNode:
                 await self.store.rejoin()
             except Exception as exc:  # etcd unreachable, the old record not yet expired...
                 log.warning("node %s: cannot rejoin yet: %s", self.node_id, exc)
-                await asyncio.sleep(delay)
+                clock = self.engine.clock
+                await clock.sleep_until(clock.now() + round(delay * 1000))
                 delay = min(delay * 2, 2.0)
                 continue
             break
         if self._stopped:
             return
-        self.engine.pid = self.store.pid or self.engine.pid
         log.warning("node %s rejoined as %s", self.node_id, self.store.pid)
         self._view_changed.set()
         self._scan()
@@ -216,9 +217,9 @@ class ClusterNode:
                 except EtcdError as exc:
                     log.warning("node %s: cannot campaign: %s", self.node_id, exc)
             if healthy and self.store.view.leader == self.node_id:
-                self.engine.leading.set()
+                self.leading.set()
             else:
-                self.engine.leading.clear()
+                self.leading.clear()
             self._scan()  # also now and then: nothing held here may sit without an actor
             # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (see cancel_task).
             changed = asyncio.ensure_future(self._view_changed.wait())

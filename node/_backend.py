@@ -1,4 +1,7 @@
-"""What the HTTP API does, over one app's engine: start, find, wait for and settle."""
+"""What the HTTP API does, over one app's engine: start, find, wait for and settle.
+
+It works through the app's ``LocalBackend`` (``app.local``): its engine, and the record-level
+``start_invocation``, ``create_promise_record`` and ``settle``."""
 
 from __future__ import annotations
 
@@ -9,16 +12,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dawait.core._errors import (
-    PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleNotFoundError,
     StoreError,
 )
+from dawait.core._ids import check_invocation_id
 from dawait.core._param import read_invocation
-from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value
 from dawait.node import _api_models as m
 from dawait.runtime._codec import encode_json
-from dawait.runtime._store import CreatePromise
 
 if TYPE_CHECKING:
     from dawait import Resonate
@@ -31,6 +33,8 @@ class NodeBackend:
 
     def __init__(self, app: Resonate) -> None:
         self.app = app
+        self.local = app.local
+        self._engine = app.local.engine
         self._stopping = asyncio.Event()
         self._stop_future: asyncio.Future[None] | None = None
 
@@ -39,10 +43,6 @@ class NodeBackend:
         self._stopping.set()
         if self._stop_future is not None and not self._stop_future.done():
             self._stop_future.set_result(None)
-
-    @property
-    def _engine(self) -> Any:
-        return self.app._engine
 
     async def start(
         self,
@@ -55,7 +55,8 @@ class NodeBackend:
         problem = self._store_problem()
         if problem is not None:
             raise StoreError(f"this node takes no new work now: {problem}")
-        created = await self.app._start_invocation(id, function, args, kwargs, version=version)
+        check_invocation_id(id)
+        created = await self.local.start_invocation(id, function, args, kwargs, version=version)
         return created.promise, created.created
 
     def nodes(self) -> m.NodeList:
@@ -148,14 +149,7 @@ class NodeBackend:
     async def create_promise(
         self, id: str, timeout: float | None, data: Any
     ) -> tuple[PromiseRecord, bool]:
-        engine = self._engine
-        timeout_at = None if timeout is None else engine.clock.now() + round(timeout * 1000)
-        param = (
-            Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
-        )
-        created = await engine.create_promise(
-            CreatePromise(id=id, param=param, timeout_at=timeout_at)
-        )
+        created = await self.local.create_promise_record(id, timeout, data)
         return created.promise, created.created
 
     async def promise(self, id: str) -> PromiseRecord:
@@ -190,8 +184,7 @@ class NodeBackend:
         return True
 
     def _store_problem(self) -> str | None:
-        problem = getattr(self._engine.store, "problem", None)
-        return None if problem is None else problem()
+        return self._engine.store.problem()
 
     async def readiness(self) -> str | None:
         """None when the node can take work, else what is wrong."""
@@ -207,10 +200,4 @@ class NodeBackend:
         return None
 
     async def _settle(self, id: str, event: Settle, value: Value) -> PromiseRecord:
-        settled = await self._engine.settle(id, event, value)
-        if settled.outcome is SettleOutcome.ALREADY_OTHER:
-            raise PromiseAlreadySettledError(
-                f"promise {id!r} is already {settled.promise.state.value}"
-            )
-        record: PromiseRecord = settled.promise
-        return record
+        return await self.local.settle(id, event, value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -41,7 +41,7 @@ class _EngineCollector(Collector):
         self.backend = backend
 
     def collect(self) -> Iterator[Metric]:
-        engine: Any = self.backend.app._engine
+        engine = self.backend.local.engine
         for key, (name, help) in _ENGINE_COUNTERS.items():
             yield CounterMetricFamily(name, help, value=engine.stats.get(key, 0))
         metrics = engine.metrics

@@ -25,6 +25,7 @@ from dawait.core._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
 from dawait.runtime._metrics import EngineMetrics
+from dawait.runtime._ownership import Ownership, SoleOwnership
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -78,7 +79,7 @@ class Engine:
         self.clock = clock
         self.registry = registry
         self.config = config or EngineConfig()
-        self.pid = pid or uuid.uuid4().hex
+        self._pid = pid or uuid.uuid4().hex
         self._waiters: dict[str, list[asyncio.Future[PromiseRecord]]] = {}
         self._actors: dict[str, Invocation] = {}
         self._queued: collections.deque[str] = collections.deque()
@@ -96,15 +97,9 @@ class Engine:
         self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
-        # Cluster mode (cluster/_node.py) replaces these three; one process runs everything.
-        self.placement: Callable[[str, str | None, int | None], bool] = lambda id, f, v: True
-        """Whether invocation ``id`` (of ``function`` at ``version``, when known) should run
-        here."""
-        self.still_owns: Callable[[str], bool] = lambda id: True
-        """Whether this process may still write for invocation ``id``."""
-        self.leading = asyncio.Event()
-        """Set while this process fires timers and schedules (in a cluster, the leader)."""
-        self.leading.set()
+        self.ownership: Ownership = SoleOwnership()
+        """Which invocations run here and whether this process fires timers (see
+        ``use_ownership``)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,7 +108,6 @@ class Engine:
         if self._runner is not None:
             return
         await self.store.open()
-        self.pid = getattr(self.store, "pid", None) or self.pid  # a cluster node's incarnation
         started = asyncio.get_running_loop().create_future()
         self._runner = asyncio.get_running_loop().create_task(
             self._supervise(started), name="dawait-supervisor"
@@ -245,7 +239,7 @@ class Engine:
         if actor is not None:
             actor.root_settled(record)
         for task in settled.resumed:
-            if self.placement(task.id, None, None):
+            if self.ownership.runs_here(task.id, None, None):
                 self.resume(task.id)
 
     def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None:
@@ -300,7 +294,7 @@ class Engine:
         function, version = call_target(request.param.data)
         if call is not None:
             function, version = call[0].name, call[0].version
-        here = self.placement(request.id, function, version)
+        here = self.ownership.runs_here(request.id, function, version)
         # Shielded: once the store took the task for this process, it must also be started
         # here, even if the caller is cancelled meanwhile (else no one would run it).
         return await asyncio.shield(self._create_and_start(request, here, call))
@@ -368,7 +362,7 @@ class Engine:
         try:
             await actor.run()
         except Exception:
-            if not self.still_owns(actor.id):
+            if not self.ownership.still_owns(actor.id):
                 log.warning("invocation %s: owned by another node now; dropped here", actor.id)
                 self.stats["dropped"] += 1
             else:
@@ -386,8 +380,20 @@ class Engine:
     def use_store(self, store: Store) -> None:
         """Keep records in ``store`` (before open)."""
         self.store = store
-        if hasattr(store, "metrics"):
-            store.metrics = self.metrics  # the SQLite store counts its commits there
+        store.metrics = self.metrics
+
+    def use_ownership(self, ownership: Ownership) -> None:
+        """Run only what ``ownership`` places here, and fire timers while it leads (a
+        cluster node; before open)."""
+        if self.running:
+            raise RuntimeError("use_ownership: the engine is running already")
+        self.ownership = ownership
+
+    @property
+    def pid(self) -> str:
+        """The process id this engine acquires tasks as: the store's (a cluster node's
+        current incarnation, which changes when it rejoins), else its own."""
+        return self.store.pid or self._pid
 
     async def quiesce(self, grace: float) -> None:
         """Start no more invocations; wait up to ``grace`` seconds until no step is running."""
@@ -429,7 +435,7 @@ class Engine:
                 after=after, limit=_RECOVER_BATCH
             )
             for task in tasks:
-                if self.placement(task.id, None, None):
+                if self.ownership.runs_here(task.id, None, None):
                     self._enqueue(task.id)
             if len(tasks) < _RECOVER_BATCH:
                 return
@@ -458,7 +464,7 @@ class Engine:
 
     async def _fire_due_timers(self) -> None:
         while True:
-            await self.leading.wait()
+            await self.ownership.leading.wait()
             self._timer_wakeup.clear()
             expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
             for settled in expired:
@@ -524,7 +530,7 @@ class Engine:
 
     async def _fire_due_schedules(self) -> None:
         while True:
-            await self.leading.wait()
+            await self.ownership.leading.wait()
             self._schedule_wakeup.clear()
             now = self.clock.now()
             due = await self.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
@@ -559,7 +565,7 @@ class Engine:
         else:
             version, timeout = registered.version, registered.timeout
         now = self.clock.now()
-        here = self.placement(firing.invocation_id, record.func, version)
+        here = self.ownership.runs_here(firing.invocation_id, record.func, version)
         created = await self.store.fire_schedule(
             record.id,
             expected=record.next_run_at,

@@ -209,7 +209,7 @@ class Invocation:
             except _Aborted:
                 return
             except Exception as exc:
-                if not engine.still_owns(self.id):
+                if not engine.ownership.still_owns(self.id):
                     raise  # another node runs it now: write nothing (the engine drops it)
                 retry += 1
                 delay = self._retry_delay(registered, exc, retry)

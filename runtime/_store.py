@@ -25,6 +25,7 @@ from dawait.core._promise import (
 )
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord
+from dawait.runtime._metrics import EngineMetrics
 
 __all__ = [
     "ACTING_FOR",
@@ -104,7 +105,25 @@ class SchedulePage:
 
 
 class Store(Protocol):
-    """Durable promises, tasks, callbacks and schedules. Every method is one atomic operation."""
+    """Durable promises, tasks, callbacks and schedules. Every method is one atomic operation.
+
+    Besides the operations, what a store tells the engine and the node about itself:
+    ``metrics`` (set by the engine: where a store counts its commits), ``pid`` and
+    ``problem()``.
+    """
+
+    metrics: EngineMetrics | None
+    """Where the store counts its commits and batches (the engine sets it; None: nowhere)."""
+
+    @property
+    def pid(self) -> str | None:
+        """The process id tasks must be acquired as (a cluster node's current incarnation,
+        which fences its writes), or None when any id the engine picks will do."""
+        ...
+
+    def problem(self) -> str | None:
+        """None while the store can take work, else what is wrong (the node is not ready)."""
+        ...
 
     async def open(self) -> None:
         """Make the store ready (create files and schema); called once before use."""

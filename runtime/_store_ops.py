@@ -34,6 +34,7 @@ from dawait.core._task import (
     resume_task,
     suspend_task,
 )
+from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -350,8 +351,17 @@ class TablesStore:
     ``_transact(op, *args)`` runs ``op(tables, *args)`` atomically and returns its result.
     """
 
+    metrics: EngineMetrics | None = None
+
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         raise NotImplementedError
+
+    @property
+    def pid(self) -> str | None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
 
     async def open(self) -> None:
         return None

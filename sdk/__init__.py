@@ -14,7 +14,8 @@ import typing
 from typing import Any
 
 if typing.TYPE_CHECKING:
-    from dawait._resonate import Handle, PromiseInfo, Promises, Resonate
+    from dawait._promises import PromiseInfo, Promises
+    from dawait._resonate import Handle, Resonate
     from dawait._schedules import ScheduleInfo, Schedules
     from dawait.core._retry import Constant, Exponential, Linear, Never, RetryPolicy
     from dawait.runtime._calls import Call
@@ -46,8 +47,8 @@ _HOMES = {
     "Handle": "dawait._resonate",
     "Linear": "dawait.core._retry",
     "Never": "dawait.core._retry",
-    "PromiseInfo": "dawait._resonate",
-    "Promises": "dawait._resonate",
+    "PromiseInfo": "dawait._promises",
+    "Promises": "dawait._promises",
     "Resonate": "dawait._resonate",
     "RetryPolicy": "dawait.core._retry",
     "ScheduleInfo": "dawait._schedules",

@@ -23,7 +23,6 @@ from dawait.errors import (
 from dawait.node._backend import NodeBackend
 from dawait.node._client import ApiError
 from dawait.node._http import NodeApi
-from dawait.node._remote import RemoteResonate
 
 TOKEN = "t0ken"
 
@@ -76,7 +75,9 @@ async def url() -> AsyncIterator[str]:
 
 async def test_a_client_app_runs_nothing_itself_and_gets_typed_results(url: str) -> None:
     client = Resonate(url=url, token=TOKEN)
-    assert isinstance(client, RemoteResonate)
+    assert repr(client) == f"Resonate(url={url!r})"
+    with pytest.raises(TypeError, match="runs nothing itself"):
+        client.store  # noqa: B018  (a client has no store, and builds no engine)
     client.register(total)  # only to type the result
     async with client:
         runs.clear()
@@ -143,3 +144,8 @@ async def test_a_wrong_token_or_an_unreachable_node_is_a_clear_error(url: str) -
     async with Resonate(url="http://127.0.0.1:9", token=TOKEN) as client:
         with pytest.raises(NotStartedError, match="cannot reach the node"):
             await client.run("t4", "total", 1)
+
+
+def test_a_client_app_takes_no_store() -> None:
+    with pytest.raises(ValueError, match="takes no store"):
+        Resonate("sqlite:///app.db", url="http://127.0.0.1:1")
