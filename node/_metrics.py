@@ -15,20 +15,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from dawait.runtime._metrics import Histogram
+from dawait.runtime._metrics import ENGINE_EVENTS, Histogram
 
 if TYPE_CHECKING:
     from dawait.node._backend import NodeBackend
 
 __all__ = ["NodeMetrics"]
 
-_ENGINE_COUNTERS = {
-    "steps": ("dawait_steps", "Leaf steps completed and recorded"),
-    "step_retries": ("dawait_step_retries", "Leaf step attempts that failed and were retried"),
-    "retries": ("dawait_invocation_retries", "Durable function attempts retried by policy"),
-    "evictions": ("dawait_evictions", "Invocations evicted from memory while they waited"),
-    "timeouts_fired": ("dawait_timeouts_fired", "Timers and promise timeouts fired"),
-}
 _BY_FUNCTION = {
     "started": ("dawait_invocations_started", "Invocations started"),
     "completed": ("dawait_invocations_completed", "Invocations that resolved"),
@@ -42,8 +35,8 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         engine = self.backend.local.engine
-        for key, (name, help) in _ENGINE_COUNTERS.items():
-            yield CounterMetricFamily(name, help, value=engine.stats.get(key, 0))
+        for key, (name, help) in ENGINE_EVENTS.items():
+            yield CounterMetricFamily(name, help, value=engine.metrics.events[key])
         metrics = engine.metrics
         for event, (name, help) in _BY_FUNCTION.items():
             family = CounterMetricFamily(name, help, labels=["function"])

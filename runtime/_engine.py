@@ -92,7 +92,6 @@ class Engine:
         self._timer_wakeup = asyncio.Event()
         self._next_timeout: int | None = None
         self._schedule_wakeup = asyncio.Event()
-        self.stats = collections.Counter[str]()
         self.metrics = EngineMetrics()
         self.use_store(store)
         self._quiescing = False
@@ -364,12 +363,12 @@ class Engine:
         except Exception:
             if not self.ownership.still_owns(actor.id):
                 log.warning("invocation %s: owned by another node now; dropped here", actor.id)
-                self.stats["dropped"] += 1
+                self.metrics.event("dropped")
             else:
                 log.exception(
                     "invocation %s failed inside the engine; it resumes on restart", actor.id
                 )
-                self.stats["actor_crashes"] += 1
+                self.metrics.event("actor_crashes")
         finally:
             self._actors.pop(actor.id, None)
             if actor.id in self._requeue:
@@ -388,6 +387,10 @@ class Engine:
         if self.running:
             raise RuntimeError("use_ownership: the engine is running already")
         self.ownership = ownership
+
+    @property
+    def stats(self) -> collections.Counter[str]:
+        return self.metrics.events
 
     @property
     def pid(self) -> str:
@@ -459,7 +462,7 @@ class Engine:
                 # The store failing (disk full, a dropped connection) must not end the
                 # engine: log it and try again shortly.
                 log.exception("firing timers failed; trying again in 1 s")
-                self.stats["loop_errors"] += 1
+                self.metrics.event("loop_errors")
                 await self.clock.sleep_until(self.clock.now() + 1000)
 
     async def _fire_due_timers(self) -> None:
@@ -468,7 +471,7 @@ class Engine:
             self._timer_wakeup.clear()
             expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
             for settled in expired:
-                self.stats["timeouts_fired"] += 1
+                self.metrics.event("timeouts_fired")
                 self._on_settled(settled)
             if len(expired) == _EXPIRE_BATCH:
                 await asyncio.sleep(0)
@@ -525,7 +528,7 @@ class Engine:
                 await self._fire_due_schedules()
             except Exception:
                 log.exception("firing schedules failed; trying again in 1 s")
-                self.stats["loop_errors"] += 1
+                self.metrics.event("loop_errors")
                 await self.clock.sleep_until(self.clock.now() + 1000)
 
     async def _fire_due_schedules(self) -> None:
@@ -581,7 +584,7 @@ class Engine:
             now=now,
         )
         if created is not None:
-            self.stats["schedules_fired"] += 1
+            self.metrics.event("schedules_fired")
             if here:
                 self._started(created)
 

@@ -204,7 +204,7 @@ class Invocation:
             try:
                 result = await self._run_once(record, registered, args, kwargs)
             except _Evicted:
-                engine.stats["evictions"] += 1
+                engine.metrics.event("evictions")
                 return
             except _Aborted:
                 return
@@ -216,7 +216,7 @@ class Invocation:
                 if delay is None:
                     await self._finish(Settle.REJECT, Value(data=encode_error(exc)))
                     return
-                engine.stats["retries"] += 1
+                engine.metrics.event("retries")
                 if not await self._backoff(delay):
                     return
                 continue
@@ -246,7 +246,7 @@ class Invocation:
         except UnknownFunctionError as exc:
             # Not deployed here (yet): leave it, untaken, for a process that has it.
             log.error("cannot run invocation %s: %s", self.id, exc)
-            engine.stats["unknown_function"] += 1
+            engine.metrics.event("unknown_function")
             return None
         ACTING_FOR.set(self.id)
         # One process holds the store's only lock: whoever held the task before is gone. In

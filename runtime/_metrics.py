@@ -7,7 +7,33 @@ import bisect
 import collections
 from collections.abc import Sequence
 
-__all__ = ["EngineMetrics", "Histogram"]
+__all__ = ["ENGINE_EVENTS", "EngineMetrics", "Histogram"]
+
+ENGINE_EVENTS = {
+    "steps": ("dawait_steps", "Leaf steps completed and recorded"),
+    "step_retries": ("dawait_step_retries", "Leaf step attempts that failed and were retried"),
+    "retries": ("dawait_invocation_retries", "Durable function attempts retried by policy"),
+    "evictions": ("dawait_evictions", "Invocations evicted from memory while they waited"),
+    "timeouts_fired": ("dawait_timeouts_fired", "Timers and promise timeouts fired"),
+    "schedules_fired": ("dawait_schedules_fired", "Schedule slots that started an invocation"),
+    "unknown_function": (
+        "dawait_unknown_function",
+        "Invocations left for another process: their function is not registered here",
+    ),
+    "dropped": (
+        "dawait_invocations_dropped",
+        "Invocations dropped here because another node owns them now",
+    ),
+    "actor_crashes": (
+        "dawait_actor_crashes",
+        "Invocations that failed inside the engine (they resume on restart)",
+    ),
+    "loop_errors": (
+        "dawait_loop_errors",
+        "Timer or schedule passes that failed on a store error (retried after 1 s)",
+    ),
+}
+"""Every event the engine counts: its key, and its Prometheus counter (name, help)."""
 
 
 class Histogram:
@@ -38,6 +64,8 @@ class EngineMetrics:
     """Counters by function, and the store's commit latencies and batch sizes."""
 
     def __init__(self) -> None:
+        self.events: collections.Counter[str] = collections.Counter()
+        """Event (a key of ``ENGINE_EVENTS``) -> count."""
         self.by_function: collections.Counter[tuple[str, str]] = collections.Counter()
         """(event, function) -> count; events: started, completed, failed."""
         self.commit_seconds = Histogram(
@@ -47,3 +75,7 @@ class EngineMetrics:
 
     def count(self, event: str, function: str) -> None:
         self.by_function[(event, function)] += 1
+
+    def event(self, name: str) -> None:
+        """Count one ``name`` (a key of ``ENGINE_EVENTS``)."""
+        self.events[name] += 1

@@ -406,7 +406,10 @@ async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[s
     assert ran["a"] > 0
     assert ran["b"] > 0
     assert sum(ran.values()) == 40
-    fired = {"a": a._engine.stats["timeouts_fired"], "b": b._engine.stats["timeouts_fired"]}
+    fired = {
+        "a": a._engine.metrics.events["timeouts_fired"],
+        "b": b._engine.metrics.events["timeouts_fired"],
+    }
     assert sorted(fired.values())[0] == 0, fired
     assert sum(fired.values()) == 20
 

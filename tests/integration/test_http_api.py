@@ -14,6 +14,7 @@ from aiohttp import web
 from dawait import Constant, Context, Resonate
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
+from dawait.runtime._metrics import ENGINE_EVENTS
 
 TOKEN = "s3cret-token"
 
@@ -298,6 +299,8 @@ async def test_metrics_and_openapi(node: Node) -> None:
     assert 'dawait_invocations_completed_total{function="order"} 1.0' in text
     assert "dawait_steps_total 1.0" in text
     assert "dawait_active_invocations" in text
+    for name, _help in ENGINE_EVENTS.values():  # every event the engine counts
+        assert f"{name}_total " in text, name
     status, spec = await node.call("GET", "/openapi.json")
     assert spec["openapi"].startswith("3.")
     assert "/invocations/{id}/result" in spec["paths"]

@@ -159,7 +159,9 @@ def test_the_cluster_imports_no_sdk_and_no_node() -> None:
 
 def _cycle() -> list[str] | None:
     graph = {
-        module: sorted({i.module for i in _dawait_imports(module) if i.module in MODULES} - {module})
+        module: sorted(
+            {i.module for i in _dawait_imports(module) if i.module in MODULES} - {module}
+        )
         for module in MODULES
     }
     state: dict[str, int] = {}
@@ -251,11 +253,26 @@ def test_the_clock_check_sees_a_clock_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", ["dawait.core._promise", "dawait.errors", "dawait.core"])
 def test_importing_the_core_loads_no_io(module: str) -> None:
     io = ["asyncio", "sqlite3", "socket", "pydantic", "anyio", "aiohttp", "aetcd", "threading"]
-    code = (
-        f"import sys; import {module}; "
-        f"print(','.join(m for m in {io!r} if m in sys.modules))"
-    )
+    code = f"import sys; import {module}; print(','.join(m for m in {io!r} if m in sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == ""
+
+
+def test_every_event_the_engine_counts_is_in_the_metrics_table() -> None:
+    from dawait.runtime._metrics import ENGINE_EVENTS
+
+    counted = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "event"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                counted.add(node.args[0].value)
+    assert counted, "the check must see the engine's events"
+    assert counted <= set(ENGINE_EVENTS)
