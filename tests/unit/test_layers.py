@@ -14,6 +14,7 @@ type-only imports under ``if TYPE_CHECKING:`` aside), so a change that breaks th
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,3 +277,20 @@ def test_every_event_the_engine_counts_is_in_the_metrics_table() -> None:
                 counted.add(node.args[0].value)
     assert counted, "the check must see the engine's events"
     assert counted <= set(ENGINE_EVENTS)
+
+
+def test_the_module_map_in_the_design_doc_matches_the_tree() -> None:
+    doc = (ROOT / "docs" / "design.md").read_text()
+    mapped = set(re.findall(r"^\| `((?:sdk|core|runtime|cluster|node)/\w+\.py)` \|", doc, re.M))
+    on_disk = {str(path.relative_to(ROOT)) for path in MODULES.values()}
+    assert sorted(on_disk - mapped) == [], "modules missing from docs/design.md's module map"
+    assert sorted(mapped - on_disk) == [], "docs/design.md maps modules that do not exist"
+
+
+def test_no_module_is_past_600_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in MODULES.values()
+        if (n := len(path.read_text().splitlines())) > 600
+    }
+    assert long == {}
