@@ -24,6 +24,7 @@ from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutc
 from dawait.core._schedule import ScheduleFiring, ScheduleRecord, due_firing
 from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
+from dawait.runtime._invocation import Invocation
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._ownership import Ownership, SoleOwnership
 from dawait.runtime._store import (
@@ -38,7 +39,7 @@ from dawait.runtime._store import (
 )
 
 if TYPE_CHECKING:
-    from dawait.runtime._invocation import Invocation, Start
+    from dawait.runtime._invocation import Start
     from dawait.runtime._registry import Registered, Registry
 
 __all__ = ["Engine", "EngineConfig"]
@@ -351,8 +352,6 @@ class Engine:
         while self._queued and len(self._actors) < self.config.max_active:
             id = self._queued.popleft()
             self._queued_ids.discard(id)
-            from dawait.runtime._invocation import Invocation
-
             actor = Invocation(self, id, self._fresh.pop(id, None))
             self._actors[id] = actor
             group.create_task(self._run_actor(actor), name=f"dawait-invocation:{id}")

@@ -33,6 +33,7 @@ from dawait.core._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcom
 from dawait.core._task import TaskState
 from dawait.runtime._clock import deadline_scope
 from dawait.runtime._codec import encode_error, encode_json
+from dawait.runtime._context import Context, Frame
 from dawait.runtime._store import ACTING_FOR
 
 if TYPE_CHECKING:
@@ -278,8 +279,6 @@ class Invocation:
         self, record: PromiseRecord, registered: Registered, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         """Run the function once to its end in this task, replaying what is recorded."""
-        from dawait.runtime._context import Context, Frame
-
         self._local = 0
         self._remote.clear()
         self._task = asyncio.current_task()
