@@ -1,4 +1,6 @@
-"""The engine: promises, tasks, stores, codec, clock and the invocation actors."""
+"""The engine and the embedded stores: the supervisor, the invocation actors, ``Context``,
+the codec, the clock, the memory and SQLite stores (records and their state machines are
+in ``dawait.core``, re-exported here for embedders)."""
 
 from __future__ import annotations
 

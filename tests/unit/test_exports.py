@@ -81,3 +81,15 @@ def test_the_error_tree_draws_every_error() -> None:
     errors = importlib.import_module("dawait.errors")
     for name in errors.__all__:
         assert re.search(rf"^[ │├└─]*{name}\b", errors.__doc__ or "", re.MULTILINE), name
+
+
+def test_an_error_recorded_before_the_errors_moved_to_the_core_is_rebuilt() -> None:
+    from dawait.errors import PromiseTimeoutError
+    from dawait.runtime._codec import decode_error, encode_error
+
+    # Exactly as a store holds it from before the move (written by the earlier code).
+    recorded = '{"type": "dawait.errors.PromiseTimeoutError", "message": "late", "args": ["late"]}'
+    error = decode_error(recorded, what="step a:1")
+    assert type(error) is PromiseTimeoutError
+    assert str(error) == "late"
+    assert encode_error(error) == recorded  # and recorded again under the same name
