@@ -8,11 +8,14 @@ aiohttp >= 3.10.6).
 
 Several endpoints become one gRPC target (``ipv4:a:p1,b:p2,...``): gRPC's ``pick_first``
 connects to the first reachable member and moves to another when that connection drops.
+
+``cancel_task`` ends a task that may be waiting inside ``aetcd`` (see why there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +28,17 @@ from aetcd import rpc
 
 from dawait.core._errors import StoreError
 
-__all__ = ["Compare", "Etcd", "EtcdError", "KeyValue", "Write", "parse_endpoints"]
+__all__ = [
+    "Compare",
+    "Etcd",
+    "EtcdError",
+    "KeyValue",
+    "Write",
+    "cancel_task",
+    "parse_endpoints",
+]
+
+log = logging.getLogger("dawait.etcd")
 
 
 class EtcdError(StoreError):
@@ -207,3 +220,18 @@ def _prefix_end(key: bytes) -> bytes:
             end[i] += 1
             return bytes(end[: i + 1])
     return b"\0"
+
+
+async def cancel_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
+
+    Python 3.11's ``asyncio.wait_for`` swallows a cancel that lands just as what it waits
+    for completes (fixed in 3.12); aetcd waits that way while it sets up a watch, so one
+    cancel could leave the watch running and its canceller waiting forever (seen here:
+    CI hung in a reload).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())

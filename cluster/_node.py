@@ -25,8 +25,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from dawait.cluster._etcd import EtcdError
-from dawait.cluster._etcd_store import EtcdStore, Member, cancel_task
+from dawait.cluster._etcd import EtcdError, cancel_task
+from dawait.cluster._etcd_records import Member
+from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._ids import root_of
 from dawait.core._param import call_target
 from dawait.core._placement import rendezvous

@@ -15,7 +15,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from dawait.cluster._etcd_store import Member
+from dawait.cluster._etcd_records import Member
 
 __all__ = ["FORWARDED", "NODE", "Forwarder"]
 

@@ -13,8 +13,8 @@ import pytest
 
 from dawait import Context, Resonate
 from dawait._resonate import open_store
-from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write
-from dawait.cluster._etcd_store import EtcdStore, cancel_task
+from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write, cancel_task
+from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._promise import PromiseState, Settle, SettleOutcome, Value
 from dawait.core._task import TaskState
 from dawait.errors import OwnershipLostError, StoreError

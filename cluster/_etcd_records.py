@@ -1,0 +1,195 @@
+"""How the etcd store lays out a namespace and encodes what it keeps there.
+
+Every record is a compact JSON value under ``/dawait/{namespace}/`` (``Keys``): promises,
+tasks, callbacks and schedules (the tables the store operations run on), and the
+cluster's own records: a membership record per live node (``Member``), a claim per
+running invocation, the leader key. ``ClusterView`` is those cluster records as the
+replica holds them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
+from dawait.core._schedule import ScheduleRecord, schedule_from_row, schedule_row
+from dawait.core._task import TaskRecord, task_from_row, task_row
+
+__all__ = [
+    "ClusterView",
+    "Keys",
+    "Member",
+    "decode_promise",
+    "decode_schedule",
+    "decode_task",
+    "dumps",
+    "encode_promise",
+    "encode_schedule",
+    "encode_task",
+]
+
+
+# -- records as JSON values ----------------------------------------------------------------
+
+
+def _value(value: Value) -> list[Any]:
+    return [value.data, None if value.headers is None else dict(value.headers)]
+
+
+def _unvalue(raw: list[Any]) -> Value:
+    return Value(data=raw[0], headers=raw[1])
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, as every value is stored."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_promise(r: PromiseRecord) -> bytes:
+    return dumps(
+        {
+            "id": r.id,
+            "state": r.state.value,
+            "param": _value(r.param),
+            "value": _value(r.value),
+            "timeout_at": r.timeout_at,
+            "tags": dict(r.tags) if r.tags else None,
+            "created_at": r.created_at,
+            "settled_at": r.settled_at,
+        }
+    )
+
+
+def decode_promise(raw: bytes) -> PromiseRecord:
+    d = json.loads(raw)
+    return PromiseRecord(
+        id=d["id"],
+        state=PromiseState(d["state"]),
+        param=_unvalue(d["param"]),
+        value=_unvalue(d["value"]),
+        timeout_at=d["timeout_at"],
+        tags=d["tags"] or NO_TAGS,
+        created_at=d["created_at"],
+        settled_at=d["settled_at"],
+    )
+
+
+def encode_task(t: TaskRecord) -> bytes:
+    return dumps(task_row(t))
+
+
+def decode_task(raw: bytes) -> TaskRecord:
+    return task_from_row(json.loads(raw))
+
+
+def encode_schedule(s: ScheduleRecord) -> bytes:
+    return dumps(schedule_row(s))
+
+
+def decode_schedule(raw: bytes) -> ScheduleRecord:
+    return schedule_from_row(json.loads(raw))
+
+
+class Keys:
+    """Where each record lives under the namespace's prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def promise(self, id: str) -> str:
+        return f"{self.prefix}p/{id}"
+
+    def task(self, id: str) -> str:
+        return f"{self.prefix}t/{id}"
+
+    def callback(self, promise_id: str, task_id: str) -> str:
+        # Length-prefixed: ids may hold any character.
+        return f"{self.prefix}c/{len(promise_id)}/{promise_id}{task_id}"
+
+    def schedule(self, id: str) -> str:
+        return f"{self.prefix}s/{id}"
+
+    def member(self, node_id: str) -> str:
+        return f"{self.prefix}n/{node_id}"
+
+    def claim(self, task_id: str) -> str:
+        return f"{self.prefix}o/{task_id}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+    @property
+    def lock(self) -> str:
+        """The namespace's lock (held by one node, when not in cluster mode)."""
+        return f"{self.prefix}lock"
+
+    def marker(self, owner: str) -> str:
+        """The transaction marker of the store ``owner`` (see ``_etcd_batches``)."""
+        return f"{self.prefix}x/{owner}"
+
+
+# -- the cluster's own records: members, claims, the leader ---------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A live node, as its membership record (under its lease) says."""
+
+    node_id: str
+    address: str
+    """Where its HTTP API answers (``--advertise``)."""
+    groups: tuple[str, ...]
+    """The function groups it runs."""
+    versions: dict[str, tuple[int, ...]]
+    """The functions it runs (those registered in its app, in its groups), each with its
+    registered versions."""
+    pid: str
+    """This incarnation of the node: what its tasks and claims carry."""
+    started_at: int
+
+    def encode(self) -> bytes:
+        return dumps(
+            {
+                "node_id": self.node_id,
+                "address": self.address,
+                "groups": list(self.groups),
+                "versions": {f: list(v) for f, v in self.versions.items()},
+                "pid": self.pid,
+                "started_at": self.started_at,
+            }
+        )
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        return tuple(sorted(self.versions))
+
+    def serves(self, function: str, version: int | None) -> bool:
+        """Whether this node runs ``function`` (at ``version``, when given)."""
+        known = self.versions.get(function)
+        return known is not None and (version is None or version in known)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Member:
+        d = json.loads(raw)
+        return cls(
+            node_id=d["node_id"],
+            address=d["address"],
+            groups=tuple(d["groups"]),
+            versions={f: tuple(v) for f, v in d["versions"].items()},
+            pid=d["pid"],
+            started_at=d["started_at"],
+        )
+
+
+@dataclass
+class ClusterView:
+    """Who is in the cluster, who owns which running invocation, who leads."""
+
+    members: dict[str, Member] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)
+    """Task id -> the pid (node incarnation) running it; only while the task is acquired."""
+    leader: str | None = None
+    """The leading node's id."""
