@@ -20,6 +20,7 @@ import pydantic
 from dawait.core._errors import DawaitError, StoreError
 from dawait.node import _api_models as m
 from dawait.node._client import ApiError, HttpClient
+from dawait.node._settings import add_serve_flags, settings_from_flags
 from dawait.runtime._codec import validation_summary
 
 __all__ = ["main"]
@@ -68,27 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run a node (options also from DAWAIT_* variables)")
-    serve.add_argument("--app", help="MODULE:ATTR of the Resonate app (env DAWAIT_APP)")
-    serve.add_argument("--store", help="store URL (default sqlite:///.dawait/dawait.db)")
-    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (default 8080)")
-    serve.add_argument("--token", help="require this bearer token (env DAWAIT_TOKEN)")
-    serve.add_argument("--grace-period", type=float, help="seconds to let steps finish on stop")
-    serve.add_argument("--etcd", help="join the cluster at these etcd endpoints (HOST:PORT,...)")
-    serve.add_argument("--namespace", help="the cluster's namespace in etcd (default 'default')")
-    serve.add_argument("--node-id", help="this node's id in the cluster (default HOSTNAME-PID)")
-    serve.add_argument("--advertise", help="the URL peers reach this node at")
-    serve.add_argument("--groups", help="function groups this node runs (default: all)")
-    serve.add_argument("--lease-ttl", type=int, help="seconds before a silent node is dead")
-    serve.add_argument("--cluster-token", help="token for peers' forwarded requests")
-    serve.add_argument("--token-file", help="read --token from this file (a mounted Secret)")
-    serve.add_argument("--cluster-token-file", help="read --cluster-token from this file")
-    serve.add_argument(
-        "--open-metrics",
-        action="store_true",
-        default=None,
-        help="serve /metrics without the token, for a scraper (env DAWAIT_OPEN_METRICS)",
-    )
+    add_serve_flags(serve)
 
     sub.add_parser("nodes", parents=[common], help="list the cluster's live nodes")
 
@@ -156,33 +137,11 @@ def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from dawait.node._serve import AppLoadError, ServeSettings, load_app, serve
+    from dawait.node._serve import AppLoadError, load_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    given = {
-        key: value
-        for key, value in {
-            "app": args.app,
-            "store": args.store,
-            "host": args.host,
-            "port": args.port,
-            "token": args.token,
-            "grace_period": args.grace_period,
-            "etcd": args.etcd,
-            "namespace": args.namespace,
-            "node_id": args.node_id,
-            "advertise": args.advertise,
-            "groups": args.groups,
-            "lease_ttl": args.lease_ttl,
-            "cluster_token": args.cluster_token,
-            "token_file": args.token_file,
-            "cluster_token_file": args.cluster_token_file,
-            "open_metrics": args.open_metrics,
-        }.items()
-        if value is not None
-    }
     try:
-        settings = ServeSettings(**given)
+        settings = settings_from_flags(args)
     except pydantic.ValidationError as exc:
         for error in exc.errors(include_url=False):
             field = ".".join(str(part) for part in error["loc"])

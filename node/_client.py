@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -10,20 +9,12 @@ from urllib.parse import quote
 import aiohttp
 import pydantic
 
-from dawait.core._errors import (
-    DawaitError,
-    InvocationConflictError,
-    NotStartedError,
-    PromiseAlreadySettledError,
-    PromiseNotFoundError,
-    ScheduleConflictError,
-    ScheduleNotFoundError,
-    SerializationError,
-    UnknownFunctionError,
-)
+from dawait.core._errors import DawaitError, NotStartedError
 from dawait.core._ids import root_of
 from dawait.core._placement import rendezvous
 from dawait.node import _api_models as m
+from dawait.node._error_codes import error_class
+from dawait.runtime._clock import Clock, SystemClock
 
 __all__ = ["ApiError", "HttpClient"]
 
@@ -37,17 +28,6 @@ class ApiError(DawaitError):
         super().__init__(message)
         self.status = status
         self.error = error
-
-
-_ERRORS: dict[str, type[DawaitError]] = {
-    "unknown_function": UnknownFunctionError,
-    "not_found": PromiseNotFoundError,
-    "invalid_arguments": SerializationError,
-    "conflict": InvocationConflictError,
-    "already_settled": PromiseAlreadySettledError,
-    "schedule_conflict": ScheduleConflictError,
-    "schedule_not_found": ScheduleNotFoundError,
-}
 
 
 ROUTES_FOR = 5.0
@@ -64,7 +44,13 @@ class HttpClient:
     """
 
     def __init__(
-        self, url: str, *, token: str | None = None, timeout: float = 330.0, route: bool = False
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 330.0,
+        route: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url {url!r} must start with http:// or https://")
@@ -73,8 +59,10 @@ class HttpClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self.route = route
+        self._clock = clock or SystemClock()
         self._nodes: list[m.NodeView] = []
-        self._nodes_read_at = -ROUTES_FOR
+        self._nodes_read_at: float | None = None
+        """When (``clock.monotonic()``) ``_nodes`` was read; None: to read at the next start."""
 
     async def open(self) -> None:
         if self._session is None:
@@ -150,7 +138,7 @@ class HttpClient:
                 )  # fmt: skip
                 return view, status == 201
             except NotStartedError:  # gone or not ready: ask again, and go through url
-                self._nodes_read_at = -ROUTES_FOR
+                self._nodes_read_at = None
         view, status = await self.request(
             "POST",
             "/invocations",
@@ -162,8 +150,8 @@ class HttpClient:
 
     async def _owner(self, id: str, function: str) -> str | None:
         """The address of the node invocation ``id`` places on, as the node list says."""
-        now = time.monotonic()
-        if now - self._nodes_read_at >= ROUTES_FOR:
+        now = self._clock.monotonic()
+        if self._nodes_read_at is None or now - self._nodes_read_at >= ROUTES_FOR:
             self._nodes_read_at = now
             try:
                 listing = await self.nodes()
@@ -271,7 +259,7 @@ def _error(status: int, payload: bytes) -> DawaitError:
         body = m.ErrorBody.model_validate_json(payload)
     except pydantic.ValidationError:
         return ApiError(status, "http_error", payload[:200].decode(errors="replace"))
-    kind = _ERRORS.get(body.error)
+    kind = error_class(body.error)
     if kind is not None:
         return kind(body.message)
     if status == 503:

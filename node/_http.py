@@ -17,31 +17,21 @@ import pydantic
 from aiohttp import web
 
 from dawait._schedules import ScheduleInfo
-from dawait.core._errors import (
-    DawaitError,
-    InvocationConflictError,
-    NotStartedError,
-    PromiseAlreadySettledError,
-    PromiseNotFoundError,
-    ScheduleConflictError,
-    ScheduleNotFoundError,
-    SerializationError,
-    StoreError,
-    UnknownFunctionError,
-)
+from dawait.core._errors import DawaitError, ScheduleNotFoundError
 from dawait.core._promise import PromiseState
 from dawait.node import _api_models as m
 from dawait.node._backend import NodeBackend
+from dawait.node._error_codes import error_code
 from dawait.node._forward import FORWARDED, NODE, Forwarder
 from dawait.node._metrics import NodeMetrics
 from dawait.node._openapi import Route, openapi_document
+from dawait.node._settings import DEFAULT_MAX_BODY
 from dawait.node._views import invocation_view, promise_view, result_view, tree
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpError", "NodeApi"]
 
 log = logging.getLogger("dawait.http")
 
-DEFAULT_MAX_BODY = 1024 * 1024
 MAX_WAIT_SECONDS = 300.0
 MAX_PAGE = 1000
 _OPEN = frozenset({"/healthz", "/readyz"})
@@ -56,19 +46,6 @@ class HttpError(Exception):
         self.error = error
         self.message = message
         self.field = field
-
-
-_DAWAIT_ERRORS: list[tuple[type[DawaitError], int, str]] = [
-    (UnknownFunctionError, 404, "unknown_function"),
-    (PromiseNotFoundError, 404, "not_found"),
-    (SerializationError, 422, "invalid_arguments"),
-    (InvocationConflictError, 409, "conflict"),
-    (ScheduleConflictError, 409, "schedule_conflict"),
-    (ScheduleNotFoundError, 404, "schedule_not_found"),
-    (PromiseAlreadySettledError, 409, "already_settled"),
-    (NotStartedError, 503, "unavailable"),
-    (StoreError, 503, "unavailable"),
-]
 
 
 def _error_response(
@@ -152,9 +129,9 @@ class NodeApi:
             detail = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             return _error_response(422, "invalid", detail, _field(exc))
         except DawaitError as exc:
-            for kind, status, code in _DAWAIT_ERRORS:
-                if isinstance(exc, kind):
-                    return _error_response(status, code, str(exc))
+            row = error_code(exc)
+            if row is not None:
+                return _error_response(row.status, row.code, str(exc))
             return _error_response(400, "invalid", str(exc))
         except web.HTTPRequestEntityTooLarge:
             return _error_response(
@@ -344,7 +321,7 @@ class NodeApi:
     async def delete_schedule(self, request: web.Request) -> web.Response:
         id = request.match_info["id"]
         if not await self.backend.app.schedules.delete(id):
-            raise HttpError(404, "schedule_not_found", f"no schedule with id {id!r}")
+            raise ScheduleNotFoundError(f"no schedule with id {id!r}")
         return web.Response(status=204)
 
     # -- nodes -----------------------------------------------------------------------------

@@ -17,81 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dawait import Resonate
 from dawait.node._backend import NodeBackend
-from dawait.node._http import DEFAULT_MAX_BODY, NodeApi
+from dawait.node._http import NodeApi
+from dawait.node._settings import ServeSettings
 
 __all__ = ["AppLoadError", "ServeSettings", "load_app", "serve"]
 
 log = logging.getLogger("dawait.serve")
-
-DEFAULT_STORE = "sqlite:///.dawait/dawait.db"
-
-
-class ServeSettings(BaseSettings):
-    """A node's settings: command-line options, else ``DAWAIT_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="DAWAIT_", extra="ignore")
-
-    app: str = Field(description="MODULE:ATTR of the Resonate app whose functions to serve")
-    store: str = Field(default=DEFAULT_STORE, description="Store URL")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    token: SecretStr | None = None
-    grace_period: float = Field(default=30.0, ge=0, description="Seconds to let steps finish")
-    max_body: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
-    etcd: str | None = Field(default=None, description="etcd endpoints: join a cluster")
-    namespace: str = Field(default="default", pattern=r"^[^/]+$")
-    node_id: str | None = Field(default=None, pattern=r"^[^/:]+$")
-    advertise: str | None = Field(default=None, description="URL peers reach this node at")
-    groups: str | None = Field(default=None, description="comma-separated function groups")
-    lease_ttl: int = Field(default=5, ge=1, le=300)
-    cluster_token: SecretStr | None = Field(
-        default=None, description="token peers forward requests with (default: --token)"
-    )
-    token_file: Path | None = Field(default=None, description="read --token from this file")
-    cluster_token_file: Path | None = Field(
-        default=None, description="read --cluster-token from this file"
-    )
-    open_metrics: bool = Field(
-        default=False, description="serve /metrics without the token (for a scraper)"
-    )
-
-    @model_validator(mode="after")
-    def _tokens_from_files(self) -> ServeSettings:
-        """``token_file`` / ``cluster_token_file`` (a mounted Secret): the token is the
-        file's text without its trailing newline."""
-        for name in ("token", "cluster_token"):
-            path: Path | None = getattr(self, f"{name}_file")
-            if path is None:
-                continue
-            if getattr(self, name) is not None:
-                raise ValueError(f"give {name} or {name}_file, not both")
-            try:
-                text = path.read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"{name}_file {path}: {exc.strerror or exc}") from exc
-            if not text:
-                raise ValueError(f"{name}_file {path} is empty")
-            setattr(self, name, SecretStr(text))
-        return self
-
-    @model_validator(mode="after")
-    def _reachable_by_peers(self) -> ServeSettings:
-        if self.etcd and self.port == 0 and not self.advertise:
-            raise ValueError("a cluster node (--etcd) needs --port (not 0) or --advertise")
-        return self
-
-    @field_validator("app")
-    @classmethod
-    def _module_and_attribute(cls, value: str) -> str:
-        module, _, attr = value.partition(":")
-        if not module or not attr:
-            raise ValueError(f"expected MODULE:ATTR (like myapp.workflows:app), got {value!r}")
-        return value
 
 
 class AppLoadError(ValueError):
