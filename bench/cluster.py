@@ -1,4 +1,4 @@
-"""Cluster benchmarks against one local etcd member (``--unsafe-no-fsync``, tests/etcd.py),
+"""Cluster benchmarks against one local etcd member (``--unsafe-no-fsync``, bench/_etcd.py),
 nodes being ``dawait serve --etcd`` processes on 127.0.0.1:
 
 * throughput: 1 node vs 3 nodes, ``--workflows`` workflows of 3 steps (bench/http_app.py)
@@ -31,18 +31,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
+
 REPO = Path(__file__).resolve().parents[1]
-# Not bench/ first on the path: bench/http.py would shadow the standard library's http.
-sys.path[0] = str(REPO)
+sys.path.insert(0, str(REPO))  # run as a script: ``bench.`` imports from the repository root
 
-import aiohttp  # noqa: E402
-
-from bench.http import Node as Server  # noqa: E402
+from bench._etcd import Etcd  # noqa: E402
+from bench._ports import free_ports  # noqa: E402
+from bench.http_api import Node as Server  # noqa: E402
 from bench.peers.postgres import Postgres  # noqa: E402
 from dawait.core._placement import rendezvous  # noqa: E402
 from dawait.node._client import HttpClient  # noqa: E402
-from tests.etcd import EtcdCluster, free_ports  # noqa: E402
-from tests.integration.served import Nodes  # noqa: E402
 
 STEPS = 3
 
@@ -67,22 +66,34 @@ async def steps_per_s(
     return workflows * STEPS / (time.perf_counter() - started)
 
 
+def start(folder: Path, args: list[str]) -> Server:
+    """A ``dawait serve ARGS`` node, once it listens."""
+    node = Server.serve(folder, *args)
+    node.wait_listening()
+    return node
+
+
 async def run(
-    nodes: int, workflows: int, concurrency: int, etcd: EtcdCluster, dir: Path, route: bool
+    nodes: int, workflows: int, concurrency: int, etcd: Etcd, dir: Path, route: bool
 ) -> float:
     namespace = f"bench-{dir.name}-{os.getpid()}"  # fresh ids every run
-    os.makedirs(dir, exist_ok=True)
-    spawner = Nodes(dir)
     args = ["--app", "bench.http_app:app", "--etcd", ",".join(etcd.endpoints)]
     members = [
-        spawner.spawn(
-            f"n{k}", *args, "--namespace", namespace, "--node-id", f"n{k}", "--port", str(port)
+        Server.serve(
+            dir / f"n{k}",
+            *args,
+            "--namespace",
+            namespace,
+            "--node-id",
+            f"n{k}",
+            "--port",
+            str(port),
         )
         for k, port in enumerate(free_ports(nodes))
     ]
     try:
         for node in members:
-            spawner.wait_listening(node)
+            node.wait_listening()
         clients = [HttpClient(node.url, route=route) for node in members]
         for client in clients:
             await client.open()
@@ -104,7 +115,7 @@ async def run(
         return figure
     finally:
         for node in members:
-            node.terminate()
+            node.process.terminate()
         for node in members:
             try:
                 node.process.wait(timeout=10)
@@ -143,17 +154,15 @@ async def run_dbos(
             server.stop()
 
 
-async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
+async def failover(etcd: Etcd, dir: Path, trials: int, ttl: int) -> None:
     namespace = f"failover-{os.getpid()}"
-    os.makedirs(dir, exist_ok=True)
-    spawner = Nodes(dir)
     ports = free_ports(2)
     args = [
         ["--app", "bench.http_app:app", "--etcd", ",".join(etcd.endpoints), "--namespace",
          namespace, "--node-id", f"n{k}", "--port", str(port), "--lease-ttl", str(ttl)]
         for k, port in enumerate(ports)
     ]  # fmt: skip
-    up = [spawner.start(f"n{k}", *args[k]) for k in range(2)]
+    up = [start(dir / f"n{k}", args[k]) for k in range(2)]
     client = HttpClient(up[0].url)
     await client.open()
     takeovers: list[float] = []
@@ -177,12 +186,12 @@ async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
             )
             async with HttpClient(victim.url) as direct:
                 await direct.start(id, "ticker", [str(path), 100_000], {})
-            while _lines(path, victim.pid) < 3:
+            while _lines(path, victim.process.pid) < 3:
                 await asyncio.sleep(0.02)
             killed_at = time.time()
             victim.process.kill()
             victim.process.wait()
-            while not (later := [t for pid, t in _ticks(path) if pid != victim.pid]):
+            while not (later := [t for pid, t in _ticks(path) if pid != victim.process.pid]):
                 await asyncio.sleep(0.02)
             takeovers.append(later[0] - killed_at)
             if leader == f"n{victim_k}":
@@ -191,7 +200,7 @@ async def failover(etcd: EtcdCluster, dir: Path, trials: int, ttl: int) -> None:
                 leader_takeovers.append(time.time() - killed_at)
             await survivor.cancel(id)
             await survivor.close()
-            up[victim_k] = spawner.start(f"n{victim_k}-{trial}", *args[victim_k])
+            up[victim_k] = start(dir / f"n{victim_k}-{trial}", args[victim_k])
             if victim_k == 0:
                 await client.close()
                 client = HttpClient(up[0].url)
@@ -230,7 +239,7 @@ def _lines(path: Path, pid: int) -> int:
     return sum(1 for p, _t in _ticks(path) if p == pid)
 
 
-async def throughput(args: argparse.Namespace, etcd: EtcdCluster, dir: Path) -> None:
+async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
     # dawait: (nodes, placement-aware client); the peer: DBOS processes on Postgres.
     setups: dict[str, tuple[str, int, bool]] = {
         "dawait, 1 node": ("dawait", 1, False),
@@ -279,7 +288,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dir = Path(tmp)
-        with EtcdCluster(dir / "etcd", size=1) as etcd:
+        with Etcd(dir / "etcd") as etcd:
             if not args.skip_throughput:
                 await throughput(args, etcd, dir)
             if args.trials:

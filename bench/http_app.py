@@ -1,4 +1,4 @@
-"""The app bench/http.py serves (``dawait serve --app bench.http_app:app``, from the
+"""The app bench/http_api.py serves (``dawait serve --app bench.http_app:app``, from the
 repository root): one workflow of three trivial async steps, as in bench/embedded.py."""
 
 from __future__ import annotations

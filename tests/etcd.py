@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.polling import eventually_sync
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -295,20 +296,24 @@ class EtcdCluster:
         self._processes.append(process)
 
     def _wait_healthy(self, members: list[EtcdMember], timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
         waiting = list(members)
-        while waiting:
+
+        def all_healthy() -> bool:
             for member in list(waiting):
                 if member.healthy():
                     waiting.remove(member)
                 elif not member.running:
                     code = member.process.returncode if member.process else None
                     raise EtcdError(self._report(member, f"exited {code} at start"))
-            if waiting and time.monotonic() > deadline:
-                problem = f"not healthy after {timeout} s"
-                raise EtcdError("\n".join(self._report(member, problem) for member in waiting))
-            if waiting:
-                time.sleep(POLL)
+            return not waiting
+
+        def not_healthy(message: str) -> EtcdError:
+            problem = f"not healthy after {timeout} s"
+            return EtcdError("\n".join(self._report(member, problem) for member in waiting))
+
+        eventually_sync(
+            all_healthy, "etcd to be healthy", within=timeout, every=POLL, failure=not_healthy
+        )
 
     def _report(self, member: EtcdMember, problem: str) -> str:
         return (

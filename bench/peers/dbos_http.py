@@ -1,4 +1,4 @@
-"""DBOS behind the same HTTP endpoint as a dawait node, for bench/http.py.
+"""DBOS behind the same HTTP endpoint as a dawait node, for bench/http_api.py.
 
 Run by the DBOS venv's python (never imports dawait). Serves, on aiohttp like the node:
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.etcd import free_port
+from bench._ports import free_port
 
 
 def _bin_dir() -> Path:

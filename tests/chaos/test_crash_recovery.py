@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos import crash_worker
+from tests.polling import eventually_sync
 
 WORKER = Path(crash_worker.__file__)
 COUNT = 50
@@ -165,13 +166,21 @@ class Chaos:
     def wait_until(self, attempt: Attempt, what: str, done: Callable[[], bool]) -> None:
         """Poll ``done()`` until it holds or the worker exits (it finished before the kill);
         a traceback from the worker fails at once (one that hangs would never get there)."""
-        deadline = time.monotonic() + WAIT_WORK
-        while attempt.process.poll() is None and not done():
+
+        def ended_or_done() -> bool:
+            if attempt.process.poll() is not None or done():
+                return True
             if "Traceback" in attempt.stderr():
                 raise self.stop(attempt, f"traceback while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise self.stop(attempt, f"no {what} after {WAIT_WORK} s")
-            time.sleep(POLL)
+            return False
+
+        eventually_sync(
+            ended_or_done,
+            what,
+            within=WAIT_WORK,
+            every=POLL,
+            failure=lambda message: self.stop(attempt, message),
+        )
 
     def run_and_kill(self, plan: Kill) -> Attempt:
         """Start a worker and SIGKILL it as ``plan`` says (unless it finishes first)."""

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from dawait.node._client import HttpClient
 from tests.integration import served_app
+from tests.polling import eventually, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 DAWAIT = str(Path(sys.executable).with_name("dawait"))
@@ -115,14 +115,22 @@ class Nodes:
 
     def wait_listening(self, node: Node) -> None:
         """Wait until ``node`` says where it listens (and note it)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (found := LISTENING.search(node.out.read_text())):
+
+        def listening() -> bool:
+            if found := LISTENING.search(node.out.read_text()):
+                node.url = found.group(1)
+                return True
             if node.process.poll() is not None:
                 raise AssertionError(node.report(f"exited {node.process.returncode} at start"))
-            if time.monotonic() > deadline:
-                raise AssertionError(node.report(f"not listening after {START_TIMEOUT} s"))
-            time.sleep(POLL)
-        node.url = found.group(1)
+            return False
+
+        eventually_sync(
+            listening,
+            "it to listen",
+            within=START_TIMEOUT,
+            every=POLL,
+            failure=lambda message: AssertionError(node.report(message)),
+        )
 
     def start_with(self, name: str, *extra: str) -> Node:
         """Start a node serving the test app on a free port, with ``TOKEN``, on the store
@@ -158,17 +166,22 @@ async def wait_until(
     what: str, done: Callable[[], bool | Awaitable[bool]], *, node: Node | None = None
 ) -> None:
     """Poll ``done()`` until it holds; fail after ``WAIT_TIMEOUT`` or if ``node`` exits."""
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while True:
+
+    async def holds() -> bool:
         result = done()
         if result if isinstance(result, bool) else await result:
-            return
+            return True
         if node is not None and node.process.poll() is not None:
             raise AssertionError(node.report(f"exited while waiting for {what}"))
-        if time.monotonic() > deadline:
-            problem = f"no {what} after {WAIT_TIMEOUT} s"
-            raise AssertionError(node.report(problem) if node else problem)
-        await asyncio.sleep(POLL)
+        return False
+
+    await eventually(
+        holds,
+        what,
+        within=WAIT_TIMEOUT,
+        every=POLL,
+        failure=lambda message: AssertionError(node.report(message) if node else message),
+    )
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -81,26 +82,37 @@ async def cluster(tmp_path: Path, etcd: EtcdCluster) -> AsyncIterator[Cluster]:
 
 
 async def _live_nodes(client: HttpClient, count: int) -> list[str]:
-    deadline = time.monotonic() + 10
-    while True:
+    listing = None
+    leaders: list[str] = []
+
+    async def converged() -> bool:
+        nonlocal listing, leaders
         listing = await client.nodes()
         leaders = [n.node_id for n in listing.items if n.leader]
-        if len(listing.items) == count and len(leaders) == 1:
-            return leaders
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected {count} live nodes and one leader: {listing}")
-        await asyncio.sleep(0.05)
+        return len(listing.items) == count and len(leaders) == 1
+
+    await eventually(
+        converged,
+        f"{count} live nodes and one leader",
+        within=10,
+        every=0.05,
+        failure=lambda message: AssertionError(f"{message}: {listing}"),
+    )
+    return leaders
 
 
 async def _outcome(client: HttpClient, id: str, within: float) -> object:
-    deadline = time.monotonic() + within
-    while True:
-        result = await client.result(id, wait=1)
-        if result.state != "pending":
-            assert result.state == "resolved", f"{id}: {result}"
-            return result.result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{id} still pending after {within} s")
+    result = None
+
+    async def settled() -> bool:
+        nonlocal result
+        result = await client.result(id, wait=1)  # a long poll: no pause between two
+        return result.state != "pending"
+
+    await eventually(settled, f"{id} to settle", within=within, every=0)
+    assert result is not None
+    assert result.state == "resolved", f"{id}: {result}"
+    return result.result
 
 
 async def _mid_run(nodes: Nodes, node: Node, first_steps: int = 5) -> None:
@@ -116,15 +128,51 @@ async def _mid_run(nodes: Nodes, node: Node, first_steps: int = 5) -> None:
 
 async def _resolve_once_created(client: HttpClient, id: str, value: int) -> None:
     """Resolve external promise ``id`` as soon as its workflow has created it."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def resolved() -> bool:
         try:
             await client.resolve(id, value)
-            return
         except PromiseNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+            return False
+        return True
+
+    await eventually(resolved, f"promise {id} to be created", within=30, every=0.05)
+
+
+async def _start_once_accepted(client: HttpClient, id: str, args: list[Any]) -> None:
+    """Start ``id`` through ``client``, again while the node refuses (503: its etcd client
+    fails over), for up to 15 s."""
+
+    async def accepted() -> bool:
+        try:
+            await client.start(id, "mixed", args, {})
+        except NotStartedError:
+            return False
+        return True
+
+    await eventually(accepted, f"{id} to be accepted", within=15, every=0.2)
+
+
+async def _until_readyz(
+    nodes: list[Node], status: int, what: str, *, within: float
+) -> list[tuple[int, str]]:
+    """Poll each node's /readyz until it answers ``status``; each node's last answer."""
+    last: dict[str, tuple[int, str]] = {}
+
+    async def answered() -> bool:
+        for node in nodes:
+            if node.name not in last or last[node.name][0] != status:
+                last[node.name] = await _ready(node.url)
+        return all(answer[0] == status for answer in last.values())
+
+    await eventually(
+        answered,
+        what,
+        within=within,
+        every=0.2,
+        failure=lambda message: AssertionError(f"{message}: {last}"),
+    )
+    return [last[node.name] for node in nodes]
 
 
 async def test_nodes_lists_three_live_nodes_with_one_leader(cluster: Cluster) -> None:
@@ -245,10 +293,7 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
         finally:
             stalled.process.send_signal(signal.SIGCONT)
         await _live_nodes(survivor, 2)  # it rejoined, under a new lease
-        deadline = time.monotonic() + 10
-        while (status := await _ready(stalled.url))[0] != 200:
-            assert time.monotonic() < deadline, f"not ready again after rejoining: {status}"
-            await asyncio.sleep(0.1)
+        await _until_readyz([stalled], 200, "ready again after rejoining", within=10)
         for i in range(30):  # and nothing it held on to changed an outcome
             assert await _outcome(cluster.clients[1], f"s{i}", within=5) == mixed_result(i * 7 + 1)
         assert stalled.process.poll() is None, stalled.report("exited after SIGCONT")
@@ -311,33 +356,21 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
         etcd3.kill(2)
         for i in range(40, 60):
             # A node may refuse (503) while its etcd client fails over: a client retries.
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
-                    break
-                except NotStartedError:
-                    assert time.monotonic() < deadline, f"q{i} refused for 15 s"
-                    await asyncio.sleep(0.2)
+            await _start_once_accepted(cluster.clients[i % 2], f"q{i}", [i * 7 + 1, 0.5])
         for i in range(60):
             assert await _outcome(cluster.clients[0], f"q{i}", within=20) == mixed_result(i * 7 + 1)
 
         etcd3.kill(1)  # quorum lost
-        deadline = time.monotonic() + 20
-        while (status := await _ready(cluster.members[0].url))[0] != 503:
-            assert time.monotonic() < deadline, f"still ready without an etcd quorum: {status}"
-            await asyncio.sleep(0.2)
+        [status] = await _until_readyz(
+            cluster.members[:1], 503, "not ready without an etcd quorum", within=20
+        )
         assert "etcd" in status[1]
         with pytest.raises(NotStartedError, match="etcd"):
             await cluster.clients[0].start("refused", "mixed", [1, 0.0], {})
 
         etcd3.start(1, wait=False)
         etcd3.start(2, wait=False)
-        deadline = time.monotonic() + 30
-        for node in cluster.members:
-            while (status := await _ready(node.url))[0] != 200:
-                assert time.monotonic() < deadline, f"{node.name} not ready 30 s on: {status}"
-                await asyncio.sleep(0.2)
+        await _until_readyz(cluster.members, 200, "every node ready again", within=30)
         await _live_nodes(cluster.clients[0], 2)
         for i in range(60, 70):
             await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.2], {})
@@ -360,6 +393,20 @@ async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: Et
     started: list[int] = []
     stop = asyncio.Event()
 
+    async def start_through_any(clients: list[HttpClient], i: int) -> None:
+        attempts = itertools.count()
+
+        async def taken() -> bool:
+            try:  # a node may be stopping: try the next one
+                await clients[(i + next(attempts)) % 3].start(
+                    f"r{i}", "mixed", [i * 7 + 1, 0.3], {}
+                )
+            except DawaitError:
+                return False
+            return True
+
+        await eventually(taken, f"a node to take r{i}", every=0.05)
+
     async def load() -> None:
         clients = [HttpClient(url, token=TOKEN) for url in urls]
         for client in clients:
@@ -368,16 +415,7 @@ async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: Et
             for i in itertools.count():
                 if stop.is_set():
                     return
-                for attempt in range(30):  # a node may be stopping: try the next one
-                    try:
-                        await clients[(i + attempt) % 3].start(
-                            f"r{i}", "mixed", [i * 7 + 1, 0.3], {}
-                        )
-                        break
-                    except DawaitError:
-                        await asyncio.sleep(0.05)
-                else:
-                    raise AssertionError(f"no node took r{i}")
+                await start_through_any(clients, i)
                 started.append(i)
                 await asyncio.sleep(0.02)
         finally:

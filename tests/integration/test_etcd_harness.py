@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.etcd import EtcdCluster, EtcdError, etcdctl
+from tests.polling import eventually_sync
 
 WAIT = 15.0
 """Seconds a write may take to succeed once a quorum runs (an election may be due)."""
@@ -29,13 +29,20 @@ def put(endpoint: str, key: str, value: str, *, timeout: str = "5s") -> None:
 
 def put_eventually(endpoint: str, key: str, value: str) -> None:
     """Put through ``endpoint``, retrying failures for up to ``WAIT`` seconds."""
-    deadline = time.monotonic() + WAIT
-    while True:
+    ran: subprocess.CompletedProcess[str] | None = None
+
+    def written() -> bool:
+        nonlocal ran
         ran = etcdctl([endpoint], "--command-timeout=2s", "put", key, value)
-        if ran.returncode == 0:
-            return
-        assert time.monotonic() < deadline, f"no write within {WAIT} s: {shown(ran)}"
-        time.sleep(0.1)
+        return ran.returncode == 0
+
+    eventually_sync(
+        written,
+        f"a write of {key}",
+        within=WAIT,
+        every=0.1,
+        failure=lambda message: AssertionError(f"{message}: {shown(ran) if ran else None}"),
+    )
 
 
 def get(endpoint: str, key: str, *, timeout: str = "5s") -> str:

@@ -1,6 +1,6 @@
 """HTTP benchmark: invocations started and awaited through a node's API by concurrent clients.
 
-    .venv/bin/python bench/http.py [--store sqlite] [--store memory://] [--clients 64]
+    .venv/bin/python bench/http_api.py [--store sqlite] [--store memory://] [--clients 64]
         [--await one|poll] [--warmup 2] [--duration 10] [--repeat 1] [--profile node.prof]
         [--json]
 
@@ -28,30 +28,26 @@ Target on the 2-core machine: >= 1,000 invocations/s and p99 < 100 ms.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Run as a script, this folder comes first on sys.path, and this file would shadow the
-# standard library's ``http`` that aiohttp imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT))  # run as a script: ``bench.`` imports from the repository root
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import aiohttp  # noqa: E402
-
-sys.path.insert(0, str(ROOT))
 from bench.peers.dbos_peer import ensure_dbos_python  # noqa: E402
 
 TARGET_PER_S = 1_000.0
@@ -132,10 +128,15 @@ class Node:
 
     @classmethod
     def dawait(cls, store: str, folder: Path, profile: str | None) -> Node:
+        return cls.serve(folder, "--app", APP, "--port", "0", "--store", store, profile=profile)
+
+    @classmethod
+    def serve(cls, folder: Path, *args: str, profile: str | None = None) -> Node:
+        """``dawait serve ARGS``, its output in ``folder`` (made if missing)."""
+        folder.mkdir(parents=True, exist_ok=True)
         dawait = Path(sys.executable).parent / "dawait"
         prefix = [sys.executable, "-m", "cProfile", "-o", profile] if profile else []
-        command = [*prefix, str(dawait), "serve", "--app", APP, "--port", "0", "--store", store]
-        return cls(command, folder)
+        return cls([*prefix, str(dawait), "serve", *args], folder)
 
     @classmethod
     def dbos(cls, folder: Path, *where: str) -> Node:
