@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from dawait.core._promise import PromiseState, Settle, Value
-from dawait.runtime._sqlite_store import SQLiteStore, SQLiteTables
+from dawait.runtime._sqlite_store import SQLiteStore
+from dawait.runtime._sqlite_tables import SQLiteTables
 from dawait.runtime._store import CreatePromise
 from dawait.runtime._store_ops import op_create_invocation, op_create_promise, op_settle_promise
 

@@ -11,7 +11,7 @@ from dawait.core._ids import id_order, parent_of
 from dawait.core._param import call_target, read_invocation
 from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState
 from dawait.node._api_models import ErrorInfo, InvocationView, PromiseView, ResultView, TreeNode
-from dawait.runtime._context import ATTEMPTS_HEADER
+from dawait.runtime._step import ATTEMPTS_HEADER
 
 __all__ = ["error_info", "invocation_view", "promise_view", "result_view", "tree"]
 

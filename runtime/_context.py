@@ -24,7 +24,6 @@ from dawait.core._param import invocation_param
 from dawait.core._promise import (
     TAG_TIMER,
     PromiseRecord,
-    PromiseState,
     Settle,
     Value,
     expire_promise,
@@ -52,6 +51,7 @@ from dawait.runtime._codec import (
     signature_of,
 )
 from dawait.runtime._registry import Registered, function_name
+from dawait.runtime._step import Step
 from dawait.runtime._store import CreatePromise
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 DEFAULT_STEP_RETRY: RetryPolicy = Exponential()
-ATTEMPTS_HEADER = "dawait:attempts"
-"""Value header of a step's record: how many attempts it took, when more than one."""
 
 
 class Context:
@@ -291,7 +289,7 @@ class Context:
             None if timeout is None else self._inv.engine.clock.now() + round(timeout * 1000),
             self._frame.deadline,
         )
-        step = _Step(self._inv, cid, name, signature, call, policy, non_retryable, deadline)
+        step = Step(self._inv, cid, name, signature, call, policy, non_retryable, deadline)
         return Call(cid, step.run)
 
     def _durable(
@@ -491,104 +489,6 @@ class Context:
             created = await engine.create_promise(req)
         record: PromiseRecord = created.promise
         return record
-
-
-class _Step:
-    """One leaf step's run: wait for earlier records, call, retry, record the outcome."""
-
-    __slots__ = (
-        "barrier",
-        "call",
-        "cid",
-        "deadline",
-        "inv",
-        "name",
-        "non_retryable",
-        "policy",
-        "signature",
-    )
-
-    def __init__(
-        self,
-        inv: Invocation,
-        cid: str,
-        name: str,
-        signature: Signature,
-        call: LeafCall | Builtin,
-        policy: RetryPolicy,
-        non_retryable: tuple[type[BaseException], ...],
-        deadline: int | None,
-    ) -> None:
-        self.inv = inv
-        self.cid = cid
-        self.name = name
-        self.signature = signature
-        self.call = call
-        self.policy = policy
-        self.non_retryable = non_retryable
-        self.deadline = deadline
-        self.barrier = inv.unwritten()
-
-    @property
-    def what(self) -> str:
-        return f"step {self.name} ({self.cid})"
-
-    async def run(self) -> Any:
-        inv = self.inv
-        inv.begin_local()
-        try:
-            if self.barrier:
-                await asyncio.wait(self.barrier)
-            return await self._attempts()
-        finally:
-            inv.end_local()
-
-    async def _attempts(self) -> Any:
-        engine = self.inv.engine
-        deadline = self.deadline
-        retry = 0
-        while True:
-            try:
-                if deadline is None:
-                    result = await self.call.run()
-                else:
-                    result = await self.inv.within(deadline, self.call.run(), self.what)
-            except PromiseTimeoutError as exc:
-                await self._record(PromiseState.REJECTED_TIMEDOUT, encode_error(exc), retry)
-                raise
-            except Exception as exc:
-                retry += 1
-                delay = None if isinstance(exc, self.non_retryable) else self.policy.backoff(retry)
-                wake = None if delay is None else engine.clock.now() + round(delay * 1000)
-                if wake is None or (deadline is not None and wake >= deadline):
-                    await self._record(PromiseState.REJECTED, encode_error(exc), retry - 1)
-                    raise
-                engine.stats["step_retries"] += 1
-                await engine.clock.sleep_until(wake)
-                continue
-            try:
-                data = encode_json(result, self.signature.result, what=f"{self.what} result")
-            except SerializationError as exc:
-                await self._record(PromiseState.REJECTED, encode_error(exc), retry)
-                raise
-            await self._record(PromiseState.RESOLVED, data, retry)
-            engine.stats["steps"] += 1
-            return result
-
-    async def _record(self, state: PromiseState, data: str, retries: int) -> None:
-        """Write the step's one record; retries (in this run) are kept in its headers."""
-        inv = self.inv
-        headers = {ATTEMPTS_HEADER: str(retries + 1)} if retries else None
-        created = await inv.engine.create_promise(
-            CreatePromise(
-                id=self.cid,
-                param=step_value(self.name),
-                tags=inv.tags,
-                state=state,
-                value=Value(data=data, headers=headers),
-            )
-        )
-        inv.remember(created.promise)
 
 
 def _builtin_signature(name: str, fn: Callable[..., Any]) -> Signature:

@@ -388,10 +388,6 @@ class Engine:
         self.ownership = ownership
 
     @property
-    def stats(self) -> collections.Counter[str]:
-        return self.metrics.events
-
-    @property
     def pid(self) -> str:
         """The process id this engine acquires tasks as: the store's (a cluster node's
         current incarnation, which changes when it rejoins), else its own."""
