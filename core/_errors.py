@@ -92,22 +92,10 @@ class NotStartedError(DawaitError):
 
 # Users import these from ``dawait.errors``, and recorded errors name their type by module:
 # they keep that name wherever they are defined.
-for _error in (
-    DawaitError,
-    UnknownFunctionError,
-    SerializationError,
-    InvocationConflictError,
-    NonDeterminismError,
-    PromiseNotFoundError,
-    PromiseAlreadySettledError,
-    PromiseTimeoutError,
-    ScheduleConflictError,
-    ScheduleNotFoundError,
-    CanceledError,
-    StepError,
-    StoreError,
-    OwnershipLostError,
-    NotStartedError,
-):
+def _tree(root: type[DawaitError]) -> list[type[DawaitError]]:
+    return [root, *(error for sub in root.__subclasses__() for error in _tree(sub))]
+
+
+for _error in _tree(DawaitError):
     _error.__module__ = "dawait.errors"
 del _error
