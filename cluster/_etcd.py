@@ -122,6 +122,33 @@ class Etcd:
         items = [KeyValue(kv.key.decode(), kv.value, kv.mod_revision) for kv in response.kvs]
         return response.header.revision, items
 
+    async def read(self, keys: Sequence[str]) -> tuple[int, list[KeyValue | None]]:
+        """The keys ``keys`` at one revision (None where absent), and that revision: one
+        request however many keys."""
+        request = rpc.TxnRequest(
+            success=[
+                rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())) for key in keys
+            ]
+        )
+        response = await self._call(self._stub().Txn, request)
+        found: list[KeyValue | None] = []
+        for reply in response.responses:
+            kvs = reply.response_range.kvs
+            kv = kvs[0] if kvs else None
+            found.append(
+                None if kv is None else KeyValue(kv.key.decode(), kv.value, kv.mod_revision)
+            )
+        return int(response.header.revision), found
+
+    async def page(self, start: str, prefix: str, limit: int) -> tuple[list[KeyValue], bool]:
+        """Up to ``limit`` keys under ``prefix`` from ``start`` on (inclusive), in key order;
+        and whether there are more."""
+        end = _prefix_end(prefix.encode())
+        request = rpc.RangeRequest(key=start.encode(), range_end=end, limit=limit)
+        response = await self._call(self._stub().Range, request)
+        items = [KeyValue(kv.key.decode(), kv.value, kv.mod_revision) for kv in response.kvs]
+        return items, bool(response.more)
+
     async def commit(
         self, compares: Sequence[Compare], writes: Sequence[Write]
     ) -> tuple[bool, int]:

@@ -211,7 +211,7 @@ class Batches:
                 batch = self._rerun(batch)
                 stale = False
             self._attempts += 1
-            token = f"{self._attempts}".encode()
+            token = store.marker_token(self._attempts)
             compares = [Compare(k, r) for k, r in batch.compares.items()]
             if store.exclusive:
                 compares.append(Compare(store.lock_key, membership.lock_revision))

@@ -13,11 +13,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from dawait.core._partitions import Partition
 from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
 from dawait.core._schedule import ScheduleRecord, schedule_from_row, schedule_row
 from dawait.core._task import TaskRecord, task_from_row, task_row
 
 __all__ = [
+    "LAYOUT",
     "ClusterView",
     "Keys",
     "Member",
@@ -28,6 +30,8 @@ __all__ = [
     "encode_promise",
     "encode_schedule",
     "encode_task",
+    "namespace_prefix",
+    "partition_prefix",
 ]
 
 
@@ -129,6 +133,25 @@ class Keys:
     def marker(self, owner: str) -> str:
         """The transaction marker of the store ``owner`` (see ``_etcd_batches``)."""
         return f"{self.prefix}x/{owner}"
+
+
+# -- the partitioned layout (cluster mode) -------------------------------------------------
+
+LAYOUT = 2
+"""The cluster layout this code writes: namespace records under ``N/``, each partition's
+under ``P/{family}/{index}/`` (cluster/_partition_store.py). Layout 1 kept every record of
+the namespace directly under its prefix, read whole by every node."""
+
+
+def namespace_prefix(namespace: str) -> str:
+    """Where a cluster namespace keeps what is one for all of it: its meta record (``meta``:
+    layout and partition count), members (``n/``), the leader key, schedules (``s/``)."""
+    return f"/dawait/{namespace}/N/"
+
+
+def partition_prefix(namespace: str, partition: Partition) -> str:
+    """Where one partition's records live."""
+    return f"/dawait/{namespace}/P/{partition.path}/"
 
 
 # -- the cluster's own records: members, claims, the leader ---------------------------------

@@ -122,8 +122,10 @@ def _remove_callback(tables: MemoryTables, promise_id: str, task_id: str) -> Non
 class Replica:
     """The namespace of ``store`` as this node last read it, kept current by a watch."""
 
-    def __init__(self, store: EtcdStore) -> None:
+    def __init__(self, store: EtcdStore, *, watch: bool = True) -> None:
         self.store = store
+        self.watching = watch
+        """Keep the replica current by a watch (not where this node is the only writer)."""
         self.tables = MemoryTables()
         self.view = ClusterView()
         self.revisions: dict[str, int] = {}
@@ -154,9 +156,10 @@ class Replica:
         self.held.clear()
         if store.listener is not None:
             store.listener.reloaded()
-        self.watcher = asyncio.get_running_loop().create_task(
-            self._watch(revision + 1), name=f"dawait-etcd-watch:{store.namespace}"
-        )
+        if self.watching:
+            self.watcher = asyncio.get_running_loop().create_task(
+                self._watch(revision + 1), name=f"dawait-etcd-watch:{store.namespace}"
+            )
         return {item.key: item.value for item in items}
 
     async def stop_watch(self) -> None:

@@ -67,16 +67,19 @@ class EtcdStore(TablesStore):
         groups: Sequence[str] = ("default",),
         versions: dict[str, tuple[int, ...]] | None = None,
         clock: Clock | None = None,
+        prefix: str | None = None,
     ) -> None:
         """``node_id`` makes this a cluster node's store: the node's membership record and
         its claims live under the store's lease, and every store call an invocation's actor
         makes is fenced by that invocation's claim (``ACTING_FOR``). ``clock`` times the
-        retries, backoffs and lease renewals (the system clock by default)."""
+        retries, backoffs and lease renewals (the system clock by default). ``prefix``
+        puts the records elsewhere than ``/dawait/{namespace}/`` (a cluster's partitions,
+        its namespace records)."""
         if not namespace or "/" in namespace:
             raise ValueError(f"etcd namespace {namespace!r}: must be non-empty, without '/'")
         self.etcd = etcd if isinstance(etcd, Etcd) else Etcd(etcd)
         self.namespace = namespace
-        self.keys = Keys(f"/dawait/{namespace}/")
+        self.keys = Keys(f"/dawait/{namespace}/" if prefix is None else prefix)
         self.max_ops = max_ops
         self.retry_for = retry_for
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -213,6 +216,10 @@ class EtcdStore(TablesStore):
         return None
 
     # -- operations -----------------------------------------------------------------------
+
+    def marker_token(self, attempt: int) -> bytes:
+        """What this store's transaction marker holds after attempt number ``attempt``."""
+        return f"{attempt}".encode()
 
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         return await self.batches.transact(op, *args)

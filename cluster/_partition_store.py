@@ -1,0 +1,224 @@
+"""``PartitionStore``: one partition's records, written by its owner alone.
+
+A partition (core/_partitions.py) lives under ``/dawait/{namespace}/P/{family}/{index}/``:
+its promises, tasks and callbacks as the etcd store lays them out (``p/``, ``t/``, ``c/``),
+its owner's transaction marker (``x/``), and two records of its own:
+
+* ``owner``: ``{node_id, pid, epoch}``, under the owner node's lease, so that it ends with
+  the node (a crash, a stall past the TTL, a partition from etcd) or when the owner hands it
+  over;
+* ``epoch``: how many owners it has had, never deleted; every take increments it in the same
+  transaction that writes ``owner``.
+
+The owner loads the partition once when it takes it (one range read) and keeps it in
+memory. Nobody else writes it, so there is no watch: requests about it from other nodes are
+forwarded to the owner. Every transaction compares the owner key's revision as of the take
+(as an exclusive ``EtcdStore`` compares its namespace lock), so once the owner's lease ended
+or another node took the partition, no write of the old owner can commit; and each
+transaction's marker carries the epoch it was written under.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dawait.cluster._etcd import Compare, Etcd, Write, cancel_task
+from dawait.cluster._etcd_batches import Batches
+from dawait.cluster._etcd_membership import Membership
+from dawait.cluster._etcd_records import dumps, partition_prefix
+from dawait.cluster._etcd_replica import Replica
+from dawait.cluster._etcd_store import EtcdStore
+from dawait.core._errors import OwnershipLostError
+from dawait.core._partitions import Partition
+
+if TYPE_CHECKING:
+    from dawait.runtime._clock import Clock
+
+__all__ = ["PartitionOwner", "PartitionStore"]
+
+log = logging.getLogger("dawait.cluster")
+
+
+class PartitionOwner:
+    """Who holds a partition, as its ``owner`` record says."""
+
+    def __init__(self, node_id: str, pid: str, epoch: int) -> None:
+        self.node_id = node_id
+        self.pid = pid
+        self.epoch = epoch
+
+    def encode(self) -> bytes:
+        return dumps({"node_id": self.node_id, "pid": self.pid, "epoch": self.epoch})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> PartitionOwner:
+        d = json.loads(raw)
+        return cls(d["node_id"], d["pid"], d["epoch"])
+
+    def __repr__(self) -> str:
+        return f"PartitionOwner({self.node_id!r}, epoch={self.epoch})"
+
+
+class PartitionStore(EtcdStore):
+    """The records of ``partition``, for the node whose namespace store is ``node`` (its
+    lease, its incarnation): see the module docstring."""
+
+    membership: _Hold
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        *,
+        namespace: str,
+        partition: Partition,
+        node: EtcdStore,
+        on_lost: Callable[[PartitionStore], None] | None = None,
+        max_ops: int = 120,
+        retry_for: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if node.member is None:
+            raise ValueError(f"{node!r} has not joined: a partition is owned by a member")
+        prefix = partition_prefix(namespace, partition)
+        super().__init__(
+            etcd,
+            namespace=namespace,
+            prefix=prefix,
+            owner=node.member.pid,
+            lease_ttl=node.lease_ttl,
+            exclusive=True,
+            max_ops=max_ops,
+            retry_for=retry_for,
+            clock=node.clock if clock is None else clock,
+        )
+        self.partition = partition
+        self.node = node
+        self.on_lost = on_lost
+        self.lock_key = f"{prefix}owner"
+        self.epoch_key = f"{prefix}epoch"
+        self.membership = _Hold(self)
+        self.mirror = Replica(self, watch=False)
+        self.batches = Batches(self)
+
+    def __repr__(self) -> str:
+        return f"PartitionStore({self.namespace!r}, {self.partition})"
+
+    @property
+    def epoch(self) -> int:
+        """The epoch this store writes under (0 before it took the partition)."""
+        return self.membership.epoch
+
+    def marker_token(self, attempt: int) -> bytes:
+        # The epoch too: the records show which owner wrote each transaction.
+        return dumps({"epoch": self.epoch, "attempt": attempt})
+
+    async def holder(self) -> PartitionOwner | None:
+        """The partition's owner as etcd has it now."""
+        _revision, (found,) = await self.etcd.read([self.lock_key])
+        return None if found is None or found.value is None else PartitionOwner.decode(found.value)
+
+    async def take(self) -> bool:
+        """Become the partition's owner and load its records; False, changing nothing, if
+        another node (or an earlier run of this one whose lease has not ended) holds it."""
+        if self.is_open:
+            return True
+        if not await self.membership.take_partition():
+            return False
+        await self.mirror.reload()
+        if self.membership.lost_after_reload():
+            return False
+        self.membership.broken = None
+        self.is_open = True
+        return True
+
+    async def open(self) -> None:
+        if not await self.take():
+            raise OwnershipLostError(f"{self!r}: held by {await self.holder()!r}")
+
+    async def close(self) -> None:
+        """Hand the partition over: finish the transactions in flight, then delete the owner
+        record (if this store still holds it) so that the next owner takes it at once."""
+        if not self.is_open:
+            return
+        await self.batches.drain()
+        self.is_open = False
+        if self.batches.reloader is not None:
+            await cancel_task(self.batches.reloader)
+        await self.membership.release()
+
+
+class _Hold(Membership):
+    """A partition store's hold: the partition's owner record, under the node's lease (kept
+    alive by the node's namespace store, not here)."""
+
+    store: PartitionStore
+
+    def __init__(self, store: PartitionStore) -> None:
+        super().__init__(store)
+        self.epoch = 0
+
+    async def take(self) -> None:
+        raise NotImplementedError("a partition is taken with take_partition()")
+
+    async def take_partition(self) -> bool:
+        store = self.store
+        node = store.node
+        member = node.member
+        if member is None or node.membership.broken is not None or not node.membership.lease:
+            return False
+        _revision, (owner, epoch) = await store.etcd.read([store.lock_key, store.epoch_key])
+        if owner is not None:
+            return False
+        count = 0 if epoch is None or epoch.value is None else json.loads(epoch.value)["epoch"]
+        taken = PartitionOwner(member.node_id, member.pid, count + 1)
+        lease = node.membership.lease
+        ok, revision = await store.etcd.commit(
+            [
+                Compare(store.lock_key, 0),
+                Compare(store.epoch_key, 0 if epoch is None else epoch.mod_revision),
+            ],
+            [
+                Write(store.lock_key, taken.encode(), lease),
+                Write(store.epoch_key, dumps({"epoch": taken.epoch})),
+            ],
+        )
+        if not ok:
+            return False
+        self.lease = lease
+        self.lock_revision = revision
+        self.epoch = taken.epoch
+        self.broken = None
+        log.info(
+            "node %s took partition %s (epoch %d)", member.node_id, store.partition, taken.epoch
+        )
+        return True
+
+    def keep(self) -> None:
+        return None  # the node's namespace store renews the lease
+
+    async def release(self) -> None:
+        store = self.store
+        if not self.lock_revision or self.broken is not None:
+            return
+        try:
+            await store.etcd.commit(
+                [Compare(store.lock_key, self.lock_revision)], [Write(store.lock_key, None)]
+            )
+        except Exception as exc:  # the record ends with the node's lease anyway
+            log.warning("%r: cannot hand over now (it frees with the lease): %r", store, exc)
+        self.lock_revision = 0
+
+    def lose(self, why: str) -> None:
+        store = self.store
+        if self.broken is not None:
+            return
+        self.broken = OwnershipLostError(
+            f"{store!r}: this node no longer owns the partition ({why}); it writes nothing "
+            "more to it and drops what it was running there"
+        )
+        log.error("%s", self.broken)
+        if store.on_lost is not None:
+            store.on_lost(store)
