@@ -40,7 +40,6 @@ from bench._etcd import Etcd  # noqa: E402
 from bench._ports import free_ports  # noqa: E402
 from bench.http_api import Node as Server  # noqa: E402
 from bench.peers.postgres import Postgres  # noqa: E402
-from dawait.core._placement import rendezvous  # noqa: E402
 from dawait.node._client import HttpClient  # noqa: E402
 
 STEPS = 3
@@ -178,11 +177,10 @@ async def failover(etcd: Etcd, dir: Path, trials: int, ttl: int) -> None:
             survivor = HttpClient(up[1 - victim_k].url)
             await survivor.open()
             path = dir / f"ticks-{trial}.log"
-            members = [n.node_id for n in listing.items]
             id = next(
                 f"ticker-{trial}-{i}"
                 for i in itertools.count()
-                if rendezvous(f"ticker-{trial}-{i}", members) == f"n{victim_k}"
+                if listing.owner(f"ticker-{trial}-{i}", "ticker") == f"n{victim_k}"
             )
             async with HttpClient(victim.url) as direct:
                 await direct.start(id, "ticker", [str(path), 100_000], {})

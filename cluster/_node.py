@@ -1,79 +1,146 @@
-"""A cluster node: an app's engine on an ``EtcdStore`` shared with other nodes; it is the
-engine's ``Ownership`` (runtime/_ownership.py).
+"""A cluster node: an app's engine on the partitions of a namespace it owns; it is the
+engine's ``Ownership`` (runtime/_ownership.py) and the owner of its ``PartitionedStore``.
 
-The store does the coordination in etcd (membership record and claims under this node's
-lease, fencing of every actor's writes by its claim); this class decides what runs where:
+What it holds in etcd, under its own lease (``ns``: an ``EtcdStore`` over the namespace
+records ``/dawait/{namespace}/N/``, replicated on every node: small, bounded by the number
+of nodes and schedules): its membership record, the leader key when it leads, and the owner
+record of each partition it owns (cluster/_partition_store.py).
 
-* **Placement.** An invocation runs on the live node, among those serving its function's
-  group, with the highest rendezvous score for its root id (``runs_here``). Every node
-  computes the same answer from its replica of the membership records; when views differ
-  for a moment, the claim decides (only one node can hold it).
-* **Takeover.** A node whose lease ends loses its membership record and its claims at once.
-  The other nodes see that through the store's watch and take over the invocations that
-  were acquired without a claim now, or are pending, and that place on them: their actors
-  replay from the store.
-* **Leader.** One node holds the leader key (under its lease) and fires timers, promise
-  timeouts and schedules; the others campaign whenever the key is gone.
-* **Notification.** A settled promise reaches an invocation on another node through the
-  watch (its task becomes pending, or its waiter wakes); nothing is sent node to node, and a
-  restarted node reads the same from the store.
+* **Ownership.** Every node computes, from the membership records, which node should own
+  each partition (core/_partitions.py: rendezvous over the nodes eligible for its family).
+  It hands over the partitions it should no longer own (its actors there stop, the owner
+  record goes) and takes the free ones it should own: one range read loads a partition,
+  then its runnable invocations resume here. A dead node's owner records end with its
+  lease; the others see its membership record go and take its partitions.
+* **Placement** is ownership: an invocation runs on the owner of its partition.
+* **Timers** of a partition fire on its owner; the **leader** (one node, the leader key under
+  its lease) fires the schedules.
+* **Between partitions** a node asks the owner (cluster/_peer.py, ``ask``); a settled promise
+  that a task of another partition awaits goes out through the partition's outbox
+  (``deliver_soon``) until the task's owner acknowledges it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dawait.cluster._etcd import EtcdError, cancel_task
-from dawait.cluster._etcd_records import Member
+from dawait.cluster._etcd import Compare, EtcdError, Write, cancel_task
+from dawait.cluster._etcd_records import LAYOUT, Member, dumps
 from dawait.cluster._etcd_store import EtcdStore
-from dawait.core._ids import root_of
+from dawait.cluster._partition_store import PartitionStore
+from dawait.cluster._peer import PeerServer
+from dawait.cluster._peering import OWNER_WAIT, Peering
+from dawait.cluster._router import PartitionedStore
+from dawait.core._errors import StoreError
 from dawait.core._param import call_target
-from dawait.core._placement import rendezvous
+from dawait.core._partitions import (
+    DEFAULT_PARTITIONS,
+    FREE,
+    Partition,
+    check_partition_count,
+    eligible,
+    owner_of,
+    partition_index,
+)
 from dawait.core._promise import PromiseRecord
 from dawait.core._task import TaskRecord, TaskState
+from dawait.runtime._store import ACTING_FOR, CreatePromise
 
 if TYPE_CHECKING:
     from dawait.runtime._engine import Engine
 
-__all__ = ["ClusterNode"]
+__all__ = ["ClusterNode", "LayoutError"]
 
 log = logging.getLogger("dawait.cluster")
 
+R = TypeVar("R")
+
+TAKE_PARALLEL = 16
+"""Partitions taken at once (each is two etcd requests and a range read)."""
+
+
+class LayoutError(StoreError):
+    """The namespace in etcd is not laid out as this node expects."""
+
 
 class ClusterNode:
-    """Joins ``engine`` to the cluster its ``store`` (in cluster mode) coordinates."""
+    """Joins ``engine`` to the cluster whose namespace store is ``ns``."""
 
-    def __init__(self, engine: Engine, store: EtcdStore) -> None:
-        if store.node_id is None:
-            raise ValueError(f"{store!r} has no node id: it is not a cluster node's store")
+    def __init__(self, engine: Engine, ns: EtcdStore, *, partitions: int | None = None) -> None:
+        if ns.node_id is None:
+            raise ValueError(f"{ns!r} has no node id: it is not a cluster node's store")
         self.engine = engine
-        self.store = store
-        self.node_id = store.node_id
-        store.listener = self
+        self.ns = ns
+        self.store = ns  # what LocalBackend fills in (groups, versions)
+        self.node_id = ns.node_id
+        self.namespace = ns.namespace
+        self.requested = None if partitions is None else check_partition_count(partitions)
+        self.count = self.requested or DEFAULT_PARTITIONS
+        """The namespace's partition count (from its meta record, once open)."""
+        ns.listener = self
         self.leading = asyncio.Event()
-        """Set while this node leads: it fires timers, promise timeouts and schedules."""
+        """Set while this node leads: it fires the schedules."""
+        self.timers = asyncio.Event()
+        """Set while this node is a member: it fires the timers of its partitions."""
+        self.owned: dict[Partition, PartitionStore] = {}
+        self.peering = Peering(self)
+        self.router = PartitionedStore(self)
+        engine.use_store(self.router)
         engine.use_ownership(self)
-        self._scan_soon: asyncio.Handle | None = None
-        self._stopped = False
-        self._view_changed = asyncio.Event()
+        self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
+        self._taken = asyncio.Event()
+        self._server: PeerServer | None = None
 
-    # -- lifecycle (after the engine opened the store) -------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Join (the namespace store), check the layout, take this node's partitions."""
+        if not self.ns.address:
+            self._server = PeerServer(self.peering.answer)
+            self.ns.address = await self._server.start()
+        await self.ns.open()
+        try:
+            await self._check_layout()
+        except BaseException:
+            await self.ns.close()
+            raise
+        self.timers.set()
+        await self.rebalance()
+
+    async def close(self) -> None:
+        """Hand every partition over, then leave (the lease revoked)."""
+        self.stopped = True
+        for task in list(self._tasks):
+            await cancel_task(task)
+        self.leading.clear()
+        self.timers.clear()
+        for partition in list(self.owned):
+            await self._release(partition, drop=False)
+        await self.peering.peers.close()
+        await self.ns.close()
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     def start(self) -> None:
-        self._stopped = False
-        self._spawn(self._lead(), "dawait-leader")
-        self._scan()
+        self.stopped = False
+        self.spawn(self._run(), "dawait-cluster")
+        for store in self.open_partitions():
+            self.peering.deliver_soon(store)
 
     async def stop(self) -> None:
-        self._stopped = True  # a lease lost from here on starts no rejoin
+        self.stopped = True
         for task in list(self._tasks):
             await cancel_task(task)
         self.leading.clear()
 
-    def _spawn(self, coro: object, name: str) -> None:
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._ended)
@@ -85,111 +152,307 @@ class ClusterNode:
                 "node %s: %s failed", self.node_id, task.get_name(), exc_info=task.exception()
             )
 
-    # -- queries ---------------------------------------------------------------------------
+    async def _check_layout(self) -> None:
+        """The namespace's meta record: made with this node's partition count if there is
+        none; else its count must be this node's (when given), and its layout this code's."""
+        etcd, prefix = self.ns.etcd, f"/dawait/{self.namespace}/"
+        key = self.ns.keys.prefix + "meta"
+        for _attempt in range(3):
+            _revision, (meta,) = await etcd.read([key])
+            if meta is not None and meta.value is not None:
+                break
+            old = [k for k in ("p/", "t/", "n/") if (await etcd.page(prefix + k, prefix + k, 1))[0]]
+            if old:
+                raise LayoutError(
+                    f"etcd namespace {self.namespace!r} holds records of the unpartitioned "
+                    f"layout 1 (under {prefix}{old[0]}); this node reads layout {LAYOUT}. "
+                    f"Move them with `dawait migrate --etcd ENDPOINTS --namespace "
+                    f"{self.namespace}` while no node runs, or use another namespace"
+                )
+            value = dumps({"layout": LAYOUT, "partitions": self.count})
+            made, _revision = await etcd.commit([Compare(key, 0)], [Write(key, value)])
+            if made:
+                log.info("namespace %s: %d partitions", self.namespace, self.count)
+                return
+        else:
+            raise LayoutError(f"etcd namespace {self.namespace!r}: cannot read its meta record")
+        d = json.loads(meta.value)
+        if d.get("layout") != LAYOUT:
+            raise LayoutError(
+                f"etcd namespace {self.namespace!r} has layout {d.get('layout')!r}; this node "
+                f"reads layout {LAYOUT}"
+            )
+        count = int(d["partitions"])
+        if self.requested is not None and self.requested != count:
+            raise LayoutError(
+                f"etcd namespace {self.namespace!r} has {count} partitions; this node was "
+                f"started with {self.requested} (--partitions): a namespace's count is fixed "
+                f"when it is made, so start it with {count}, or with none"
+            )
+        self.count = count
+
+    # -- who owns what ----------------------------------------------------------------------
 
     @property
     def members(self) -> list[Member]:
-        return sorted(self.store.view.members.values(), key=lambda m: m.node_id)
+        return sorted(self.ns.view.members.values(), key=lambda m: m.node_id)
 
     @property
     def leader(self) -> str | None:
-        return self.store.view.leader
+        return self.ns.view.leader
 
-    def owner(
-        self, id: str, function: str | None = None, version: int | None = None
-    ) -> Member | None:
-        """The node invocation ``id`` places on now (None: no live node serves it): among
-        the live nodes that have its function (at its version, when known)."""
+    def problem(self) -> str | None:
+        """Why this node cannot take work now (etcd unreachable, lease lost), or None."""
+        for store in [self.ns, *self.owned.values()]:
+            problem = store.problem()
+            if problem is not None:
+                return problem
+        return None
+
+    def group_of(self, function: str | None) -> str:
+        """The group of ``function`` (as the app registers it; ``default`` if it does not)."""
         if function is None:
-            function, version = self._function(id)
-            if function is None:
+            return "default"
+        try:
+            return self.engine.registry.get(function).group
+        except Exception:
+            return "default"
+
+    def families(self) -> list[str]:
+        """The families this node may own partitions of: its groups, and the free one."""
+        return [*sorted(self.ns.groups), FREE]
+
+    def all_families(self) -> list[str]:
+        """Every family an id may be in."""
+        groups = {g for m in self.ns.view.members.values() for g in m.groups}
+        groups |= self.engine.registry.groups() | set(self.ns.groups)
+        return [*sorted(groups), FREE]
+
+    def every_partition(self) -> list[Partition]:
+        return [Partition(f, i) for f in self.all_families() for i in range(self.count)]
+
+    def candidates(self, family: str) -> list[str]:
+        """The live nodes eligible to own the partitions of ``family``."""
+        members = self.ns.view.members.values()
+        if family == FREE:
+            return sorted(m.node_id for m in members)
+        offers = {
+            m.node_id: frozenset(
+                (f, v) for f, vs in m.versions.items() if self.group_of(f) == family for v in vs
+            )
+            for m in members
+            if family in m.groups
+        }
+        return eligible(offers)
+
+    def owners(self) -> dict[str, list[str | None]]:
+        """Family -> the node that should own each of its partitions (what ``GET /nodes``
+        shows a placement-aware client)."""
+        table: dict[str, list[str | None]] = {}
+        for family in self.all_families():
+            candidates = self.candidates(family)
+            table[family] = [owner_of(Partition(family, i), candidates) for i in range(self.count)]
+        return table
+
+    def function_groups(self) -> dict[str, str]:
+        return {name: self.group_of(name) for name in self.engine.registry.names()}
+
+    def owner_id(self, partition: Partition) -> str | None:
+        return owner_of(partition, self.candidates(partition.family))
+
+    def desired(self) -> set[Partition]:
+        wanted: set[Partition] = set()
+        for family in self.families():
+            candidates = self.candidates(family)
+            if self.node_id not in candidates:
+                continue
+            for index in range(self.count):
+                partition = Partition(family, index)
+                if owner_of(partition, candidates) == self.node_id:
+                    wanted.add(partition)
+        return wanted
+
+    @property
+    def balanced(self) -> bool:
+        """Whether this node owns exactly the partitions it should (no move under way)."""
+        return set(self.owned) == self.desired()
+
+    def partition_of_invocation(self, request: CreatePromise) -> Partition:
+        function, _version = call_target(request.param.data)
+        return Partition(self.group_of(function), partition_index(request.id, self.count))
+
+    def open_partitions(self) -> list[PartitionStore]:
+        return [s for s in self.owned.values() if s.is_open and s.membership.broken is None]
+
+    def holding_task(self, id: str) -> PartitionStore | None:
+        index = partition_index(id, self.count)
+        for family in self.families():
+            store = self.owned.get(Partition(family, index))
+            if store is not None and id in store.replica.tasks:
+                return store
+        return None
+
+    def holding_promise(self, id: str) -> PartitionStore | None:
+        index = partition_index(id, self.count)
+        for family in self.families():
+            store = self.owned.get(Partition(family, index))
+            if store is not None and id in store.replica.promises:
+                return store
+        return None
+
+    async def owned_or_none(self, partition: Partition) -> PartitionStore | None:
+        """This node's store of ``partition`` if it owns it (waiting a little if it should
+        and is taking it); None if another node should."""
+        store = self.owned.get(partition)
+        if store is not None and store.is_open:
+            return store
+        if self.owner_id(partition) != self.node_id:
+            return None
+        deadline = self.engine.clock.monotonic() + OWNER_WAIT
+        while self.engine.clock.monotonic() < deadline:
+            self._changed.set()
+            self._taken.clear()
+            taken = asyncio.ensure_future(self._taken.wait())
+            try:
+                await asyncio.wait({taken}, timeout=0.1)
+            finally:
+                taken.cancel()
+            store = self.owned.get(partition)
+            if store is not None and store.is_open:
+                return store
+            if self.owner_id(partition) != self.node_id:
                 return None
-        members = self.store.view.members
-        serving = [m.node_id for m in members.values() if m.serves(function, version)]
-        owner = rendezvous(root_of(id), serving)
-        return None if owner is None else members[owner]
+        raise StoreError(f"partition {partition}: this node has not taken it yet; try again")
+
+    # -- the engine's Ownership -------------------------------------------------------------
 
     def runs_here(self, id: str, function: str | None, version: int | None = None) -> bool:
-        """Whether ``id`` should run here: it places here and no other node runs it now."""
-        owner = self.owner(id, function, version)
-        if owner is None or owner.node_id != self.node_id:
-            return False
-        holder = self.store.view.claims.get(id)
-        return holder is None or holder == self.store.pid
+        if function is not None:
+            partition = Partition(self.group_of(function), partition_index(id, self.count))
+            store = self.owned.get(partition)
+            return store is not None and store.is_open and store.membership.broken is None
+        store = self.holding_task(id)
+        return store is not None and store.is_open and store.membership.broken is None
 
     def still_owns(self, id: str) -> bool:
-        """Whether this node may still write for invocation ``id``."""
-        return self.store.pid is not None and self.store.view.claims.get(id) == self.store.pid
+        store = self.holding_task(id)
+        return store is not None and store.is_open and store.membership.broken is None
 
-    def _function(self, id: str) -> tuple[str | None, int | None]:
-        """The function and version invocation ``id`` calls, from its stored record."""
-        record = self.store.replica.promises.get(id)
-        return (None, None) if record is None else call_target(record.param.data)
+    def awaiting(self, task_id: str, promise_id: str) -> None:
+        self.peering.awaiting(task_id, promise_id)
 
-    # -- what runs here ----------------------------------------------------------------------
+    def watch(self, promise_id: str) -> None:
+        self.peering.watch(promise_id)
 
-    def _consider(self, task: TaskRecord) -> None:
-        """Run ``task`` here if it needs a runner and places here, or if this node holds it
-        but runs nothing for it (its actor ended without suspending or settling it)."""
-        holder = self.store.view.claims.get(task.id)
-        acquired = task.state is TaskState.ACQUIRED
-        unrun = task.state is TaskState.PENDING or (acquired and holder is None)
-        mine = holder is not None and holder == self.store.pid
-        if (unrun and self.runs_here(task.id, None)) or (
-            acquired and mine and not self.engine.knows(task.id)
-        ):
-            self.engine.resume(task.id)
+    def settled(self, record: PromiseRecord) -> None:
+        self.peering.settled(record)
 
-    def _scan(self) -> None:
-        """Look at every task (membership changed: some may place here now)."""
-        self._scan_soon = None
-        if not self.engine.running:
+    # -- taking and handing over ------------------------------------------------------------
+
+    async def rebalance(self) -> int:
+        """Hand over what this node should no longer own, take what it should; how many it
+        should own and could not take yet."""
+        if self.ns.member is None or self.ns.membership.broken is not None:
+            return 0
+        desired = self.desired()
+        for partition in [p for p in self.owned if p not in desired]:
+            await self._release(partition, drop=True)
+        missing = [p for p in sorted(desired) if p not in self.owned]
+        limit = asyncio.Semaphore(TAKE_PARALLEL)
+
+        async def take(partition: Partition) -> bool:
+            async with limit:
+                return await self._take(partition)
+
+        taken = await asyncio.gather(*(take(p) for p in missing))
+        if any(taken):
+            log.info(
+                "node %s owns %d partitions (took %d)", self.node_id, len(self.owned), sum(taken)
+            )
+        return taken.count(False)
+
+    async def _take(self, partition: Partition) -> bool:
+        store = PartitionStore(
+            self.ns.etcd,
+            namespace=self.namespace,
+            partition=partition,
+            node=self.ns,
+            on_lost=self._lost,
+            retry_for=self.ns.retry_for,
+        )
+        store.metrics = self.router.metrics
+        try:
+            if not await store.take():
+                return False
+        except EtcdError as exc:
+            log.warning("node %s: cannot take %s yet: %s", self.node_id, partition, exc)
+            return False
+        self.owned[partition] = store
+        self._taken.set()
+        if self.engine.running:
+            self._resume(store)
+        return True
+
+    def _resume(self, store: PartitionStore) -> None:
+        """A partition was just taken: run what it has runnable, deliver its outbox."""
+        for task in list(store.replica.tasks.values()):
+            if task.state in (TaskState.PENDING, TaskState.ACQUIRED):
+                self.engine.resume(task.id)
+        self.peering.deliver_soon(store)
+        self.engine.settled_since(lambda id: None)  # wake the timer loop: new deadlines
+
+    async def _release(self, partition: Partition, *, drop: bool) -> None:
+        store = self.owned.pop(partition, None)
+        if store is None:
             return
-        for task in list(self.store.replica.tasks.values()):
-            self._consider(task)
+        if drop:
+            self.engine.drop(list(store.replica.tasks))
+        await store.close()
+        log.debug("node %s handed over %s", self.node_id, partition)
 
-    def _scan_later(self) -> None:
-        # Membership changes come in bursts (a node's record and its claims go together).
-        if self._scan_soon is None:
-            self._scan_soon = asyncio.get_running_loop().call_later(0.05, self._scan)
+    def _lost(self, store: PartitionStore) -> None:
+        """``store``'s partition was lost (its owner record ended or changed)."""
+        if self.owned.get(store.partition) is store:
+            del self.owned[store.partition]
+        self.engine.drop(list(store.replica.tasks))
+        self._changed.set()
 
-    # -- the store's watch (Listener) --------------------------------------------------------
+    # -- the namespace store's watch (Listener) ---------------------------------------------
 
     def promise_changed(self, old: PromiseRecord | None, new: PromiseRecord) -> None:
-        self.engine.promise_changed(old, new)
+        return None  # no promises in the namespace store
 
     def task_changed(self, task: TaskRecord) -> None:
-        if task.state is TaskState.PENDING and self.engine.running:
-            self._consider(task)
+        return None
 
     def schedules_changed(self) -> None:
         self.engine.schedules_changed()
 
     def members_changed(self) -> None:
-        self._view_changed.set()
-        self._scan_later()
+        self._changed.set()
 
     def claim_released(self, task_id: str) -> None:
-        task = self.store.replica.tasks.get(task_id)
-        if task is not None and self.engine.running:
-            self._consider(task)
+        return None
 
     def reloaded(self) -> None:
-        self._view_changed.set()
-        self.engine.settled_since(self.store.replica.promises.get)
-        self._scan_later()
+        self._changed.set()
+        self.engine.schedules_changed()
 
     def lease_lost(self) -> None:
         self.leading.clear()
+        self.timers.clear()
+        for store in list(self.owned.values()):
+            store.membership.lose("the node's lease ended")
+        self.owned.clear()
         self.engine.drop_all()
-        if not self._stopped:
-            self._spawn(self._rejoin(), "dawait-rejoin")
+        if not self.stopped:
+            self.spawn(self._rejoin(), "dawait-rejoin")
 
     async def _rejoin(self) -> None:
         delay = 0.2
-        while not self._stopped:
+        while not self.stopped:
             try:
-                await self.store.rejoin()
+                await self.ns.rejoin()
             except Exception as exc:  # etcd unreachable, the old record not yet expired...
                 log.warning("node %s: cannot rejoin yet: %s", self.node_id, exc)
                 clock = self.engine.clock
@@ -197,34 +460,57 @@ class ClusterNode:
                 delay = min(delay * 2, 2.0)
                 continue
             break
-        if self._stopped:
+        if self.stopped:
             return
-        log.warning("node %s rejoined as %s", self.node_id, self.store.pid)
-        self._view_changed.set()
-        self._scan()
+        log.warning("node %s rejoined as %s", self.node_id, self.ns.pid)
+        self.timers.set()
+        self._changed.set()
 
-    # -- leader -------------------------------------------------------------------------
+    # -- the loop: ownership, leadership -----------------------------------------------------
 
-    async def _lead(self) -> None:
-        """Campaign whenever there is no leader; fire timers while leading."""
+    async def _run(self) -> None:
         while True:
-            self._view_changed.clear()
-            healthy = self.store.problem() is None and self.store.member is not None
-            if healthy and self.store.view.leader is None:
+            self._changed.clear()
+            missing = 0
+            healthy = self.ns.problem() is None and self.ns.member is not None
+            if healthy:
                 try:
-                    if await self.store.campaign():
-                        self.store.view.leader = self.node_id
-                        log.info("node %s leads", self.node_id)
-                except EtcdError as exc:
-                    log.warning("node %s: cannot campaign: %s", self.node_id, exc)
-            if healthy and self.store.view.leader == self.node_id:
+                    missing = await self.rebalance()
+                except Exception as exc:
+                    log.warning("node %s: cannot rebalance yet: %s", self.node_id, exc)
+                    missing = 1
+                if self.ns.view.leader is None:
+                    try:
+                        if await self.ns.campaign():
+                            self.ns.view.leader = self.node_id
+                            log.info("node %s leads", self.node_id)
+                    except EtcdError as exc:
+                        log.warning("node %s: cannot campaign: %s", self.node_id, exc)
+            if healthy and self.ns.view.leader == self.node_id:
                 self.leading.set()
             else:
                 self.leading.clear()
-            self._scan()  # also now and then: nothing held here may sit without an actor
-            # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (see cancel_task).
-            changed = asyncio.ensure_future(self._view_changed.wait())
+            for store in self.open_partitions():
+                self.peering.deliver_soon(store)
+            changed = asyncio.ensure_future(self._changed.wait())
             try:
-                await asyncio.wait({changed}, timeout=self.store.lease_ttl / 3)
+                await asyncio.wait({changed}, timeout=0.2 if missing else self.ns.lease_ttl / 3)
             finally:
                 changed.cancel()
+
+    async def namespace_call(self, call: Awaitable[R]) -> R:
+        """A call of the namespace store (schedules): never fenced by an invocation."""
+        token = ACTING_FOR.set(None)
+        try:
+            return await call
+        finally:
+            ACTING_FOR.reset(token)
+
+    def owner(
+        self, id: str, function: str | None = None, version: int | None = None
+    ) -> Member | None:
+        """The node that owns (or should own) the partition invocation ``id`` of
+        ``function`` lives in (None: no live node can)."""
+        partition = Partition(self.group_of(function), partition_index(id, self.count))
+        owner = self.owner_id(partition)
+        return None if owner is None else self.ns.view.members.get(owner)

@@ -10,6 +10,16 @@ its owner's transaction marker (``x/``), and two records of its own:
 * ``epoch``: how many owners it has had, never deleted; every take increments it in the same
   transaction that writes ``owner``.
 
+Across partitions (an invocation here awaiting a promise of another partition), two more
+kinds, so that a delivery is never lost to a crash or a change of owner:
+
+* ``b/{len}/{promise}{task}``, the *outbox*: in the promise's partition, written with the
+  settle that pops a callback of a task in another partition; the owner delivers it to the
+  task's partition's owner and deletes it once acknowledged (redelivered after a take);
+* ``f/{len}/{task}{promise}``, a *notice*: in the task's partition, that the promise has
+  settled; a suspend of the task that awaits it is refused (it goes on), and it is deleted
+  when the task is fulfilled.
+
 The owner loads the partition once when it takes it (one range read) and keeps it in
 memory. Nobody else writes it, so there is no watch: requests about it from other nodes are
 forwarded to the owner. Every transaction compares the owner key's revision as of the take
@@ -22,22 +32,33 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from dawait.cluster._etcd import Compare, Etcd, Write, cancel_task
 from dawait.cluster._etcd_batches import Batches
 from dawait.cluster._etcd_membership import Membership
+from dawait.cluster._etcd_recorder import Recorder
 from dawait.cluster._etcd_records import dumps, partition_prefix
 from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
-from dawait.core._errors import OwnershipLostError
+from dawait.core._errors import OwnershipLostError, PromiseNotFoundError
 from dawait.core._partitions import Partition
+from dawait.core._promise import PromiseRecord, expire_promise
+from dawait.core._task import TaskRecord, TaskState, resume_task
+from dawait.runtime._store_ops import op_suspend_task
 
 if TYPE_CHECKING:
     from dawait.runtime._clock import Clock
 
-__all__ = ["PartitionOwner", "PartitionStore"]
+__all__ = [
+    "PartitionOwner",
+    "PartitionStore",
+    "op_ack",
+    "op_await",
+    "op_deliver",
+    "op_suspend_across",
+]
 
 log = logging.getLogger("dawait.cluster")
 
@@ -62,11 +83,129 @@ class PartitionOwner:
         return f"PartitionOwner({self.node_id!r}, epoch={self.epoch})"
 
 
+class _Replica(Replica):
+    """A partition's replica (no watch: the owner is its only writer), with its outbox and
+    notices."""
+
+    store: PartitionStore
+
+    async def reload(self) -> dict[str, bytes | None]:
+        stored = await super().reload()
+        store = self.store
+        store.outbox.clear()
+        store.notices.clear()
+        for key, value in stored.items():
+            kind = key[len(store.keys.prefix) : len(store.keys.prefix) + 2]
+            if value is None or kind not in ("b/", "f/"):
+                continue
+            first, second = json.loads(value)
+            if kind == "b/":
+                store.outbox.add((first, second))
+            else:
+                store.notices.setdefault(first, set()).add(second)
+        return stored
+
+
+def _pair_key(prefix: str, kind: str, first: str, second: str) -> str:
+    return f"{prefix}{kind}/{len(first)}/{first}{second}"
+
+
+class _Recorder(Recorder):
+    """The partition's ``Tables``: a callback of a task in another partition becomes an
+    outbox record when its promise settles; a fulfilled task's notices go with it."""
+
+    store: PartitionStore
+
+    def pop_callbacks(self, promise_id: str) -> list[str]:
+        local = []
+        for task_id in super().pop_callbacks(promise_id):
+            if task_id in self.t.tasks:
+                local.append(task_id)
+            else:
+                self.add_outbox(promise_id, task_id)
+        return local
+
+    def add_outbox(self, promise_id: str, task_id: str) -> None:
+        key = _pair_key(self.keys.prefix, "b", promise_id, task_id)
+        self._write(key, dumps([promise_id, task_id]))
+        self.store.outbox.add((promise_id, task_id))
+
+    def drop_outbox(self, promise_id: str, task_id: str) -> None:
+        if (promise_id, task_id) in self.store.outbox:
+            self._write(_pair_key(self.keys.prefix, "b", promise_id, task_id), None)
+            self.store.outbox.discard((promise_id, task_id))
+
+    def add_notice(self, task_id: str, promise_id: str) -> None:
+        known = self.store.notices.setdefault(task_id, set())
+        if promise_id not in known:
+            self._write(
+                _pair_key(self.keys.prefix, "f", task_id, promise_id),
+                dumps([task_id, promise_id]),
+            )
+            known.add(promise_id)
+
+    def noticed(self, task_id: str, promise_id: str) -> bool:
+        return promise_id in self.store.notices.get(task_id, ())
+
+    def put_task(self, task: TaskRecord, *, new: bool) -> None:
+        super().put_task(task, new=new)
+        if task.state is TaskState.FULFILLED:
+            for promise_id in self.store.notices.pop(task.id, ()):
+                self._write(_pair_key(self.keys.prefix, "f", task.id, promise_id), None)
+
+
+# -- the operations across partitions (run on a partition's _Recorder) ----------------------
+
+
+def op_await(t: _Recorder, promise_id: str, task_id: str, now: int) -> PromiseRecord:
+    """A task of another partition awaits ``promise_id``: its record as of ``now``, and a
+    callback for the task unless it has settled."""
+    record = t.get_promise(promise_id)
+    if record is None:
+        raise PromiseNotFoundError(f"no promise with id {promise_id!r}")
+    record = expire_promise(record, now).record
+    if not record.state.settled:
+        t.add_callback(promise_id, task_id)
+    return record
+
+
+def op_deliver(t: _Recorder, promise_id: str, task_id: str) -> TaskRecord | None:
+    """Promise ``promise_id`` (of another partition), awaited by task ``task_id`` here, has
+    settled: note it, and resume the task if it is suspended (the task, then)."""
+    task = t.get_task(task_id)
+    if task is None or task.state is TaskState.FULFILLED:
+        return None
+    t.add_notice(task_id, promise_id)
+    pending = resume_task(task)
+    if pending is None:
+        return None
+    t.put_task(pending, new=False)
+    t.drop_callbacks(task_id)
+    return pending
+
+
+def op_ack(t: _Recorder, promise_id: str, task_id: str) -> None:
+    """The delivery of ``promise_id`` to ``task_id`` was acknowledged."""
+    t.drop_outbox(promise_id, task_id)
+
+
+def op_suspend_across(
+    t: _Recorder, id: str, local: Sequence[str], foreign: Sequence[str], now: int
+) -> bool:
+    """``op_suspend_task`` for a task that also awaits promises of other partitions (their
+    callbacks recorded there already): refused if any of those was noticed settled."""
+    if any(t.noticed(id, promise_id) for promise_id in foreign):
+        t.touch(t.keys.task(id))
+        return False
+    return op_suspend_task(t, id, local, now)
+
+
 class PartitionStore(EtcdStore):
     """The records of ``partition``, for the node whose namespace store is ``node`` (its
     lease, its incarnation): see the module docstring."""
 
     membership: _Hold
+    mirror: _Replica
 
     def __init__(
         self,
@@ -99,9 +238,14 @@ class PartitionStore(EtcdStore):
         self.on_lost = on_lost
         self.lock_key = f"{prefix}owner"
         self.epoch_key = f"{prefix}epoch"
+        self.outbox: set[tuple[str, str]] = set()
+        """(promise, task) deliveries to make, the task being of another partition."""
+        self.notices: dict[str, set[str]] = {}
+        """Task id -> the promises of other partitions it awaited that have settled."""
         self.membership = _Hold(self)
-        self.mirror = Replica(self, watch=False)
+        self.mirror = _Replica(self, watch=False)
         self.batches = Batches(self)
+        self.batches.recorder = _Recorder(self)
 
     def __repr__(self) -> str:
         return f"PartitionStore({self.namespace!r}, {self.partition})"

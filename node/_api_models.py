@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dawait.core._ids import CALL_SEPARATOR, MAX_ID_LENGTH
+from dawait.core._partitions import partition_index
 
 __all__ = [
     "CreateInvocation",
@@ -181,3 +182,17 @@ class NodeList(BaseModel):
     cluster: bool
     """False for a node on an embedded store (it alone is listed)."""
     items: list[NodeView]
+    partitions: int | None = None
+    """The namespace's partition count (cluster only)."""
+    owners: dict[str, list[str | None]] = {}
+    """Family (a function group; ``""`` for promises no invocation owns) -> the node that
+    owns, or is about to own, each of its partitions, by index."""
+    function_groups: dict[str, str] = {}
+    """Each registered function's group, as the answering node's app has it."""
+
+    def owner(self, id: str, function: str) -> str | None:
+        """The node id owning the partition of invocation ``id`` of ``function``."""
+        if not self.partitions:
+            return None
+        owners = self.owners.get(self.function_groups.get(function, "default"))
+        return owners[partition_index(id, self.partitions)] if owners else None

@@ -77,6 +77,9 @@ class NodeBackend:
                 )
                 for member in cluster.members
             ],
+            partitions=cluster.count,
+            owners=cluster.owners(),
+            function_groups=cluster.function_groups(),
         )
 
     async def invocation(self, id: str) -> PromiseRecord:
@@ -195,6 +198,8 @@ class NodeBackend:
             return problem
         try:
             await asyncio.wait_for(self._engine.store.get_promise("dawait-readiness-probe"), 5)
+        except TimeoutError:
+            return f"store unreachable: {self._engine.store!r} gave no answer within 5 s"
         except Exception as exc:  # any failure to reach the store means not ready
             return f"store unreachable: {exc}"
         return None

@@ -10,8 +10,6 @@ import aiohttp
 import pydantic
 
 from dawait.core._errors import DawaitError, NotStartedError
-from dawait.core._ids import root_of
-from dawait.core._placement import rendezvous
 from dawait.node import _api_models as m
 from dawait.node._error_codes import error_class
 from dawait.runtime._clock import Clock, SystemClock
@@ -37,10 +35,11 @@ ROUTES_FOR = 5.0
 class HttpClient:
     """One node's HTTP API. Use as ``async with HttpClient(url) as client:``.
 
-    ``route=True`` (for a cluster): starts go straight to the node each invocation places
-    on, computed from ``GET /nodes`` as the nodes do, instead of through ``url``'s node,
-    which would forward them (one hop less). Anything else, and any start whose owner
-    cannot be reached, goes to ``url``.
+    ``route=True`` (for a cluster): starts go straight to the owner of each invocation's
+    partition, from the partition table ``GET /nodes`` gives (re-read every
+    ``ROUTES_FOR`` seconds), instead of through ``url``'s node, which would forward them
+    (one hop less). Anything else, and any start whose owner cannot be reached, goes to
+    ``url``.
     """
 
     def __init__(
@@ -61,6 +60,8 @@ class HttpClient:
         self.route = route
         self._clock = clock or SystemClock()
         self._nodes: list[m.NodeView] = []
+        self._layout: m.NodeList | None = None
+        """The last node list: partition count, owners, function groups."""
         self._nodes_read_at: float | None = None
         """When (``clock.monotonic()``) ``_nodes`` was read; None: to read at the next start."""
 
@@ -158,9 +159,10 @@ class HttpClient:
             except DawaitError:
                 listing = m.NodeList(cluster=False, items=[])
             self._nodes = listing.items
-        by_id = {node.node_id: node for node in self._nodes if function in node.functions}
-        owner = rendezvous(root_of(id), by_id)
-        return None if owner is None else by_id[owner].address
+            self._layout = listing
+        owner = None if self._layout is None else self._layout.owner(id, function)
+        by_id = {node.node_id: node for node in self._nodes}
+        return None if owner is None or owner not in by_id else by_id[owner].address
 
     async def nodes(self) -> m.NodeList:
         return (await self.request("GET", "/nodes", m.NodeList))[0]

@@ -17,6 +17,7 @@ import pydantic
 from aiohttp import web
 
 from dawait._schedules import ScheduleInfo
+from dawait.cluster._peer import PEER_PATH, peer_handler
 from dawait.core._errors import DawaitError, ScheduleNotFoundError
 from dawait.core._promise import PromiseState
 from dawait.node import _api_models as m
@@ -107,6 +108,8 @@ class NodeApi:
         cluster = backend.app.cluster
         self.node_id = None if cluster is None else cluster.node_id
         self.forwarder = None if cluster is None else Forwarder(cluster_token or token)
+        if cluster is not None:
+            cluster.peering.peers.token = cluster_token or token
         self.max_body = max_body
         self.metrics = metrics or NodeMetrics(backend)
         self.routes = self._routes()
@@ -115,6 +118,9 @@ class NodeApi:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=self.max_body)
         for route in self.routes:
             app.router.add_route(route.method, route.path, route.handler)
+        cluster = self.backend.app.cluster
+        if cluster is not None:  # peers' requests: not part of the API (nor /openapi.json)
+            app.router.add_route("POST", PEER_PATH + "{call}", peer_handler(cluster.peering.answer))
         return app
 
     # -- middlewares -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dawait.core._errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
@@ -199,6 +199,7 @@ class Engine:
     async def wait_settled(self, id: str) -> PromiseRecord:
         """The promise once it has settled (raises ``PromiseNotFoundError`` for an unknown id)."""
         future = self.waiter(id)
+        self.ownership.watch(id)
         try:
             record = await self.get_promise(id)
             if record is None:
@@ -221,6 +222,10 @@ class Engine:
         self._waiters.setdefault(id, []).append(future)
         return future
 
+    def waited_on(self, id: str) -> bool:
+        """Whether anything here waits for promise ``id`` to settle."""
+        return id in self._waiters
+
     def drop_waiter(self, id: str, future: asyncio.Future[PromiseRecord]) -> None:
         waiters = self._waiters.get(id)
         if waiters is None:
@@ -232,6 +237,7 @@ class Engine:
 
     def _on_settled(self, settled: PromiseSettled) -> None:
         record = settled.promise
+        self.ownership.settled(record)
         for future in self._waiters.pop(record.id, ()):
             if not future.done():
                 future.set_result(record)
@@ -269,14 +275,20 @@ class Engine:
         self._schedule_wakeup.set()
 
     def drop_all(self) -> None:
-        """Stop every invocation in memory without writing (this node lost its lease; the
-        nodes that own them now replay them)."""
-        for actor in list(self._actors.values()):
-            actor.abort()
-        self._queued.clear()
-        self._queued_ids.clear()
-        self._requeue.clear()
-        self._fresh.clear()
+        """Stop every invocation in memory without writing (this node lost its lease)."""
+        self.drop([*self._actors, *self._queued_ids])
+
+    def drop(self, ids: Iterable[str]) -> None:
+        """Stop the invocations ``ids`` in memory without writing (their partition moved to
+        another node, which replays them)."""
+        for id in ids:
+            if (actor := self._actors.get(id)) is not None:
+                actor.abort()
+            if id in self._queued_ids:
+                self._queued_ids.discard(id)
+                self._queued.remove(id)
+            self._requeue.discard(id)
+            self._fresh.pop(id, None)
 
     # -- invocations -----------------------------------------------------------------------
 
@@ -462,7 +474,7 @@ class Engine:
 
     async def _fire_due_timers(self) -> None:
         while True:
-            await self.ownership.leading.wait()
+            await self.ownership.timers.wait()
             self._timer_wakeup.clear()
             expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
             for settled in expired:

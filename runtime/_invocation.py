@@ -145,6 +145,8 @@ class Invocation:
 
     def begin_remote(self, id: str) -> None:
         """A task started waiting for promise ``id``, which something else settles."""
+        if id not in self._remote:
+            self.engine.ownership.awaiting(self.id, id)
         self._remote[id] = self._remote.get(id, 0) + 1
         self._epoch += 1
         self._check_blocked()

@@ -112,7 +112,9 @@ class LocalBackend:
         groups: Sequence[str] | None,
         address: str,
         lease_ttl: int,
+        partitions: int | None = None,
     ) -> None:
+        from dawait.cluster._etcd_records import namespace_prefix
         from dawait.cluster._etcd_store import EtcdStore
         from dawait.cluster._node import ClusterNode
 
@@ -127,10 +129,14 @@ class LocalBackend:
                 raise ValueError("join: groups must name at least one group")
         self._groups = groups
         store = EtcdStore(
-            etcd, namespace=namespace, node_id=node_id, address=address, lease_ttl=lease_ttl
+            etcd,
+            namespace=namespace,
+            prefix=namespace_prefix(namespace),
+            node_id=node_id,
+            address=address,
+            lease_ttl=lease_ttl,
         )
-        self.engine.use_store(store)
-        self.cluster = ClusterNode(self.engine, store)
+        self.cluster = ClusterNode(self.engine, store, partitions=partitions)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dawait.core._placement import rendezvous
 from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, free_ports
@@ -303,8 +302,7 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
 async def test_a_start_sent_to_a_non_owner_is_forwarded_to_the_owner(cluster: Cluster) -> None:
     await _live_nodes(cluster.clients[0], 3)
     listing = await cluster.clients[0].nodes()
-    members = [n.node_id for n in listing.items]
-    id = next(f"fw{i}" for i in itertools.count() if rendezvous(f"fw{i}", members) == "n2")
+    id = next(f"fw{i}" for i in itertools.count() if listing.owner(f"fw{i}", "mixed") == "n2")
     async with aiohttp.ClientSession() as session:
         response = await session.post(
             cluster.members[0].url + "/invocations?wait=10",

@@ -394,13 +394,18 @@ async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[s
 
     a, b = make("a"), make("b")
     async with a, b:
-        assert a.cluster is not None
-        cluster = a.cluster
+        cluster, other = a.cluster, b.cluster
+        assert cluster is not None
+        assert other is not None
 
         async def both_members() -> bool:
-            return [m.node_id for m in cluster.members] == ["a", "b"] and cluster.leader is not None
+            members = [m.node_id for m in cluster.members] == ["a", "b"]
+            balanced = cluster.balanced and other.balanced
+            return members and cluster.leader is not None and balanced
 
-        await eventually(both_members, "a to see both nodes and a leader")
+        # Steps run once each: no partition moves (which reruns a step in flight) once
+        # both nodes own their share.
+        await eventually(both_members, "a to see both nodes and a leader, each its share")
         handles = [await a.start(f"j{i}", "flow", i) for i in range(20)]
         assert [await h.result() for h in handles] == [i + 2 for i in range(20)]
     assert ran["a"] > 0
@@ -410,7 +415,8 @@ async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[s
         "a": a._engine.metrics.events["timeouts_fired"],
         "b": b._engine.metrics.events["timeouts_fired"],
     }
-    assert sorted(fired.values())[0] == 0, fired
+    # Each sleep fired once, on the node owning its invocation's partition (both own some).
+    assert min(fired.values()) > 0, fired
     assert sum(fired.values()) == 20
 
 
