@@ -74,6 +74,14 @@ class Etcd:
                 self.process.kill()
                 self.process.wait()
 
+    def committed(self) -> int:
+        """Raft proposals etcd has committed (one per write transaction), from /metrics."""
+        with _NO_PROXY.open(f"{self.endpoint}/metrics", timeout=5.0) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("etcd_server_proposals_committed_total "):
+                    return int(float(line.split()[1]))
+        raise RuntimeError("etcd's /metrics has no etcd_server_proposals_committed_total")
+
     def _healthy(self) -> bool:
         try:
             with _NO_PROXY.open(f"{self.endpoint}/health", timeout=1.0) as response:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -72,9 +73,44 @@ def start(folder: Path, args: list[str]) -> Server:
     return node
 
 
+@dataclass
+class Measured:
+    """One timed run of the cluster: throughput, and what it cost."""
+
+    steps_per_s: float
+    cpu_ms_per_1000_steps: float
+    """Node processes' CPU (user + system), summed over the nodes."""
+    rss_mb_per_1000: float
+    """The largest growth of one node's RSS per 1,000 invocations it finished (after a
+    warm-up of the same size, so that what stays is what grows with history)."""
+    txns_per_step: float
+    """etcd write transactions (raft proposals) per step."""
+
+
+def _cpu_ms(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _balanced(clients: list[HttpClient], nodes: int) -> None:
+    """Until every node sees all and owns exactly its share (no partition moving)."""
+    while True:
+        listings = [await client.nodes() for client in clients]
+        if all(len(x.items) == nodes and x.balanced for x in listings):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def run(
     nodes: int, workflows: int, concurrency: int, etcd: Etcd, dir: Path, route: bool
-) -> float:
+) -> Measured:
     namespace = f"bench-{dir.name}-{os.getpid()}"  # fresh ids every run
     args = ["--app", "bench.http_app:app", "--etcd", ",".join(etcd.endpoints)]
     members = [
@@ -96,10 +132,11 @@ async def run(
         clients = [HttpClient(node.url, route=route) for node in members]
         for client in clients:
             await client.open()
-        while len((await clients[0].nodes()).items) < nodes:
-            await asyncio.sleep(0.05)
+        await _balanced(clients, nodes)
+        offset = 0
 
         async def one(i: int) -> None:
+            i += offset
             client = clients[i % nodes]
             view, _ = await client.start(f"w{i}", "three_steps", [i], {}, wait=30)
             state = view.state
@@ -108,10 +145,28 @@ async def run(
             if state != "resolved":
                 raise RuntimeError(f"w{i} ended {state}")
 
+        await steps_per_s(workflows, concurrency, one)  # warm-up
+        await asyncio.sleep(1.5)  # finished trees leave memory
+        pids = [node.process.pid for node in members]
+        cpu, rss, proposals = (
+            [_cpu_ms(p) for p in pids],
+            [_rss_mb(p) for p in pids],
+            etcd.committed(),
+        )
+        offset = workflows
         figure = await steps_per_s(workflows, concurrency, one)
+        await asyncio.sleep(1.5)
+        cpu_used = sum(_cpu_ms(p) - c for p, c in zip(pids, cpu, strict=True))
+        growth = max(_rss_mb(p) - r for p, r in zip(pids, rss, strict=True))
+        steps = workflows * STEPS
         for client in clients:
             await client.close()
-        return figure
+        return Measured(
+            steps_per_s=figure,
+            cpu_ms_per_1000_steps=cpu_used * 1000 / steps,
+            rss_mb_per_1000=growth * 1000 / (workflows / nodes),
+            txns_per_step=(etcd.committed() - proposals) / steps,
+        )
     finally:
         for node in members:
             node.process.terminate()
@@ -247,6 +302,7 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
     if not args.no_peer:
         setups |= {"dbos, 1 process": ("dbos", 1, False), "dbos, 3 processes": ("dbos", 3, False)}
     runs: dict[str, list[float]] = {name: [] for name in setups}
+    costs: dict[str, list[Measured]] = {name: [] for name in setups}
     with contextlib.ExitStack() as stack:
         pg = None if args.no_peer else stack.enter_context(Postgres())
         for r in range(args.repeat):  # alternated, so drift in the machine hits all alike
@@ -255,7 +311,9 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
                 if pg is not None and server == "dbos":
                     figure = await run_dbos(size, args.workflows, args.concurrency, pg, where)
                 else:
-                    figure = await run(size, args.workflows, args.concurrency, etcd, where, route)
+                    measured = await run(size, args.workflows, args.concurrency, etcd, where, route)
+                    costs[name].append(measured)
+                    figure = measured.steps_per_s
                 runs[name].append(figure)
     print(
         f"{args.workflows} workflows of {STEPS} steps, {args.concurrency} concurrent clients, "
@@ -272,6 +330,63 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
             f"{name:42} {median[name]:6.0f} steps/s  ({median[name] / one:.2f}x one node"
             f"{versus}; runs: {_figures(figures)})"
         )
+    print()
+    cost = {name: _median_cost(m) for name, m in costs.items() if m}
+    base = cost["dawait, 1 node"]
+    print(f"{'':42} {'CPU ms/1,000 steps':>18} {'x one node':>10} {'RSS MB/1,000 inv.':>17}"
+          f" {'etcd txns/step':>14}")  # fmt: skip
+    for name, c in cost.items():
+        print(
+            f"{name:42} {c.cpu_ms_per_1000_steps:18.0f} "
+            f"{c.cpu_ms_per_1000_steps / base.cpu_ms_per_1000_steps:10.2f} "
+            f"{c.rss_mb_per_1000:17.2f} {c.txns_per_step:14.3f}"
+        )
+    capacity = await etcd_capacity(etcd)
+    routed = cost["dawait, 3 nodes, placement-aware client"]
+    per_node = 1_000_000 / routed.cpu_ms_per_1000_steps  # steps/s one core can drive
+    print(
+        f"\netcd here: {capacity:,.0f} write transactions/s (one member, no fsync, 64 "
+        "clients)\nprojection, not a measurement: N nodes on N machines (one core each, "
+        "placement-aware client), from the 3-node CPU per step and etcd's rate above:"
+    )
+    for n in (1, 3, 10, 30):
+        limit = capacity / routed.txns_per_step if routed.txns_per_step else float("inf")
+        print(f"  {n:3} nodes: {min(n * per_node, limit):9,.0f} steps/s"
+              f"{'  (etcd-bound)' if n * per_node > limit else ''}")  # fmt: skip
+
+
+def _median_cost(measured: list[Measured]) -> Measured:
+    return Measured(
+        steps_per_s=statistics.median(m.steps_per_s for m in measured),
+        cpu_ms_per_1000_steps=statistics.median(m.cpu_ms_per_1000_steps for m in measured),
+        rss_mb_per_1000=statistics.median(m.rss_mb_per_1000 for m in measured),
+        txns_per_step=statistics.median(m.txns_per_step for m in measured),
+    )
+
+
+async def etcd_capacity(etcd: Etcd, seconds: float = 3.0, clients: int = 64) -> float:
+    """Write transactions per second etcd commits here: ``clients`` writers of one small
+    key each, for ``seconds``."""
+    from dawait.cluster._etcd import Etcd as EtcdClient
+    from dawait.cluster._etcd import Write
+
+    client = EtcdClient(etcd.endpoints)
+    await client.connect()
+    stop = time.perf_counter() + seconds
+    done = 0
+
+    async def writer(k: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await client.commit([], [Write(f"/bench/capacity/{k}", b"x" * 64)])
+            done += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(writer(k) for k in range(clients)))
+    finally:
+        await client.close()
+    return done / (time.perf_counter() - started)
 
 
 async def main() -> None:

@@ -187,6 +187,7 @@ class Batches:
         (etcd can apply a transaction after its client gave up). At most one can: they all
         compare the keys they write."""
         stale = False
+        joint = store.joint  # the first attempt goes with the node's others of this turn
         while True:
             if membership.broken is not None:
                 fail(batch.done, membership.broken)
@@ -222,8 +223,12 @@ class Batches:
             if writes:
                 writes.append(Write(store.marker_key, token, membership.lease))
             self.transactions += 1
+            joined, joint = joint, None
             try:
-                succeeded, revision = await store.etcd.commit(compares, writes)
+                if joined is not None:
+                    succeeded, revision = await joined.commit(compares, writes)
+                else:
+                    succeeded, revision = await store.etcd.commit(compares, writes)
                 store.etcd_answered()
             except EtcdError as exc:
                 store.etcd_failed(exc)
@@ -242,6 +247,8 @@ class Batches:
             if succeeded:
                 self._succeeded(batch, revision)
                 return
+            if joined is not None:
+                continue  # some transaction joined with it failed: send it alone to know
             # Another node (or a lost attempt of ours) changed something this batch read:
             # run it again on fresh state.
             stale = True
@@ -296,6 +303,7 @@ class Batches:
             revisions = self.store.mirror.revisions
             for key, value in batch.writes.items():
                 revisions[key] = revision if value is not None else -revision
+            self.store.committed(batch)
         answer(batch.done)
 
     def _after_batch(self) -> None:

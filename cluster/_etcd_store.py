@@ -39,6 +39,8 @@ from dawait.runtime._clock import Clock, SystemClock
 from dawait.runtime._store_ops import TablesStore
 
 if TYPE_CHECKING:
+    from dawait.cluster._etcd_recorder import Batch
+    from dawait.cluster._joint import Joint
     from dawait.runtime._memory_store import MemoryTables
     from dawait.runtime._store import PromiseSettled
 
@@ -99,6 +101,9 @@ class EtcdStore(TablesStore):
         self.versions = dict(versions or {})
         """The functions this node runs, with their versions (its membership record)."""
         self.listener: Listener | None = None
+        self.joint: Joint | None = None
+        """Where this store's transactions join others' of the same loop turn (a cluster
+        node's partitions: cluster/_joint.py); None: each is sent alone."""
         self.is_open = False
         self._unreachable: tuple[float, str] | None = None
         """Since when (monotonic) and why etcd has not answered; None while it does."""
@@ -216,6 +221,10 @@ class EtcdStore(TablesStore):
         return None
 
     # -- operations -----------------------------------------------------------------------
+
+    def committed(self, batch: Batch) -> None:
+        """``batch`` committed (its revisions are in the replica)."""
+        return None
 
     def marker_token(self, attempt: int) -> bytes:
         """What this store's transaction marker holds after attempt number ``attempt``."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dawait.cluster._etcd import Compare, EtcdError, Write, cancel_task
 from dawait.cluster._etcd_records import LAYOUT, Member, dumps
 from dawait.cluster._etcd_store import EtcdStore
+from dawait.cluster._joint import Joint
 from dawait.cluster._partition_store import PartitionStore
 from dawait.cluster._peer import PeerServer
 from dawait.cluster._peering import OWNER_WAIT, Peering
@@ -88,6 +89,7 @@ class ClusterNode:
         """Set while this node is a member: it fires the timers of its partitions."""
         self.owned: dict[Partition, PartitionStore] = {}
         self.peering = Peering(self)
+        self.joint = Joint(ns.etcd)
         self.router = PartitionedStore(self)
         engine.use_store(self.router)
         engine.use_ownership(self)
@@ -381,6 +383,7 @@ class ClusterNode:
             retry_for=self.ns.retry_for,
         )
         store.metrics = self.router.metrics
+        store.joint = self.joint
         try:
             if not await store.take():
                 return False

@@ -32,21 +32,42 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from dawait.cluster._etcd import Compare, Etcd, Write, cancel_task
 from dawait.cluster._etcd_batches import Batches
 from dawait.cluster._etcd_membership import Membership
-from dawait.cluster._etcd_recorder import Recorder
-from dawait.cluster._etcd_records import dumps, partition_prefix
+from dawait.cluster._etcd_recorder import Batch, Recorder
+from dawait.cluster._etcd_records import decode_promise, decode_task, dumps, partition_prefix
 from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._errors import OwnershipLostError, PromiseNotFoundError
+from dawait.core._ids import root_of
 from dawait.core._partitions import Partition
-from dawait.core._promise import PromiseRecord, expire_promise
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, resume_task
-from dawait.runtime._store_ops import op_suspend_task
+from dawait.runtime._store import (
+    CreatePromise,
+    InvocationCreated,
+    PromiseCreated,
+    PromiseSettled,
+)
+from dawait.runtime._store_ops import (
+    op_acquire_task,
+    op_create_invocation,
+    op_create_promise,
+    op_get_promise,
+    op_settle_promise,
+    op_suspend_task,
+)
+
+R = TypeVar("R")
+
+
+def _get_task(t: Recorder, id: str) -> TaskRecord | None:
+    return t.get_task(id)
+
 
 if TYPE_CHECKING:
     from dawait.runtime._clock import Clock
@@ -103,6 +124,10 @@ class _Replica(Replica):
                 store.outbox.add((first, second))
             else:
                 store.notices.setdefault(first, set()).add(second)
+        store.roots.clear()
+        for id in (*self.tables.promises, *self.tables.tasks):
+            store.note(id)
+        store.evict(list(store.roots))
         return stored
 
 
@@ -147,8 +172,13 @@ class _Recorder(Recorder):
     def noticed(self, task_id: str, promise_id: str) -> bool:
         return promise_id in self.store.notices.get(task_id, ())
 
+    def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
+        super().put_promise(record, new=new)
+        self.store.note(record.id)
+
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         super().put_task(task, new=new)
+        self.store.note(task.id)
         if task.state is TaskState.FULFILLED:
             for promise_id in self.store.notices.pop(task.id, ()):
                 self._write(_pair_key(self.keys.prefix, "f", task.id, promise_id), None)
@@ -242,6 +272,12 @@ class PartitionStore(EtcdStore):
         """(promise, task) deliveries to make, the task being of another partition."""
         self.notices: dict[str, set[str]] = {}
         """Task id -> the promises of other partitions it awaited that have settled."""
+        self.roots: dict[str, set[str]] = {}
+        """Root id -> the ids of its promises and tasks in memory (see ``evict``)."""
+        self._pins: dict[str, int] = {}
+        """Root id -> operations under way on it (it stays in memory meanwhile)."""
+        self.evicted = 0
+        """Ids whose records were dropped from memory so far."""
         self.membership = _Hold(self)
         self.mirror = _Replica(self, watch=False)
         self.batches = Batches(self)
@@ -254,6 +290,119 @@ class PartitionStore(EtcdStore):
     def epoch(self) -> int:
         """The epoch this store writes under (0 before it took the partition)."""
         return self.membership.epoch
+
+    # -- memory: what is in flight, not history -----------------------------------------
+    #
+    # An invocation tree's records (all of one root id) stay in memory while any of them is
+    # in flight: a task not fulfilled (or with callbacks), a pending promise, a callback or
+    # outbox record on one of its promises, an operation under way. Then they are dropped;
+    # an operation on a dropped id reads it back from etcd first (``_by_id``).
+
+    def note(self, id: str) -> None:
+        self.roots.setdefault(root_of(id), set()).add(id)
+
+    def _in_flight(self, root: str) -> bool:
+        if self._pins.get(root):
+            return True
+        t = self.replica
+        for id in self.roots.get(root, ()):
+            task = t.tasks.get(id)
+            if task is not None and (task.state is not TaskState.FULFILLED or id in t.awaiting):
+                return True
+            record = t.promises.get(id)
+            if record is not None and record.state is PromiseState.PENDING:
+                return True
+            if id in t.callbacks:
+                return True
+        return any(root_of(promise_id) == root for promise_id, _task in self.outbox)
+
+    def evict(self, roots: Iterable[str]) -> None:
+        """Drop from memory the trees of ``roots`` that are no longer in flight."""
+        t = self.replica
+        revisions = self.mirror.revisions
+        for root in roots:
+            if root not in self.roots or self._in_flight(root):
+                continue
+            for id in self.roots.pop(root):
+                t.promises.pop(id, None)
+                t.tasks.pop(id, None)
+                t.branches.pop(id, None)
+                revisions.pop(self.keys.promise(id), None)
+                revisions.pop(self.keys.task(id), None)
+                self.evicted += 1
+
+    def committed(self, batch: Batch) -> None:
+        revisions = self.mirror.revisions
+        roots = set()
+        for key, value in batch.writes.items():
+            if value is None:
+                revisions.pop(key, None)  # no watch to order against: absent is absent
+            kind, _, id = key[len(self.keys.prefix) :].partition("/")
+            if kind in ("p", "t"):
+                roots.add(root_of(id))
+        self.evict(roots)
+
+    async def _by_id(self, id: str, op: Callable[..., R], *args: object) -> R:
+        """Run ``op`` about ``id``, reading its records back from etcd first if its tree was
+        dropped from memory (none of its records is here)."""
+        root = root_of(id)
+        self._pins[root] = self._pins.get(root, 0) + 1
+        try:
+            if root not in self.roots:
+                await self._read_back(id)
+            return await self._transact(op, *args)
+        finally:
+            self._pins[root] -= 1
+            if not self._pins[root]:
+                del self._pins[root]
+                self.evict([root])
+
+    async def _read_back(self, id: str) -> None:
+        keys = [self.keys.promise(id), self.keys.task(id)]
+        if self.joint is not None:
+            promise, task = await self.joint.read(keys)
+        else:
+            _revision, (promise, task) = await self.etcd.read(keys)
+        t = self.replica
+        if promise is not None and promise.value is not None and id not in t.promises:
+            t.put_promise(decode_promise(promise.value), new=True)
+            self.mirror.revisions[promise.key] = promise.mod_revision
+            self.note(id)
+        if task is not None and task.value is not None and id not in t.tasks:
+            t.put_task(decode_task(task.value), new=True)
+            self.mirror.revisions[task.key] = task.mod_revision
+            self.note(id)
+
+    def run_for(self, id: str, op: Callable[..., R], *args: object) -> Awaitable[R]:
+        """Run store operation ``op(tables, *args)`` about ``id`` (what the router calls)."""
+        return self._by_id(id, op, *args)
+
+    async def create_promise(self, request: CreatePromise, *, now: int) -> PromiseCreated:
+        return await self._by_id(request.id, op_create_promise, request, now)
+
+    async def create_invocation(
+        self, request: CreatePromise, *, pid: str | None, ttl: int | None, now: int
+    ) -> InvocationCreated:
+        return await self._by_id(request.id, op_create_invocation, request, pid, ttl, now)
+
+    async def settle_promise(
+        self, id: str, *, event: Settle, value: Value, now: int
+    ) -> PromiseSettled:
+        return await self._by_id(id, op_settle_promise, id, event, value, now)
+
+    async def get_promise(self, id: str, *, now: int | None = None) -> PromiseRecord | None:
+        return await self._by_id(id, op_get_promise, id, now)
+
+    async def get_task(self, id: str) -> TaskRecord | None:
+        return await self._by_id(id, _get_task, id)
+
+    async def acquire_task(
+        self, id: str, *, pid: str, ttl: int | None, now: int, force: bool = False
+    ) -> TaskRecord | None:
+        return await self._by_id(id, op_acquire_task, id, pid, ttl, now, force)
+
+    async def suspend_task(self, id: str, *, awaited: Sequence[str], now: int) -> bool:
+        return await self._by_id(id, op_suspend_task, id, awaited, now)
 
     def marker_token(self, attempt: int) -> bytes:
         # The epoch too: the records show which owner wrote each transaction.

@@ -213,7 +213,7 @@ class Peering:
                     if home is not None:
                         body = {"promise": promise_json(record), "task": task_id}
                         await self.ask(home, "settled", body)
-                    await store._transact(op_ack, promise_id, task_id)
+                    await store.run_for(promise_id, op_ack, promise_id, task_id)
                     return
                 except Exception as exc:
                     log.warning(

@@ -381,7 +381,7 @@ class PartitionedStore:
                 return False
         if not foreign:
             return await store.suspend_task(id, awaited=local, now=now)
-        return await store._transact(op_suspend_across, id, local, foreign, now)
+        return await store.run_for(id, op_suspend_across, id, local, foreign, now)
 
     async def await_elsewhere(
         self, task_id: str, promise_id: str, now: int
@@ -396,7 +396,7 @@ class PartitionedStore:
             return await home.get_promise(promise_id, now=now)
         store = await self.node.owned_or_none(partition)
         if store is not None:
-            return await store._transact(op_await, promise_id, task_id, now)
+            return await store.run_for(promise_id, op_await, promise_id, task_id, now)
         answer = await self.node.peering.ask(
             partition, "await", {"promise": promise_id, "task": task_id, "now": now}
         )
@@ -408,7 +408,7 @@ class PartitionedStore:
         store = self.node.holding_task(task_id)
         if store is None:
             raise StoreError(f"task {task_id}: not in a partition this node owns")
-        resumed = await store._transact(op_deliver, record.id, task_id)
+        resumed = await store.run_for(task_id, op_deliver, record.id, task_id)
         engine = self.node.engine
         engine.promise_changed(None, record)
         if resumed is not None and resumed.state is TaskState.PENDING:
@@ -422,7 +422,7 @@ class PartitionedStore:
             store = None if partition is None else await self.node.owned_or_none(partition)
         if store is None:
             raise PromiseNotFoundError(f"no promise with id {promise_id!r} owned here")
-        record = await store._transact(op_await, promise_id, task_id, now)
+        record = await store.run_for(promise_id, op_await, promise_id, task_id, now)
         return {"promise": promise_json(record)}
 
     async def runnable_tasks(

@@ -189,6 +189,8 @@ class NodeList(BaseModel):
     owns, or is about to own, each of its partitions, by index."""
     function_groups: dict[str, str] = {}
     """Each registered function's group, as the answering node's app has it."""
+    balanced: bool = True
+    """Whether the answering node owns exactly the partitions it should (none moving)."""
 
     def owner(self, id: str, function: str) -> str | None:
         """The node id owning the partition of invocation ``id`` of ``function``."""

@@ -80,6 +80,7 @@ class NodeBackend:
             partitions=cluster.count,
             owners=cluster.owners(),
             function_groups=cluster.function_groups(),
+            balanced=cluster.balanced,
         )
 
     async def invocation(self, id: str) -> PromiseRecord:

@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     if args.command == "serve":
         return _serve(args)
+    if args.command == "migrate":
+        return _migrate(args)
     try:
         return asyncio.run(_client_command(args))
     except ApiError as exc:
@@ -71,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node (options also from DAWAIT_* variables)")
     add_serve_flags(serve)
 
+    migrate = sub.add_parser(
+        "migrate", help="move an etcd namespace of layout 1 to partitions (no node running)"
+    )
+    migrate.add_argument("--app", required=True, help="the app (module:attribute): its groups")
+    migrate.add_argument("--etcd", required=True, help="etcd endpoints (HOST:PORT,...)")
+    migrate.add_argument("--namespace", default="default")
+    migrate.add_argument("--partitions", type=int, default=64)
     sub.add_parser("nodes", parents=[common], help="list the cluster's live nodes")
 
     invoke = sub.add_parser("invoke", parents=[common], help="start an invocation")
@@ -163,6 +172,43 @@ def _serve(args: argparse.Namespace) -> int:
         # The store or cluster cannot be opened (etcd unreachable, the file locked, a node
         # id in use): say so plainly; a supervisor restarts the node with backoff.
         print(f"dawait serve: {exc}", file=sys.stderr)
+        return FAILED
+    return OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from dawait.cluster._etcd import Etcd
+    from dawait.cluster._migrate import migrate
+    from dawait.node._serve import AppLoadError, load_app
+
+    try:
+        app = load_app(args.app)
+    except AppLoadError as exc:
+        print(f"dawait migrate: --app {args.app}: {exc}", file=sys.stderr)
+        return USAGE
+    registry = app.local.registry
+
+    def group_of(function: str | None) -> str:
+        try:
+            return "default" if function is None else registry.get(function).group
+        except DawaitError:
+            return "default"
+
+    async def run() -> str:
+        etcd = Etcd(args.etcd)
+        await etcd.connect()
+        try:
+            done = await migrate(
+                etcd, args.namespace, group_of=group_of, partitions=args.partitions
+            )
+        finally:
+            await etcd.close()
+        return str(done)
+
+    try:
+        print(f"dawait migrate: namespace {args.namespace}: {asyncio.run(run())}")
+    except (StoreError, ValueError) as exc:
+        print(f"dawait migrate: {exc}", file=sys.stderr)
         return FAILED
     return OK
 

@@ -66,6 +66,7 @@ async def serve(
             groups=settings.groups.split(",") if settings.groups else None,
             address=settings.advertise or f"http://{settings.host}:{settings.port}",
             lease_ttl=settings.lease_ttl,
+            partitions=settings.partitions,
         )
     else:
         app.use_store(settings.store)

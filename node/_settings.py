@@ -76,6 +76,13 @@ class ServeSettings(BaseSettings):
     lease_ttl: int = Field(
         default=5, ge=1, le=300, description="seconds before a silent node is dead"
     )
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="partitions per function group of a new namespace (default 64); fixed "
+        "once the namespace exists",
+    )
     cluster_token: SecretStr | None = Field(
         default=None, description="token for peers' forwarded requests"
     )

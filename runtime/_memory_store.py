@@ -81,15 +81,16 @@ class MemoryTables:
             if timeout_at > now:
                 break
             heapq.heappop(self.timeouts)
-            record = self.promises[id]
-            if record.state is PromiseState.PENDING:
+            record = self.promises.get(id)  # None: dropped from memory (settled)
+            if record is not None and record.state is PromiseState.PENDING:
                 due.append(record)
         return due
 
     def next_timeout(self) -> int | None:
         while self.timeouts:
             timeout_at, id = self.timeouts[0]
-            if self.promises[id].state is PromiseState.PENDING:
+            record = self.promises.get(id)
+            if record is not None and record.state is PromiseState.PENDING:
                 return timeout_at
             heapq.heappop(self.timeouts)
         return None

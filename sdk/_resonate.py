@@ -156,12 +156,14 @@ class Resonate:
         groups: Sequence[str] | None = None,
         address: str = "",
         lease_ttl: int = 5,
+        partitions: int | None = None,
     ) -> None:
         """Make this app a node of the cluster coordinated by ``etcd`` (before it opens).
 
-        Everything lives in etcd under ``namespace``; this node runs the invocations that
-        place on it among the live nodes serving their function's group (``groups``: every
-        group this app registers, by default), fires timers while it leads, and takes over
+        Everything lives in etcd under ``namespace``, cut into ``partitions`` partitions per
+        function group (64 by default; fixed when the namespace is made). This node owns a
+        share of the partitions of the groups it serves (``groups``: every group this app
+        registers, by default), runs what is in them and fires their timers, and takes over
         from nodes that die. ``address`` is where peers reach its HTTP API (``dawait serve``
         sets it); ``node_id`` defaults to ``{hostname}-{pid}``.
         """
@@ -172,6 +174,7 @@ class Resonate:
             groups=groups,
             address=address,
             lease_ttl=lease_ttl,
+            partitions=partitions,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

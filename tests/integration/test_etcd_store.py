@@ -17,7 +17,7 @@ from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write, cancel_task
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._promise import PromiseState, Settle, SettleOutcome, Value
 from dawait.core._task import TaskState
-from dawait.errors import OwnershipLostError, StoreError
+from dawait.errors import OwnershipLostError, PromiseAlreadySettledError, StoreError
 from dawait.runtime._store import ACTING_FOR, CreatePromise
 from tests.etcd import EtcdCluster
 from tests.polling import eventually
@@ -451,3 +451,49 @@ async def test_an_invocation_places_only_on_nodes_with_its_version(
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 20)
     assert results == [f"a:v2:{i}" for i in range(12)]
     assert set(ran) == {"a:v2"}
+
+
+async def test_a_node_keeps_in_memory_only_what_is_in_flight(
+    endpoints: str | list[str],
+) -> None:
+    """Finished invocations leave the owner's memory; reading, re-starting or settling them
+    again reads them back from etcd and gives what was recorded, running nothing again."""
+    namespace = f"memory-{os.getpid()}"
+    ran: list[int] = []
+    app = Resonate(etcd=endpoints, namespace=namespace, node_id="m")
+
+    @app.register(name="step")
+    def step(x: int) -> int:
+        ran.append(x)
+        return x * 2
+
+    @app.register(name="flow")
+    async def flow(ctx: Context, x: int) -> int:
+        return await ctx.run(step, x) + await ctx.run(step, x + 1)
+
+    async with app:
+        cluster = app.cluster
+        assert cluster is not None
+        handles = [await app.start(f"f{i}", "flow", i) for i in range(50)]
+        assert [await h.result() for h in handles] == [4 * i + 2 for i in range(50)]
+
+        def held() -> int:
+            return sum(
+                len(s.replica.promises) + len(s.replica.tasks) for s in cluster.owned.values()
+            )
+
+        await eventually(lambda: _async(held() == 0), "finished trees to leave memory")
+        # Each tree: the invocation (its promise and task) and its two steps.
+        assert sum(s.evicted for s in cluster.owned.values()) == 50 * 3
+        # Back from etcd, as recorded; the same id starts nothing new.
+        again = await app.start("f7", "flow", 7)
+        assert await again.result() == 30
+        assert (await app.promises.get("f7:1")).state == "resolved"
+        assert sorted(ran) == sorted([*range(50), *range(1, 51)])
+        # A settled promise settles no differently: the API says so.
+        with pytest.raises(PromiseAlreadySettledError):
+            await app.promises.reject("f7:1", ValueError("late"))
+
+
+async def _async(value: bool) -> bool:
+    return value
