@@ -146,7 +146,6 @@ async def run(
                 raise RuntimeError(f"w{i} ended {state}")
 
         await steps_per_s(workflows, concurrency, one)  # warm-up
-        await asyncio.sleep(1.5)  # finished trees leave memory
         pids = [node.process.pid for node in members]
         cpu, rss, proposals = (
             [_cpu_ms(p) for p in pids],
@@ -155,7 +154,6 @@ async def run(
         )
         offset = workflows
         figure = await steps_per_s(workflows, concurrency, one)
-        await asyncio.sleep(1.5)
         cpu_used = sum(_cpu_ms(p) - c for p, c in zip(pids, cpu, strict=True))
         growth = max(_rss_mb(p) - r for p, r in zip(pids, rss, strict=True))
         steps = workflows * STEPS

@@ -76,7 +76,6 @@ class ClusterNode:
             raise ValueError(f"{ns!r} has no node id: it is not a cluster node's store")
         self.engine = engine
         self.ns = ns
-        self.store = ns  # what LocalBackend fills in (groups, versions)
         self.node_id = ns.node_id
         self.namespace = ns.namespace
         self.requested = None if partitions is None else check_partition_count(partitions)
@@ -213,12 +212,7 @@ class ClusterNode:
 
     def group_of(self, function: str | None) -> str:
         """The group of ``function`` (as the app registers it; ``default`` if it does not)."""
-        if function is None:
-            return "default"
-        try:
-            return self.engine.registry.get(function).group
-        except Exception:
-            return "default"
+        return self.engine.registry.group_of(function)
 
     def families(self) -> list[str]:
         """The families this node may own partitions of: its groups, and the free one."""
@@ -402,7 +396,8 @@ class ClusterNode:
             if task.state in (TaskState.PENDING, TaskState.ACQUIRED):
                 self.engine.resume(task.id)
         self.peering.deliver_soon(store)
-        self.engine.settled_since(lambda id: None)  # wake the timer loop: new deadlines
+        # Wake what waits here on its settled promises, and the timer loop (new deadlines).
+        self.engine.settled_since(store.replica.get_promise)
 
     async def _release(self, partition: Partition, *, drop: bool) -> None:
         store = self.owned.pop(partition, None)

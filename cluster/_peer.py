@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from dawait.cluster._etcd_records import decode_promise, encode_promise
-from dawait.core._errors import DawaitError, StoreError
+from dawait.core._errors import DawaitError, StoreError, error_classes
 from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
 from dawait.core._task import task_from_row, task_row
 from dawait.runtime._store import CreatePromise, InvocationCreated, PromiseCreated
@@ -155,15 +155,11 @@ class PeerClient:
 
 def _error(type_name: object, message: str, address: str, call: str) -> DawaitError:
     """The peer's error as the class it named (a ``DawaitError``), else a ``PeerError``."""
-    classes = {cls.__name__: cls for cls in _subclasses(DawaitError)}
+    classes = {cls.__name__: cls for cls in error_classes()}
     cls = classes.get(type_name) if isinstance(type_name, str) else None
     if cls is None or cls in (DawaitError, StoreError):
         return PeerError(f"peer {address}: {call}: {message}")
     return cls(message)
-
-
-def _subclasses(root: type[DawaitError]) -> list[type[DawaitError]]:
-    return [root, *(c for sub in root.__subclasses__() for c in _subclasses(sub))]
 
 
 Answer = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -185,6 +181,10 @@ def peer_handler(answer: Answer) -> Callable[[web.Request], Awaitable[web.Respon
             status = 503 if isinstance(exc, StoreError) else 409
             error = {"type": type(exc).__name__, "message": str(exc)}
             return web.json_response({"error": error}, status=status)
+        except (KeyError, TypeError, ValueError) as exc:
+            call = request.match_info["call"]
+            error = {"type": "ValueError", "message": f"peer call {call!r}: bad request: {exc!r}"}
+            return web.json_response({"error": error}, status=422)
         return web.json_response(reply)
 
     return handle

@@ -24,10 +24,10 @@ every node replicates; the leader fires them.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dawait.cluster._etcd import EtcdError, KeyValue
 from dawait.cluster._etcd_records import decode_promise, decode_task, partition_prefix
@@ -46,6 +46,7 @@ from dawait.cluster._peer import (
 )
 from dawait.core._errors import PromiseNotFoundError, StoreError
 from dawait.core._ids import root_of
+from dawait.core._param import call_target
 from dawait.core._partitions import FREE, Partition, partition_index
 from dawait.core._promise import (
     PromiseRecord,
@@ -68,12 +69,16 @@ from dawait.runtime._store import (
     ScheduleCreated,
     SchedulePage,
 )
-from dawait.runtime._store_ops import Tables
+from dawait.runtime._store_ops import op_move_schedule
 
 if TYPE_CHECKING:
     from dawait.cluster._node import ClusterNode
 
 __all__ = ["PartitionedStore"]
+
+log = logging.getLogger("dawait.cluster")
+
+R = TypeVar("R")
 
 _PAGE = 500
 """Keys read from etcd per request when scanning a partition."""
@@ -105,25 +110,21 @@ class PartitionedStore:
 
     # -- reads of etcd (noted for problem(): a node that cannot read is not ready) ----------
 
-    async def _etcd_read(self, keys: list[str]) -> tuple[int, list[KeyValue | None]]:
+    async def _noted(self, request: Awaitable[R]) -> R:
         ns = self.node.ns
         try:
-            found = await ns.etcd.read(keys)
+            answer = await request
         except EtcdError as exc:
             ns.etcd_failed(exc)
             raise
         ns.etcd_answered()
-        return found
+        return answer
+
+    async def _etcd_read(self, keys: list[str]) -> tuple[int, list[KeyValue | None]]:
+        return await self._noted(self.node.ns.etcd.read(keys))
 
     async def _etcd_page(self, start: str, prefix: str, limit: int) -> tuple[list[KeyValue], bool]:
-        ns = self.node.ns
-        try:
-            found = await ns.etcd.page(start, prefix, limit)
-        except EtcdError as exc:
-            ns.etcd_failed(exc)
-            raise
-        ns.etcd_answered()
-        return found
+        return await self._noted(self.node.ns.etcd.page(start, prefix, limit))
 
     # -- where an id lives --------------------------------------------------------------
 
@@ -203,14 +204,11 @@ class PartitionedStore:
         self, id: str, *, event: Settle, value: Value, now: int
     ) -> PromiseSettled:
         store = self._local(id)
-        if store is not None:
-            settled = await store.settle_promise(id, event=event, value=value, now=now)
-            self.node.peering.deliver_soon(store)
-            return settled
-        partition = await self.locate(id)
+        partition = store.partition if store is not None else await self.locate(id)
         if partition is None:
             raise PromiseNotFoundError(f"no promise with id {id!r}")
-        store = await self.node.owned_or_none(partition)
+        if store is None:
+            store = await self.node.owned_or_none(partition)
         if store is not None:
             settled = await store.settle_promise(id, event=event, value=value, now=now)
             self.node.peering.deliver_soon(store)
@@ -230,7 +228,9 @@ class PartitionedStore:
             *(s.expire_promises(now=now, limit=limit) for s in due), return_exceptions=True
         ):
             if isinstance(settled, BaseException):
-                continue  # that partition was lost or etcd is away: tried again later
+                # That partition was lost or etcd is away: the timer loop tries again.
+                log.warning("%r: cannot fire timers now: %r", self, settled)
+                continue
             results.extend(settled)
         for store in due:
             self.node.peering.deliver_soon(store)
@@ -290,8 +290,6 @@ class PartitionedStore:
         cursor: str | None = None,
         now: int,
     ) -> PromisePage:
-        from dawait.core._param import call_target
-
         def keep(record: PromiseRecord) -> PromiseRecord | None:
             if function is not None and call_target(record.param.data)[0] != function:
                 return None
@@ -484,7 +482,7 @@ class PartitionedStore:
             return None
         created = await self.create_invocation(invocation, pid=pid, ttl=ttl, now=now)
         await self.node.namespace_call(
-            self.node.ns._transact(_move_schedule, id, expected, next_run_at, last_run_at)
+            self.node.ns._transact(op_move_schedule, id, expected, next_run_at, last_run_at)
         )
         return created
 
@@ -492,18 +490,6 @@ class PartitionedStore:
 def _due(store: PartitionStore, now: int) -> bool:
     deadline = store.replica.next_timeout()
     return store.is_open and deadline is not None and deadline <= now
-
-
-def _move_schedule(
-    t: Tables, id: str, expected: int | None, next_run_at: int | None, last_run_at: int
-) -> bool:
-    record = t.get_schedule(id)
-    if record is None or record.next_run_at != expected:
-        return False
-    t.put_schedule(
-        dataclasses.replace(record, next_run_at=next_run_at, last_run_at=last_run_at), new=False
-    )
-    return True
 
 
 def settle_answer(settled: PromiseSettled) -> dict[str, Any]:

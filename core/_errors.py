@@ -19,6 +19,7 @@ __all__ = [
     "StepError",
     "StoreError",
     "UnknownFunctionError",
+    "error_classes",
 ]
 
 
@@ -92,10 +93,12 @@ class NotStartedError(DawaitError):
 
 # Users import these from ``dawait.errors``, and recorded errors name their type by module:
 # they keep that name wherever they are defined.
-def _tree(root: type[DawaitError]) -> list[type[DawaitError]]:
-    return [root, *(error for sub in root.__subclasses__() for error in _tree(sub))]
+def error_classes(root: type[DawaitError] | None = None) -> list[type[DawaitError]]:
+    """``root`` (``DawaitError`` by default) and every class under it."""
+    root = DawaitError if root is None else root
+    return [root, *(error for sub in root.__subclasses__() for error in error_classes(sub))]
 
 
-for _error in _tree(DawaitError):
+for _error in error_classes():
     _error.__module__ = "dawait.errors"
 del _error

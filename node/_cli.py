@@ -186,20 +186,16 @@ def _migrate(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         print(f"dawait migrate: --app {args.app}: {exc}", file=sys.stderr)
         return USAGE
-    registry = app.local.registry
-
-    def group_of(function: str | None) -> str:
-        try:
-            return "default" if function is None else registry.get(function).group
-        except DawaitError:
-            return "default"
 
     async def run() -> str:
         etcd = Etcd(args.etcd)
         await etcd.connect()
         try:
             done = await migrate(
-                etcd, args.namespace, group_of=group_of, partitions=args.partitions
+                etcd,
+                args.namespace,
+                group_of=app.local.registry.group_of,
+                partitions=args.partitions,
             )
         finally:
             await etcd.close()

@@ -130,6 +130,12 @@ class Registry:
         """The groups functions are registered in."""
         return {r.group for versions in self._by_name.values() for r in versions.values()}
 
+    def group_of(self, name: str | None) -> str:
+        """The group of function ``name`` (its newest version's); ``default`` for a function
+        not registered here."""
+        versions = None if name is None else self._by_name.get(name)
+        return "default" if not versions else versions[max(versions)].group
+
     def served(self, groups: Iterable[str]) -> dict[str, tuple[int, ...]]:
         """The functions in ``groups`` (by their newest version's group), each with its
         registered versions, oldest first."""

@@ -281,10 +281,21 @@ def op_fire_schedule(
     if record is None or record.next_run_at != expected:
         return None
     created = op_create_invocation(t, invocation, pid, ttl, now)
+    op_move_schedule(t, id, expected, next_run_at, last_run_at)
+    return created
+
+
+def op_move_schedule(
+    t: Tables, id: str, expected: int | None, next_run_at: int | None, last_run_at: int
+) -> bool:
+    """Move a schedule to its next slot if it is still at ``expected``."""
+    record = t.get_schedule(id)
+    if record is None or record.next_run_at != expected:
+        return False
     t.put_schedule(
         dataclasses.replace(record, next_run_at=next_run_at, last_run_at=last_run_at), new=False
     )
-    return created
+    return True
 
 
 def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> PromiseSettled:

@@ -142,7 +142,7 @@ class LocalBackend:
 
     async def open(self) -> None:
         if self.cluster is not None:
-            store = self.cluster.store
+            store = self.cluster.ns
             store.groups = self._groups or tuple(sorted(self.registry.groups() or {"default"}))
             store.versions = self.registry.served(store.groups)
         await self.engine.open()

@@ -13,6 +13,7 @@ import pytest
 from dawait import Resonate
 from dawait.cluster._etcd import Etcd
 from dawait.cluster._node import LayoutError
+from dawait.errors import PromiseNotFoundError
 from tests.etcd import EtcdCluster
 from tests.integration import migrate_app
 from tests.integration.served import dawait
@@ -33,7 +34,7 @@ async def test_a_layout_1_namespace_is_refused_then_migrated_in_place(etcd: Etcd
             async def waiting(x: int = x) -> bool:
                 try:
                     await before.promises.get(f"ext-{x}")
-                except Exception:
+                except PromiseNotFoundError:
                     return False
                 return True
 
