@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,96 +20,27 @@ from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
 from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
+from tests.integration.clustering import (
+    APP,
+    TTL,
+    Cluster,
+    audit,
+    live_nodes,
+    namespaces,
+    outcome,
+    serve_args,
+    start_cluster,
+)
 from tests.integration.served import TOKEN, Node, Nodes, dawait
 from tests.polling import eventually
-
-APP = "tests.integration.cluster_app:app"
-TTL = 2
-"""The nodes' lease TTL (seconds): how long a dead node's invocations wait for takeover."""
-
-_namespaces = itertools.count()
-
-
-@dataclass
-class Cluster:
-    nodes: Nodes
-    members: list[Node]
-    clients: list[HttpClient]
-
-
-def _serve_args(
-    etcd: EtcdCluster, namespace: str, node_id: str, port: int, groups: str, ttl: int = TTL
-) -> list[str]:
-    return [
-        "--app", APP, "--etcd", ",".join(etcd.endpoints), "--namespace", namespace,
-        "--node-id", node_id, "--port", str(port), "--lease-ttl", str(ttl),
-        "--groups", groups, "--token", TOKEN, "--grace-period", "3",
-    ]  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def _start_cluster(
-    nodes: Nodes, etcd: EtcdCluster, groups: list[str], ttl: int = TTL
-) -> AsyncIterator[Cluster]:
-    namespace = f"cluster{next(_namespaces)}-{os.getpid()}"
-    ports = free_ports(len(groups))
-    members = [
-        nodes.spawn(f"n{k}", *_serve_args(etcd, namespace, f"n{k}", port, group, ttl))
-        for k, (port, group) in enumerate(zip(ports, groups, strict=True))
-    ]
-    for node in members:
-        nodes.wait_listening(node)
-    clients = [HttpClient(node.url, token=TOKEN) for node in members]
-    for client in clients:
-        await client.open()
-    try:
-        yield Cluster(nodes, members, clients)
-    finally:
-        for client in clients:
-            await client.close()
-        nodes.kill_all()
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, etcd: EtcdCluster) -> AsyncIterator[Cluster]:
     """Three nodes; n0 and n1 serve the ``helpers`` group too, n2 only ``default``."""
     groups = ["default,helpers", "default,helpers", "default"]
-    async with _start_cluster(Nodes(tmp_path), etcd, groups) as started:
+    async with start_cluster(Nodes(tmp_path), etcd, groups) as started:
         yield started
-
-
-async def _live_nodes(client: HttpClient, count: int) -> list[str]:
-    listing = None
-    leaders: list[str] = []
-
-    async def converged() -> bool:
-        nonlocal listing, leaders
-        listing = await client.nodes()
-        leaders = [n.node_id for n in listing.items if n.leader]
-        return len(listing.items) == count and len(leaders) == 1
-
-    await eventually(
-        converged,
-        f"{count} live nodes and one leader",
-        within=10,
-        every=0.05,
-        failure=lambda message: AssertionError(f"{message}: {listing}"),
-    )
-    return leaders
-
-
-async def _outcome(client: HttpClient, id: str, within: float) -> object:
-    result = None
-
-    async def settled() -> bool:
-        nonlocal result
-        result = await client.result(id, wait=1)  # a long poll: no pause between two
-        return result.state != "pending"
-
-    await eventually(settled, f"{id} to settle", within=within, every=0)
-    assert result is not None
-    assert result.state == "resolved", f"{id}: {result}"
-    return result.result
 
 
 async def _mid_run(nodes: Nodes, node: Node, first_steps: int = 5) -> None:
@@ -176,11 +105,11 @@ async def _until_readyz(
 
 async def test_nodes_lists_three_live_nodes_with_one_leader(cluster: Cluster) -> None:
     for client in cluster.clients:
-        await _live_nodes(client, 3)  # each node's view of the others converges
+        await live_nodes(client, 3)  # each node's view of the others converges
         listing = await client.nodes()
         assert listing.cluster
         assert [n.node_id for n in listing.items] == ["n0", "n1", "n2"]
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     listing = await cluster.clients[0].nodes()
     by_id = {n.node_id: n for n in listing.items}
     assert by_id["n2"].groups == ["default"]
@@ -192,7 +121,7 @@ async def test_300_workflows_survive_a_sigkilled_node(cluster: Cluster) -> None:
     """300 workflows (steps, sleeps, ctx.rpc to another group, external promises) started
     through all three nodes; one node is SIGKILLed mid-run. Every workflow finishes with the
     right result, every step ran, and a step ran twice only if the killed node ran it."""
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     count = 300
     ids = [f"wf{i}" for i in range(count)]
     for i, id in enumerate(ids):
@@ -211,7 +140,7 @@ async def test_300_workflows_survive_a_sigkilled_node(cluster: Cluster) -> None:
         await _resolve_once_created(survivors[i % 2], f"ext-{i}", i)
 
     for i, id in enumerate(ids):
-        assert await _outcome(survivors[i % 2], id, within=30) == mixed_result(i)
+        assert await outcome(survivors[i % 2], id, within=30) == mixed_result(i)
 
     runs = collections.defaultdict(list)
     for kind, key, pid in cluster.nodes.effect_lines():
@@ -234,7 +163,7 @@ async def test_300_workflows_survive_a_sigkilled_node(cluster: Cluster) -> None:
 
 
 async def test_timers_fire_after_the_leader_is_sigkilled(cluster: Cluster) -> None:
-    leader = (await _live_nodes(cluster.clients[0], 3))[0]
+    leader = (await live_nodes(cluster.clients[0], 3))[0]
     node = next(n for n in cluster.members if n.name == leader)
     others = [c for n, c in zip(cluster.members, cluster.clients, strict=True) if n is not node]
     for i in range(10):
@@ -242,10 +171,10 @@ async def test_timers_fire_after_the_leader_is_sigkilled(cluster: Cluster) -> No
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
     killed_at = time.monotonic()
-    new_leader = await _live_nodes(others[0], 2)
+    new_leader = await live_nodes(others[0], 2)
     assert new_leader != [leader]
     for i in range(10):
-        assert await _outcome(others[i % 2], f"late{i}", within=20) == mixed_result(i * 7 + 1)
+        assert await outcome(others[i % 2], f"late{i}", within=20) == mixed_result(i * 7 + 1)
     # The sleeps ended 1.5 s after they started; a TTL plus a second is the most they may
     # be late by.
     assert time.monotonic() - killed_at < 1.5 + TTL + 1 + 2, "timers fired too late"
@@ -257,8 +186,8 @@ async def test_a_node_stopped_with_sigterm_hands_over_at_once(
     """SIGTERM: the node exits 0 and its lease (record and claims) ends with it, so the
     others take its invocations over at once: with a 60 s TTL, waiting for the lease to run
     out would leave them pending far past the 15 s this test waits."""
-    async with _start_cluster(Nodes(tmp_path), etcd, ["default,helpers"] * 2, ttl=60) as cluster:
-        await _live_nodes(cluster.clients[0], 2)
+    async with start_cluster(Nodes(tmp_path), etcd, ["default,helpers"] * 2, ttl=60) as cluster:
+        await live_nodes(cluster.clients[0], 2)
         for i in range(40):
             await cluster.clients[i % 2].start(f"t{i}", "mixed", [i * 7 + 1, 1.0], {})
         await _mid_run(cluster.nodes, cluster.members[1])
@@ -266,7 +195,7 @@ async def test_a_node_stopped_with_sigterm_hands_over_at_once(
         survivor = cluster.clients[0]
         assert [n.node_id for n in (await survivor.nodes()).items] == ["n0"]
         for i in range(40):
-            assert await _outcome(survivor, f"t{i}", within=15) == mixed_result(i * 7 + 1)
+            assert await outcome(survivor, f"t{i}", within=15) == mixed_result(i * 7 + 1)
         ran = collections.Counter(key for _kind, key, _pid in cluster.nodes.effect_lines())
         expected = {f"t{i}/{s}" for i in range(40) for s in (0, 1)}
         expected |= {f"t{i}/helper/9" for i in range(40) if (i * 7 + 1) % 5 == 0}
@@ -279,8 +208,8 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
     """SIGSTOP a node past its lease TTL: the other takes its invocations over and finishes
     them. After SIGCONT the stalled node finds its lease gone, drops what it ran (its writes
     are refused: the claims are the other node's), rejoins, and every result is right."""
-    async with _start_cluster(Nodes(tmp_path), etcd, ["default,helpers"] * 2) as cluster:
-        await _live_nodes(cluster.clients[0], 2)
+    async with start_cluster(Nodes(tmp_path), etcd, ["default,helpers"] * 2) as cluster:
+        await live_nodes(cluster.clients[0], 2)
         for i in range(30):
             await cluster.clients[i % 2].start(f"s{i}", "mixed", [i * 7 + 1, 1.0], {})
         stalled = cluster.members[1]
@@ -288,19 +217,26 @@ async def test_a_node_stopped_past_its_ttl_writes_nothing_stale_and_rejoins(
         try:
             survivor = cluster.clients[0]
             for i in range(30):
-                assert await _outcome(survivor, f"s{i}", within=20) == mixed_result(i * 7 + 1)
+                assert await outcome(survivor, f"s{i}", within=20) == mixed_result(i * 7 + 1)
         finally:
             stalled.process.send_signal(signal.SIGCONT)
-        await _live_nodes(survivor, 2)  # it rejoined, under a new lease
+        await live_nodes(survivor, 2)  # it rejoined, under a new lease
         await _until_readyz([stalled], 200, "ready again after rejoining", within=10)
         for i in range(30):  # and nothing it held on to changed an outcome
-            assert await _outcome(cluster.clients[1], f"s{i}", within=5) == mixed_result(i * 7 + 1)
+            assert await outcome(cluster.clients[1], f"s{i}", within=5) == mixed_result(i * 7 + 1)
         assert stalled.process.poll() is None, stalled.report("exited after SIGCONT")
         assert "rejoined" in stalled.stderr()
+    # From etcd's history: every write of a partition was made under its epoch of the time,
+    # so nothing the stalled node sent after SIGCONT under its old epochs went through.
+    history = await audit(etcd, cluster.namespace)
+    assert history.writes > 0
+    assert history.stale == [], history.stale
+    assert history.unmarked == [], history.unmarked
+    assert any(len(takes) > 1 for takes in history.takes.values()), "no partition moved"
 
 
 async def test_a_start_sent_to_a_non_owner_is_forwarded_to_the_owner(cluster: Cluster) -> None:
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     listing = await cluster.clients[0].nodes()
     id = next(f"fw{i}" for i in itertools.count() if listing.owner(f"fw{i}", "mixed") == "n2")
     async with aiohttp.ClientSession() as session:
@@ -318,7 +254,7 @@ async def test_a_start_sent_to_a_non_owner_is_forwarded_to_the_owner(cluster: Cl
 
 
 async def test_one_id_started_through_every_node_at_once_runs_once(cluster: Cluster) -> None:
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     starts = await asyncio.gather(
         *(
             client.start("same", "mixed", [4, 0.0], {})
@@ -328,7 +264,7 @@ async def test_one_id_started_through_every_node_at_once_runs_once(cluster: Clus
     )
     assert sum(created for _view, created in starts) == 1
     for client in cluster.clients:
-        assert await _outcome(client, "same", within=10) == mixed_result(4)
+        assert await outcome(client, "same", within=10) == mixed_result(4)
     ran = collections.Counter(key for _kind, key, _pid in cluster.nodes.effect_lines())
     assert ran == {"same/0": 1, "same/1": 1}
 
@@ -347,8 +283,8 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
     # The default TTL (5 s): an etcd leader election and the client's failover to another
     # member take a second or two, which a 2 s TTL does not always outlast.
     groups = ["default,helpers"] * 2
-    async with _start_cluster(Nodes(tmp_path), etcd3, groups, ttl=5) as cluster:
-        await _live_nodes(cluster.clients[0], 2)
+    async with start_cluster(Nodes(tmp_path), etcd3, groups, ttl=5) as cluster:
+        await live_nodes(cluster.clients[0], 2)
         for i in range(40):
             await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.5], {})
         etcd3.kill(2)
@@ -356,7 +292,7 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
             # A node may refuse (503) while its etcd client fails over: a client retries.
             await _start_once_accepted(cluster.clients[i % 2], f"q{i}", [i * 7 + 1, 0.5])
         for i in range(60):
-            assert await _outcome(cluster.clients[0], f"q{i}", within=20) == mixed_result(i * 7 + 1)
+            assert await outcome(cluster.clients[0], f"q{i}", within=20) == mixed_result(i * 7 + 1)
 
         etcd3.kill(1)  # quorum lost
         [status] = await _until_readyz(
@@ -369,21 +305,21 @@ async def test_etcd_member_loss_and_quorum_loss_under_load(
         etcd3.start(1, wait=False)
         etcd3.start(2, wait=False)
         await _until_readyz(cluster.members, 200, "every node ready again", within=30)
-        await _live_nodes(cluster.clients[0], 2)
+        await live_nodes(cluster.clients[0], 2)
         for i in range(60, 70):
             await cluster.clients[i % 2].start(f"q{i}", "mixed", [i * 7 + 1, 0.2], {})
         for i in range(70):
-            assert await _outcome(cluster.clients[1], f"q{i}", within=20) == mixed_result(i * 7 + 1)
+            assert await outcome(cluster.clients[1], f"q{i}", within=20) == mixed_result(i * 7 + 1)
 
 
 async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: EtcdCluster) -> None:
     """SIGTERM each of three nodes in turn and start it again (same id and port) while
     workflows keep being started: every workflow finishes with the right result."""
-    namespace = f"rolling{next(_namespaces)}-{os.getpid()}"
+    namespace = f"rolling{next(namespaces)}-{os.getpid()}"
     nodes = Nodes(tmp_path)
     ports = free_ports(3)
     args = [
-        _serve_args(etcd, namespace, f"n{k}", port, "default,helpers")
+        serve_args(etcd, namespace, f"n{k}", port, "default,helpers")
         for k, port in enumerate(ports)
     ]
     up = [nodes.start(f"n{k}", *args[k]) for k in range(3)]
@@ -440,13 +376,13 @@ async def test_rolling_restart_under_load_loses_nothing(tmp_path: Path, etcd: Et
         assert len(started) >= 60
         async with HttpClient(urls[0], token=TOKEN) as client:
             for i in started:
-                assert await _outcome(client, f"r{i}", within=20) == mixed_result(i * 7 + 1)
+                assert await outcome(client, f"r{i}", within=20) == mixed_result(i * 7 + 1)
     finally:
         nodes.kill_all()
 
 
 async def test_dawait_nodes_lists_the_cluster(cluster: Cluster) -> None:
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     ran = await dawait("nodes", "--url", cluster.members[2].url, "--token", TOKEN)
     assert ran.code == 0, ran
     header, *rows = ran.lines
@@ -487,7 +423,7 @@ async def test_serve_says_so_when_etcd_cannot_be_reached() -> None:
 async def test_a_placement_aware_client_sends_each_start_to_its_owner(cluster: Cluster) -> None:
     """``HttpClient(route=True)`` computes each invocation's owner as the nodes do: for
     every id, the node it sends to is the node that answers a start through any node."""
-    await _live_nodes(cluster.clients[0], 3)
+    await live_nodes(cluster.clients[0], 3)
     by_url = {node.url: node.name for node in cluster.members}
     async with (
         HttpClient(cluster.members[0].url, token=TOKEN, route=True) as routed,
@@ -507,4 +443,4 @@ async def test_a_placement_aware_client_sends_each_start_to_its_owner(cluster: C
             assert probe.headers["X-Dawait-Node"] == by_url[expected]
             _view, created = await routed.start(id, "mixed", [i * 7 + 1, 0.0], {}, wait=10)
             assert created
-            assert await _outcome(routed, id, within=10) == mixed_result(i * 7 + 1)
+            assert await outcome(routed, id, within=10) == mixed_result(i * 7 + 1)
