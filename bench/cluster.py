@@ -7,12 +7,14 @@ nodes being ``dawait serve --etcd`` processes on 127.0.0.1:
   behind the same endpoint on aiohttp), 1 and 3 processes sharing one local PostgreSQL
   (``fsync=off``, as etcd here; Debian's package, installed if missing: bench/peers/postgres.py),
   each process running the workflows started through it;
+* the control, in the same run: 3 single nodes in separate namespaces (no cluster) sharing
+  the same load; what three node processes cost on this machine whatever the cluster does;
 * failover: 2 nodes (lease TTL ``--ttl``); a workflow of steps runs on one, which is
   SIGKILLed; the time from the kill to the first step of that workflow run by the other
   node (p50 and max over ``--trials``); and the time from SIGKILL of the leader to another
   node leading.
 
-    .venv/bin/python bench/cluster.py [--workflows 2000] [--concurrency 64] [--trials 20]
+    .venv/bin/python bench/cluster.py [--workflows 6000] [--concurrency 64] [--trials 20]
         [--repeat 3] [--no-peer]
 """
 
@@ -175,6 +177,28 @@ async def run(
                 node.process.kill()
 
 
+SEPARATE = "control: 3 separate 1-node namespaces"
+"""Three single nodes, each its own namespace (no cluster: nothing shared but etcd and the
+machine), sharing the same load: what three node processes cost on this machine whatever
+the cluster does, the floor for the 3-node figures."""
+
+
+async def run_separate(nodes: int, args: argparse.Namespace, etcd: Etcd, dir: Path) -> Measured:
+    measured = await asyncio.gather(
+        *(
+            run(1, args.workflows // nodes, args.concurrency // nodes, etcd, dir / f"s{k}", False)
+            for k in range(nodes)
+        )
+    )
+    return Measured(
+        steps_per_s=sum(m.steps_per_s for m in measured),
+        cpu_ms_per_1000_steps=statistics.mean(m.cpu_ms_per_1000_steps for m in measured),
+        rss_mb_per_1000=max(m.rss_mb_per_1000 for m in measured),
+        # Each run counted every proposal etcd made meanwhile, the others' too.
+        txns_per_step=statistics.mean(m.txns_per_step for m in measured) / nodes,
+    )
+
+
 async def run_dbos(
     processes: int, workflows: int, concurrency: int, pg: Postgres, dir: Path
 ) -> float:
@@ -296,6 +320,7 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
         "dawait, 1 node": ("dawait", 1, False),
         "dawait, 3 nodes, starts through any node": ("dawait", 3, False),
         "dawait, 3 nodes, placement-aware client": ("dawait", 3, True),
+        SEPARATE: ("separate", 3, False),
     }
     if not args.no_peer:
         setups |= {"dbos, 1 process": ("dbos", 1, False), "dbos, 3 processes": ("dbos", 3, False)}
@@ -308,6 +333,10 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
                 where = dir / f"{server}-{size}-{route}-{r}"
                 if pg is not None and server == "dbos":
                     figure = await run_dbos(size, args.workflows, args.concurrency, pg, where)
+                elif server == "separate":
+                    measured = await run_separate(size, args, etcd, where)
+                    costs[name].append(measured)
+                    figure = measured.steps_per_s
                 else:
                     measured = await run(size, args.workflows, args.concurrency, etcd, where, route)
                     costs[name].append(measured)
@@ -331,12 +360,15 @@ async def throughput(args: argparse.Namespace, etcd: Etcd, dir: Path) -> None:
     print()
     cost = {name: _median_cost(m) for name, m in costs.items() if m}
     base = cost["dawait, 1 node"]
-    print(f"{'':42} {'CPU ms/1,000 steps':>18} {'x one node':>10} {'RSS MB/1,000 inv.':>17}"
-          f" {'etcd txns/step':>14}")  # fmt: skip
+    floor = cost[SEPARATE]
+    print(f"{'':42} {'CPU ms/1,000 steps':>18} {'x one node':>10} {'x control':>9} "
+          f"{'RSS MB/1,000 inv.':>17} {'etcd txns/step':>14}")  # fmt: skip
     for name, c in cost.items():
+        versus = c.cpu_ms_per_1000_steps / floor.cpu_ms_per_1000_steps
         print(
             f"{name:42} {c.cpu_ms_per_1000_steps:18.0f} "
             f"{c.cpu_ms_per_1000_steps / base.cpu_ms_per_1000_steps:10.2f} "
+            f"{versus if setups[name][1] == 3 else float('nan'):9.2f} "
             f"{c.rss_mb_per_1000:17.2f} {c.txns_per_step:14.3f}"
         )
     capacity = await etcd_capacity(etcd)
@@ -389,7 +421,7 @@ async def etcd_capacity(etcd: Etcd, seconds: float = 3.0, clients: int = 64) -> 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workflows", type=int, default=2000)
+    parser.add_argument("--workflows", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
