@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dawait.cluster._etcd import Compare, EtcdError, Write, cancel_task
-from dawait.cluster._etcd_records import LAYOUT, Member, dumps
+from dawait.cluster._etcd_records import LAYOUT, Member, dumps, partition_prefix
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.cluster._joint import Joint
 from dawait.cluster._partition_store import PartitionStore
@@ -378,6 +378,7 @@ class ClusterNode:
         )
         store.metrics = self.router.metrics
         store.joint = self.joint
+        store.elsewhere = self._elsewhere_of(partition)
         try:
             if not await store.take():
                 return False
@@ -389,6 +390,19 @@ class ClusterNode:
         if self.engine.running:
             self._resume(store)
         return True
+
+    def _elsewhere_of(self, partition: Partition) -> Callable[[str], list[str]]:
+        """For a new id of ``partition``: the keys its promise would have in the other
+        families (an id is one invocation or promise in the whole namespace)."""
+
+        def elsewhere(id: str) -> list[str]:
+            return [
+                f"{partition_prefix(self.namespace, Partition(family, partition.index))}p/{id}"
+                for family in self.all_families()
+                if family != partition.family
+            ]
+
+        return elsewhere
 
     def _resume(self, store: PartitionStore) -> None:
         """A partition was just taken: run what it has runnable, deliver its outbox."""

@@ -42,8 +42,13 @@ from dawait.cluster._etcd_recorder import Batch, Recorder
 from dawait.cluster._etcd_records import decode_promise, decode_task, dumps, partition_prefix
 from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
-from dawait.core._errors import OwnershipLostError, PromiseNotFoundError
+from dawait.core._errors import (
+    InvocationConflictError,
+    OwnershipLostError,
+    PromiseNotFoundError,
+)
 from dawait.core._ids import root_of
+from dawait.core._param import call_target
 from dawait.core._partitions import Partition
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, resume_task
@@ -230,6 +235,19 @@ def op_suspend_across(
     return op_suspend_task(t, id, local, now)
 
 
+def _in_use(id: str, where: str, value: bytes) -> InvocationConflictError:
+    """``id`` is in use at ``where`` (``{family}/{index}/p/{id}`` under the namespace's
+    ``P/``)."""
+    family = where.split("/")[0] or "free"
+    record = decode_promise(value)
+    function, _version = call_target(record.param.data)
+    what = f"an invocation of {function!r}" if function else "a promise"
+    return InvocationConflictError(
+        f"id {id!r} is in use by {what} (family {family!r}): an id names one invocation or "
+        "promise in the whole namespace, whatever its function's group"
+    )
+
+
 class PartitionStore(EtcdStore):
     """The records of ``partition``, for the node whose namespace store is ``node`` (its
     lease, its incarnation): see the module docstring."""
@@ -278,6 +296,9 @@ class PartitionStore(EtcdStore):
         """Root id -> operations under way on it (it stays in memory meanwhile)."""
         self.evicted = 0
         """Ids whose records were dropped from memory so far."""
+        self.elsewhere: Callable[[str], list[str]] | None = None
+        """The keys a promise ``id`` would have in the namespace's other families (set by
+        the node): a new root id is checked against them."""
         self.membership = _Hold(self)
         self.mirror = _Replica(self, watch=False)
         self.batches = Batches(self)
@@ -342,14 +363,17 @@ class PartitionStore(EtcdStore):
                 roots.add(root_of(id))
         self.evict(roots)
 
-    async def _by_id(self, id: str, op: Callable[..., R], *args: object) -> R:
+    async def _by_id(
+        self, id: str, op: Callable[..., R], *args: object, creating: bool = False
+    ) -> R:
         """Run ``op`` about ``id``, reading its records back from etcd first if its tree was
-        dropped from memory (none of its records is here)."""
+        dropped from memory (none of its records is here). ``creating``: ``op`` may create
+        ``id``, which must not be in use in another family."""
         root = root_of(id)
         self._pins[root] = self._pins.get(root, 0) + 1
         try:
             if root not in self.roots:
-                await self._read_back(id)
+                await self._read_back(id, unique=creating and root == id)
             return await self._transact(op, *args)
         finally:
             self._pins[root] -= 1
@@ -357,12 +381,19 @@ class PartitionStore(EtcdStore):
                 del self._pins[root]
                 self.evict([root])
 
-    async def _read_back(self, id: str) -> None:
-        keys = [self.keys.promise(id), self.keys.task(id)]
+    async def _read_back(self, id: str, *, unique: bool = False) -> None:
+        """Bring ``id``'s records into memory from etcd. ``unique``: also check that no other
+        family has a promise ``id`` (in the same request), else ``InvocationConflictError``."""
+        others = self.elsewhere(id) if unique and self.elsewhere is not None else []
+        keys = [self.keys.promise(id), self.keys.task(id), *others]
         if self.joint is not None:
-            promise, task = await self.joint.read(keys)
+            promise, task, *found = await self.joint.read(keys)
         else:
-            _revision, (promise, task) = await self.etcd.read(keys)
+            _revision, (promise, task, *found) = await self.etcd.read(keys)
+        if promise is None or promise.value is None:
+            for key, item in zip(others, found, strict=True):
+                if item is not None and item.value is not None:
+                    raise _in_use(id, key[len(f"/dawait/{self.namespace}/P/") :], item.value)
         t = self.replica
         if promise is not None and promise.value is not None and id not in t.promises:
             t.put_promise(decode_promise(promise.value), new=True)
@@ -378,12 +409,14 @@ class PartitionStore(EtcdStore):
         return self._by_id(id, op, *args)
 
     async def create_promise(self, request: CreatePromise, *, now: int) -> PromiseCreated:
-        return await self._by_id(request.id, op_create_promise, request, now)
+        return await self._by_id(request.id, op_create_promise, request, now, creating=True)
 
     async def create_invocation(
         self, request: CreatePromise, *, pid: str | None, ttl: int | None, now: int
     ) -> InvocationCreated:
-        return await self._by_id(request.id, op_create_invocation, request, pid, ttl, now)
+        return await self._by_id(
+            request.id, op_create_invocation, request, pid, ttl, now, creating=True
+        )
 
     async def settle_promise(
         self, id: str, *, event: Settle, value: Value, now: int

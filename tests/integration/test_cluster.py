@@ -16,7 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dawait.errors import DawaitError, NotStartedError, PromiseNotFoundError
+from dawait.errors import (
+    DawaitError,
+    InvocationConflictError,
+    NotStartedError,
+    PromiseNotFoundError,
+)
 from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.cluster_app import mixed_result
@@ -444,3 +449,24 @@ async def test_a_placement_aware_client_sends_each_start_to_its_owner(cluster: C
             _view, created = await routed.start(id, "mixed", [i * 7 + 1, 0.0], {}, wait=10)
             assert created
             assert await outcome(routed, id, within=10) == mixed_result(i * 7 + 1)
+
+
+async def test_an_id_names_one_invocation_or_promise_across_groups(cluster: Cluster) -> None:
+    """``mixed`` (group default) and ``helper`` (group helpers) live in different
+    partitions, and API promises in the free family: an id in use in one is refused in the
+    others, naming what holds it, and what holds it is unchanged."""
+    await live_nodes(cluster.clients[0], 3)
+    first, second, third = cluster.clients
+    _view, created = await first.start("taken", "mixed", [3, 0.0], {})
+    assert created
+    with pytest.raises(
+        InvocationConflictError, match=r"'taken' is in use by an invocation of 'mixed'"
+    ):
+        await second.start("taken", "helper", ["x", 1], {})
+    with pytest.raises(InvocationConflictError, match="'taken' is in use"):
+        await third.create_promise("taken")
+    await first.create_promise("api-promise")
+    with pytest.raises(InvocationConflictError, match=r"'api-promise' is in use by a promise"):
+        await third.start("api-promise", "mixed", [3, 0.0], {})
+    assert await outcome(second, "taken", within=10) == mixed_result(3)
+    assert (await third.promise("api-promise")).state == "pending"
