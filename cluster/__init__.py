@@ -1,6 +1,6 @@
-"""Cluster mode: the etcd store shared by several nodes (membership and claims under each
-node's lease, fenced writes, a replica kept by a watch), leader election, placement and
-takeover (``ClusterNode``)."""
+"""Cluster mode: a namespace in etcd cut into partitions, each owned and written by one
+node at a time (membership and ownership under each node's lease, writes fenced by the
+owner record), leader election, routing between nodes, takeover (``ClusterNode``)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,8 @@ a lost reply (or any later failed compare) reads the marker and answers the atte
 went through with its own results. etcd's ``--max-txn-ops`` (default 128) bounds a
 transaction's compares and writes: a batch stops taking operations at ``max_ops``.
 
-In cluster mode every operation an invocation's actor asks for is fenced by that
-invocation's claim (``ACTING_FOR``): it runs only while this node holds the claim, and the
-transaction compares the claim.
+An exclusive store (one writer: a namespace's lock, a partition's owner record) also
+compares its lock key in every transaction, so that a writer that lost it commits nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dawait.cluster._etcd import Compare, EtcdError, Write
 from dawait.cluster._etcd_recorder import Batch, Recorder
-from dawait.core._errors import OwnershipLostError, StoreError
-from dawait.runtime._store import ACTING_FOR
-from dawait.runtime._store_ops import answer, fail, op_acquire_task, run_op
+from dawait.core._errors import StoreError
+from dawait.runtime._store_ops import answer, fail, run_op
 
 if TYPE_CHECKING:
     from dawait.cluster._etcd_store import EtcdStore
@@ -42,17 +39,6 @@ __all__ = ["Batches"]
 log = logging.getLogger("dawait.etcd")
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class _Fenced:
-    """An operation an invocation's actor asked for: it needs that invocation's claim."""
-
-    op: Callable[..., Any]
-    fence: str
-
-    def __call__(self, tables: Any, *args: object) -> Any:
-        return self.op(tables, *args)
 
 
 class Batches:
@@ -140,10 +126,6 @@ class Batches:
         if store.mirror.dirty:
             raise self._reloading()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        if store.member is not None:
-            fence = ACTING_FOR.get()
-            if fence is not None:
-                op = _Fenced(op, fence)
         if self._committing or self.batch.size >= store.max_ops:
             self._waiting.append((op, args, future))
         else:
@@ -216,10 +198,7 @@ class Batches:
             compares = [Compare(k, r) for k, r in batch.compares.items()]
             if store.exclusive:
                 compares.append(Compare(store.lock_key, membership.lock_revision))
-            writes = [
-                Write(k, v, membership.lease if k in batch.leased else 0)
-                for k, v in batch.writes.items()
-            ]
+            writes = [Write(k, v) for k, v in batch.writes.items()]
             if writes:
                 writes.append(Write(store.marker_key, token, membership.lease))
             self.transactions += 1
@@ -273,30 +252,10 @@ class Batches:
         self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
     ) -> None:
         """Run one operation on the replica, noting what it touched in the open batch."""
-        if isinstance(op, _Fenced):
-            refused = self._fence(op, args)
-            if refused is not None:
-                self.batch.done.append((future, False, refused, op, args))
-                return
         store = self.store
         self.batch.done.append(
             run_op(self.recorder, op, args, future, lambda exc: StoreError(f"{store!r}: {exc}"))
         )
-
-    def _fence(self, op: _Fenced, args: tuple[object, ...]) -> OwnershipLostError | None:
-        """An actor's call goes through only while this node holds the invocation's claim
-        (compared in the transaction); the actor's first acquire may take a free claim."""
-        pid = self.store.pid
-        holder = self.store.mirror.view.claims.get(op.fence)
-        taking = op.op is op_acquire_task and args[0] == op.fence and holder is None
-        if holder != pid and not taking:
-            owner = "nobody" if holder is None else holder.partition(":")[0]
-            return OwnershipLostError(
-                f"invocation {op.fence}: this node ({pid}) no longer owns it (owned by "
-                f"{owner}); it drops it"
-            )
-        self.recorder.touch(self.store.keys.claim(op.fence))
-        return None
 
     def _succeeded(self, batch: Batch, revision: int | None) -> None:
         if revision is not None:

@@ -3,7 +3,8 @@
 Every store holds a lease and keeps it alive. Under it lives either the namespace's lock
 (one node writes the namespace at a time, fenced by the lock key's revision in every
 transaction) or, in cluster mode, this node's membership record (``Member``, waited out
-when an earlier run of the same node id left one) and its claims; the leader key too,
+when an earlier run of the same node id left one), and the owner records of the
+partitions it owns (cluster/_partition_store.py); the leader key too,
 once this node wins a campaign. Once the lease may have expired the store is broken: it
 writes nothing more until it is opened again (or the node rejoins under a new lease).
 """
@@ -42,7 +43,7 @@ class Membership:
 
     @property
     def pid(self) -> str | None:
-        """This node incarnation's id (what its tasks and claims carry), in cluster mode."""
+        """This node incarnation's id (what its tasks carry), in cluster mode."""
         return None if self.member is None else self.member.pid
 
     async def take(self) -> None:

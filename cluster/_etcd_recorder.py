@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from dawait.cluster._etcd_records import dumps, encode_promise, encode_schedule, encode_task
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.core._schedule import ScheduleRecord
-from dawait.core._task import TaskRecord, TaskState
+from dawait.core._task import TaskRecord
 from dawait.runtime._store_ops import Done
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ class Batch:
     compares: dict[str, int] = field(default_factory=dict)
     """Every key touched, with its revision as the replica had it when first touched."""
     writes: dict[str, bytes | None] = field(default_factory=dict)
-    leased: set[str] = field(default_factory=set)
-    """Written keys attached to the store's lease (claims)."""
     done: list[Done] = field(default_factory=list)
 
     @property
@@ -64,14 +62,9 @@ class Recorder:
         if key not in compares:
             compares[key] = max(self.store.mirror.revisions.get(key, 0), 0)
 
-    def _write(self, key: str, value: bytes | None, *, leased: bool = False) -> None:
+    def _write(self, key: str, value: bytes | None) -> None:
         self.touch(key)
-        batch = self.store.batches.batch
-        batch.writes[key] = value
-        if leased:
-            batch.leased.add(key)
-        else:
-            batch.leased.discard(key)
+        self.store.batches.batch.writes[key] = value
 
     # promises
 
@@ -126,25 +119,6 @@ class Recorder:
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         self._write(self.keys.task(task.id), encode_task(task))
         self.t.put_task(task, new=new)
-        if self.store.member is not None:
-            self._claim(task)
-
-    def _claim(self, task: TaskRecord) -> None:
-        """A claim lives exactly while its task is acquired: taken with the acquire (under
-        this node's lease, so it ends with the node), dropped with the suspend or settle."""
-        claims = self.store.mirror.view.claims
-        key = self.keys.claim(task.id)
-        if task.state is TaskState.ACQUIRED:
-            if (
-                task.pid is not None
-                and task.pid == self.store.pid
-                and claims.get(task.id) != task.pid
-            ):
-                self._write(key, task.pid.encode(), leased=True)
-                claims[task.id] = task.pid
-        elif task.id in claims:
-            self._write(key, None)
-            del claims[task.id]
 
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         return self.t.runnable_tasks(after, limit)

@@ -2,8 +2,8 @@
 
 Every record is a compact JSON value under ``/dawait/{namespace}/`` (``Keys``): promises,
 tasks, callbacks and schedules (the tables the store operations run on), and the
-cluster's own records: a membership record per live node (``Member``), a claim per
-running invocation, the leader key. ``ClusterView`` is those cluster records as the
+cluster's own records: a membership record per live node (``Member``) and the leader
+key. ``ClusterView`` is those cluster records as the
 replica holds them.
 """
 
@@ -118,9 +118,6 @@ class Keys:
     def member(self, node_id: str) -> str:
         return f"{self.prefix}n/{node_id}"
 
-    def claim(self, task_id: str) -> str:
-        return f"{self.prefix}o/{task_id}"
-
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
@@ -154,7 +151,7 @@ def partition_prefix(namespace: str, partition: Partition) -> str:
     return f"/dawait/{namespace}/P/{partition.path}/"
 
 
-# -- the cluster's own records: members, claims, the leader ---------------------------------
+# -- the cluster's own records: members, the leader ---------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +167,7 @@ class Member:
     """The functions it runs (those registered in its app, in its groups), each with its
     registered versions."""
     pid: str
-    """This incarnation of the node: what its tasks and claims carry."""
+    """This incarnation of the node: what its tasks carry."""
     started_at: int
 
     def encode(self) -> bytes:
@@ -209,10 +206,8 @@ class Member:
 
 @dataclass
 class ClusterView:
-    """Who is in the cluster, who owns which running invocation, who leads."""
+    """Who is in the cluster, who leads."""
 
     members: dict[str, Member] = field(default_factory=dict)
-    claims: dict[str, str] = field(default_factory=dict)
-    """Task id -> the pid (node incarnation) running it; only while the task is acquired."""
     leader: str | None = None
     """The leading node's id."""

@@ -44,7 +44,6 @@ class Listener(Protocol):
     def task_changed(self, task: TaskRecord) -> None: ...
     def schedules_changed(self) -> None: ...
     def members_changed(self) -> None: ...
-    def claim_released(self, task_id: str) -> None: ...
     def reloaded(self) -> None: ...
     def lease_lost(self) -> None: ...
 
@@ -93,13 +92,6 @@ def apply_change(
             view.members[_rest] = Member.decode(value)
         if listener is not None:
             listener.members_changed()
-    elif kind == "o":
-        if value is None:
-            view.claims.pop(_rest, None)
-            if listener is not None:
-                listener.claim_released(_rest)
-        else:
-            view.claims[_rest] = value.decode()
     elif kind == "leader":
         view.leader = None if value is None else json.loads(value)["node_id"]
         if listener is not None:

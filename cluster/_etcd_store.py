@@ -71,9 +71,9 @@ class EtcdStore(TablesStore):
         clock: Clock | None = None,
         prefix: str | None = None,
     ) -> None:
-        """``node_id`` makes this a cluster node's store: the node's membership record and
-        its claims live under the store's lease, and every store call an invocation's actor
-        makes is fenced by that invocation's claim (``ACTING_FOR``). ``clock`` times the
+        """``node_id`` makes this a cluster node's namespace store: the node's membership
+        record lives under the store's lease (its invocations live in partitions,
+        cluster/_partition_store.py). ``clock`` times the
         retries, backoffs and lease renewals (the system clock by default). ``prefix``
         puts the records elsewhere than ``/dawait/{namespace}/`` (a cluster's partitions,
         its namespace records)."""
@@ -123,7 +123,7 @@ class EtcdStore(TablesStore):
 
     @property
     def view(self) -> ClusterView:
-        """The cluster's records (members, claims, leader) as the replica holds them."""
+        """The cluster's records (members, leader) as the replica holds them."""
         return self.mirror.view
 
     @property
@@ -133,7 +133,7 @@ class EtcdStore(TablesStore):
 
     @property
     def pid(self) -> str | None:
-        """This node incarnation's id (what its tasks and claims carry), in cluster mode."""
+        """This node incarnation's id (what its tasks carry), in cluster mode."""
         return self.membership.pid
 
     @property

@@ -443,9 +443,6 @@ class ClusterNode:
     def members_changed(self) -> None:
         self._changed.set()
 
-    def claim_released(self, task_id: str) -> None:
-        return None
-
     def reloaded(self) -> None:
         self._changed.set()
         self.engine.schedules_changed()

@@ -15,10 +15,10 @@ from dawait import Context, Resonate
 from dawait._resonate import open_store
 from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write, cancel_task
 from dawait.cluster._etcd_store import EtcdStore
-from dawait.core._promise import PromiseState, Settle, SettleOutcome, Value
+from dawait.core._promise import Settle, SettleOutcome, Value
 from dawait.core._task import TaskState
-from dawait.errors import OwnershipLostError, PromiseAlreadySettledError, StoreError
-from dawait.runtime._store import ACTING_FOR, CreatePromise
+from dawait.errors import PromiseAlreadySettledError, StoreError
+from dawait.runtime._store import CreatePromise
 from tests.etcd import EtcdCluster
 from tests.polling import eventually
 
@@ -321,53 +321,6 @@ async def test_a_transaction_whose_reply_is_lost_is_answered_from_what_etcd_appl
         assert again.outcome is SettleOutcome.ALREADY_SAME
     finally:
         await store.close()
-
-
-async def test_a_node_that_lost_its_claim_cannot_write_for_that_invocation(
-    endpoints: str | list[str],
-) -> None:
-    """Cluster mode: node a runs invocation inv under its claim; the claim ends (as when a's
-    lease ends after a stall past the TTL; here it is deleted, so a's store stays whole and
-    only the claim fences it) and node b takes inv over. Every call a's actor makes for inv
-    is refused, and nothing of it is stored."""
-    namespace = f"fence-{os.getpid()}"
-    a = EtcdStore(endpoints, namespace=namespace, node_id="a", versions={"f": (1,)})
-    b = EtcdStore(endpoints, namespace=namespace, node_id="b", versions={"f": (1,)})
-    await a.open()
-    await b.open()
-    try:
-        request = CreatePromise(id="inv", param=Value(data='{"func":"f","args":[],"kwargs":{}}'))
-        created = await a.create_invocation(request, pid=a.pid, ttl=None, now=0)
-        assert created.task is not None
-        assert a.view.claims["inv"] == a.pid
-
-        await a.etcd.commit([], [Write(a.keys.claim("inv"), None)])
-
-        async def claim_gone() -> bool:
-            return "inv" not in b.view.claims
-
-        await eventually(claim_gone, "a's claim to end on b's replica")
-        token = ACTING_FOR.set("inv")
-        try:
-            taken = await b.acquire_task("inv", pid=b.pid or "", ttl=None, now=1, force=True)
-            assert taken is not None
-            assert b.view.claims["inv"] == b.pid
-            await b.create_promise(CreatePromise(id="inv:1"), now=1)
-
-            with pytest.raises(OwnershipLostError):
-                await a.settle_promise("inv", event=Settle.RESOLVE, value=Value(data="1"), now=2)
-            with pytest.raises(OwnershipLostError):
-                await a.create_promise(CreatePromise(id="inv:2"), now=2)
-        finally:
-            ACTING_FOR.reset(token)
-
-        record = await b.get_promise("inv")
-        assert record is not None
-        assert record.state is PromiseState.PENDING
-        assert await b.get_promise("inv:2") is None
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_two_apps_joined_in_process_share_the_work(endpoints: str | list[str]) -> None:
