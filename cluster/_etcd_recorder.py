@@ -151,6 +151,24 @@ class Recorder:
             self._write(self.keys.callback(promise_id, task_id), None)
         self.t.drop_callbacks(task_id)
 
+    def delete_promise(self, id: str) -> None:
+        key = self.keys.promise(id)
+        self.touch(key)
+        if id not in self.t.promises:
+            return
+        Recorder.pop_callbacks(self, id)  # deleted: no partition's outbox for them
+        self._write(key, None)
+        self.t.delete_promise(id)
+
+    def delete_task(self, id: str) -> None:
+        key = self.keys.task(id)
+        self.touch(key)
+        if id not in self.t.tasks:
+            return
+        Recorder.drop_callbacks(self, id)
+        self._write(key, None)
+        self.t.delete_task(id)
+
     # schedules
 
     def get_schedule(self, id: str) -> ScheduleRecord | None:

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from dawait.cluster._etcd import Compare, Etcd, Write, cancel_task
+from dawait.cluster._etcd import Compare, Etcd, KeyValue, Write, cancel_task
 from dawait.cluster._etcd_batches import Batches
 from dawait.cluster._etcd_membership import Membership
 from dawait.cluster._etcd_recorder import Batch, Recorder
@@ -44,6 +44,7 @@ from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._errors import (
     InvocationConflictError,
+    NotDeletableError,
     OwnershipLostError,
     PromiseNotFoundError,
 )
@@ -59,9 +60,11 @@ from dawait.runtime._store import (
     PromiseSettled,
 )
 from dawait.runtime._store_ops import (
+    delete_in_batches,
     op_acquire_task,
     op_create_invocation,
     op_create_promise,
+    op_delete_tree,
     op_get_promise,
     op_settle_promise,
     op_suspend_task,
@@ -394,15 +397,58 @@ class PartitionStore(EtcdStore):
             for key, item in zip(others, found, strict=True):
                 if item is not None and item.value is not None:
                     raise _in_use(id, key[len(f"/dawait/{self.namespace}/P/") :], item.value)
+        self._hold([promise, task])
+
+    def _hold(self, items: Iterable[KeyValue | None]) -> None:
+        """Bring stored promises and tasks (``p/``, ``t/`` keys) into memory, where absent."""
         t = self.replica
-        if promise is not None and promise.value is not None and id not in t.promises:
-            t.put_promise(decode_promise(promise.value), new=True)
-            self.mirror.revisions[promise.key] = promise.mod_revision
+        for item in items:
+            if item is None or item.value is None:
+                continue
+            if item.key[len(self.keys.prefix)] == "p":
+                record = decode_promise(item.value)
+                if (id := record.id) in t.promises:
+                    continue
+                t.put_promise(record, new=True)
+            else:
+                task = decode_task(item.value)
+                if (id := task.id) in t.tasks:
+                    continue
+                t.put_task(task, new=True)
+            self.mirror.revisions[item.key] = item.mod_revision
             self.note(id)
-        if task is not None and task.value is not None and id not in t.tasks:
-            t.put_task(decode_task(task.value), new=True)
-            self.mirror.revisions[task.key] = task.mod_revision
-            self.note(id)
+
+    async def delete_tree(self, id: str) -> int:
+        """``Store.delete_tree``: its records are read back from etcd first (a finished
+        tree is not in memory)."""
+        root = root_of(id)
+        self._pins[root] = self._pins.get(root, 0) + 1
+        try:
+            await self._read_back(id)
+            separator = "." if ":" in id else ":"
+            for kind in ("p", "t"):
+                await self._read_prefix(f"{self.keys.prefix}{kind}/{id}{separator}")
+            if any(root_of(promise_id) == root for promise_id, _task in self.outbox):
+                raise NotDeletableError(
+                    f"{id!r}: a promise of it is still being delivered to another partition; "
+                    "try again in a moment"
+                )
+            return await delete_in_batches(lambda: self._transact(op_delete_tree, id))
+        finally:
+            self._pins[root] -= 1
+            if not self._pins[root]:
+                del self._pins[root]
+                self.evict([root])
+
+    async def _read_prefix(self, prefix: str) -> None:
+        """Bring the records under ``prefix`` (promises or tasks) into memory."""
+        start = prefix
+        while True:
+            items, more = await self.etcd.page(start, prefix, 500)
+            self._hold(items)
+            if not more or not items:
+                return
+            start = items[-1].key + "\0"
 
     def run_for(self, id: str, op: Callable[..., R], *args: object) -> Awaitable[R]:
         """Run store operation ``op(tables, *args)`` about ``id`` (what the router calls)."""

@@ -184,6 +184,8 @@ class Peering:
                 if not record.state.settled:
                     self._watchers.setdefault(promise_id, set()).add(body["node"])
                 return {"promise": promise_json(record)}
+            if call == "delete":
+                return {"deleted": await self.node.router.delete_tree(body["id"])}
             if call == "notify":
                 engine.promise_changed(None, record_from_json(body["promise"]))
                 return {}

@@ -221,6 +221,18 @@ class PartitionedStore:
             resumed=(),  # resumed on the owner
         )
 
+    async def delete_tree(self, id: str) -> int:
+        store = self.node.holding_task(id) or self._local(id)
+        partition = store.partition if store is not None else await self.locate(id)
+        if partition is None:
+            raise PromiseNotFoundError(f"no invocation or promise with id {id!r}")
+        if store is None:
+            store = await self.node.owned_or_none(partition)
+        if store is not None:
+            return await store.delete_tree(id)
+        answer = await self.node.peering.ask(partition, "delete", {"id": id})
+        return int(answer["deleted"])
+
     async def expire_promises(self, *, now: int, limit: int) -> Sequence[PromiseSettled]:
         due = [s for s in self.node.open_partitions() if _due(s, now)]
         results: list[PromiseSettled] = []

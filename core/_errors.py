@@ -8,6 +8,7 @@ __all__ = [
     "DawaitError",
     "InvocationConflictError",
     "NonDeterminismError",
+    "NotDeletableError",
     "NotStartedError",
     "OwnershipLostError",
     "PromiseAlreadySettledError",
@@ -76,6 +77,11 @@ class StepError(DawaitError):
     def __init__(self, message: str, *, type_name: str = "") -> None:
         super().__init__(message)
         self.type_name = type_name
+
+
+class NotDeletableError(DawaitError):
+    """An invocation or promise that cannot be deleted: still pending, or a call of another
+    invocation (deleted with its root, never alone)."""
 
 
 class StoreError(DawaitError):

@@ -124,6 +124,9 @@ class NodeBackend:
         record: PromiseRecord = settled.promise
         return record
 
+    async def delete(self, id: str) -> None:
+        await self._engine.store.delete_tree(id)
+
     async def invocations(
         self, *, state: PromiseState | None, function: str | None, limit: int, cursor: str | None
     ) -> tuple[Sequence[PromiseRecord], str | None]:

@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--wait", action="store_true", help="wait for the result")
 
     for name, text in (("get", "show an invocation"), ("tree", "show its call tree"),
-                       ("cancel", "cancel an invocation")):  # fmt: skip
+                       ("cancel", "cancel an invocation"),
+                       ("rm", "delete a settled invocation with every call it made")):  # fmt: skip
         command = sub.add_parser(name, parents=[common], help=text)
         command.add_argument("id")
 
@@ -109,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     reject = promises.add_parser("reject", parents=[common])
     reject.add_argument("id")
     reject.add_argument("message")
+    rm = promises.add_parser("rm", parents=[common], help="delete a settled promise")
+    rm.add_argument("id")
     search = promises.add_parser("search", parents=[common])
     search.add_argument("pattern", nargs="?", default="*")
     search.add_argument("--state")
@@ -225,6 +228,10 @@ async def _client_command(args: argparse.Namespace) -> int:
             view = await client.cancel(args.id)
             _show(args, view, _invocation_lines(view))
             return OK
+        if args.command == "rm":
+            await client.delete(args.id)
+            _deleted(args, args.id)
+            return OK
         if args.command == "ls":
             page = await client.invocations(
                 state=args.state, function=args.function, limit=args.limit
@@ -271,10 +278,7 @@ async def _schedules(client: HttpClient, args: argparse.Namespace) -> int:
         return OK
     if args.action == "delete":
         await client.delete_schedule(args.id)
-        if args.json:
-            print(json.dumps({"deleted": args.id}))
-        else:
-            print(f"deleted {args.id}")
+        _deleted(args, args.id)
         return OK
     listing = await client.schedules()
     rows = [[v.id, v.cron, v.function, v.next_run_at.isoformat() if v.next_run_at else "-"]
@@ -315,6 +319,10 @@ async def _promises(client: HttpClient, args: argparse.Namespace) -> int:
         view = await client.resolve(args.id, value)
     elif args.action == "reject":
         view = await client.reject(args.id, args.message)
+    elif args.action == "rm":
+        await client.delete_promise(args.id)
+        _deleted(args, args.id)
+        return OK
     else:
         page = await client.promises(args.pattern, state=args.state, limit=args.limit)
         rows = [[p.id, p.state, _short(p.value if p.state == "resolved" else p.error)]
@@ -326,6 +334,10 @@ async def _promises(client: HttpClient, args: argparse.Namespace) -> int:
 
 
 # -- output --------------------------------------------------------------------------------
+
+
+def _deleted(args: argparse.Namespace, id: str) -> None:
+    print(json.dumps({"deleted": id}) if args.json else f"deleted {id}")
 
 
 def _show(args: argparse.Namespace, model: pydantic.BaseModel, lines: list[str]) -> None:

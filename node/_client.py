@@ -233,6 +233,13 @@ class HttpClient:
     async def schedule(self, id: str) -> m.ScheduleView:
         return (await self.request("GET", f"/schedules/{_quote(id)}", m.ScheduleView))[0]
 
+    async def delete(self, id: str) -> None:
+        """Delete settled invocation ``id`` with every call it made."""
+        await self.request("DELETE", f"/invocations/{_quote(id)}", _NoBody)
+
+    async def delete_promise(self, id: str) -> None:
+        await self.request("DELETE", f"/promises/{_quote(id)}", _NoBody)
+
     async def delete_schedule(self, id: str) -> None:
         await self.request("DELETE", f"/schedules/{_quote(id)}", _NoBody)
 

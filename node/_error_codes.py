@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dawait.core._errors import (
     DawaitError,
     InvocationConflictError,
+    NotDeletableError,
     NotStartedError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
@@ -45,6 +46,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(code="schedule_conflict", status=409, error=ScheduleConflictError),
     ErrorCode(code="schedule_not_found", status=404, error=ScheduleNotFoundError),
     ErrorCode(code="already_settled", status=409, error=PromiseAlreadySettledError),
+    ErrorCode(code="not_deletable", status=409, error=NotDeletableError),
     # A node not started and a store that fails are both "try again later" to a client.
     ErrorCode(code="unavailable", status=503, error=NotStartedError),
     ErrorCode(code="unavailable", status=503, error=StoreError),

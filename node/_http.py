@@ -293,6 +293,16 @@ class NodeApi:
         record = await self.backend.reject(request.match_info["id"], error.type, error.message)
         return _json(promise_view(record))
 
+    async def delete_invocation(self, request: web.Request) -> web.Response:
+        id = request.match_info["id"]
+        await self.backend.invocation(id)  # 404 unless it is an invocation
+        await self.backend.delete(id)
+        return web.Response(status=204)
+
+    async def delete_promise(self, request: web.Request) -> web.Response:
+        await self.backend.delete(request.match_info["id"])
+        return web.Response(status=204)
+
     async def cancel_promise(self, request: web.Request) -> web.Response:
         return _json(promise_view(await self.backend.cancel_promise(request.match_info["id"])))
 
@@ -374,6 +384,11 @@ class NodeApi:
             Route("POST", "/invocations/{id}/cancel", self.cancel_invocation, inv,
                   "Cancel an invocation", response=m.InvocationView,
                   statuses={404: "unknown id"}),
+            Route("DELETE", "/invocations/{id}", self.delete_invocation, inv,
+                  "Delete a settled invocation with every call it made (not its rpc and "
+                  "detached invocations)",
+                  statuses={204: "deleted", 404: "unknown id",
+                            409: "pending, or a call of another invocation"}),
             Route("GET", "/invocations/{id}/tree", self.invocation_tree, inv,
                   "Its call tree with states and timings", response=m.TreeNode,
                   statuses={404: "unknown id"}),
@@ -385,6 +400,10 @@ class NodeApi:
                   response=m.PromisePage, query=["id", "state", "limit", "cursor"]),
             Route("GET", "/promises/{id}", self.get_promise, prom, "A promise",
                   response=m.PromiseView, statuses={404: "unknown id"}),
+            Route("DELETE", "/promises/{id}", self.delete_promise, prom,
+                  "Delete a settled promise (an invocation's: with every call it made)",
+                  statuses={204: "deleted", 404: "unknown id",
+                            409: "pending, or a call of an invocation"}),
             Route("POST", "/promises/{id}/resolve", self.resolve_promise, prom,
                   "Resolve a promise", body=m.ResolvePromise, response=m.PromiseView,
                   statuses={404: "unknown id", 409: "settled with another outcome"}),

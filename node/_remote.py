@@ -99,6 +99,9 @@ class RemoteBackend:
     async def cancel(self, id: str) -> None:
         await self.client.cancel(id)
 
+    async def delete(self, id: str) -> None:
+        await self.client.delete(id)
+
     # -- promises --------------------------------------------------------------------------
 
     async def create_promise(self, id: str, timeout: float | None, data: Any) -> PromiseInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import re
 from collections.abc import Callable
@@ -124,6 +125,23 @@ class MemoryTables:
                 awaiters.remove(task_id)
                 if not awaiters:
                     del self.callbacks[promise_id]
+
+    def delete_promise(self, id: str) -> None:
+        record = self.promises.pop(id, None)
+        if record is None:
+            return
+        self.pop_callbacks(id)
+        branch = record.branch
+        if branch is not None and branch != id and (siblings := self.branches.get(branch)):
+            with contextlib.suppress(ValueError):
+                siblings.remove(id)
+            if not siblings:
+                del self.branches[branch]
+        # Its entry in the timeouts heap goes when it comes up (the record is gone).
+
+    def delete_task(self, id: str) -> None:
+        if self.tasks.pop(id, None) is not None:
+            self.drop_callbacks(id)
 
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int

@@ -234,6 +234,14 @@ class SQLiteTables:
     def drop_callbacks(self, task_id: str) -> None:
         self.conn.execute("DELETE FROM callbacks WHERE task_id = ?", (task_id,))
 
+    def delete_promise(self, id: str) -> None:
+        self.conn.execute("DELETE FROM promises WHERE id = ?", (id,))
+        self.conn.execute("DELETE FROM callbacks WHERE promise_id = ?", (id,))
+
+    def delete_task(self, id: str) -> None:
+        self.conn.execute("DELETE FROM tasks WHERE id = ?", (id,))
+        self.drop_callbacks(id)
+
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int
     ) -> list[PromiseRecord]:

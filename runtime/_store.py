@@ -221,6 +221,13 @@ class Store(Protocol):
 
     async def get_schedule(self, id: str) -> ScheduleRecord | None: ...
 
+    async def delete_tree(self, id: str) -> int:
+        """Delete settled invocation or promise ``id`` with every call it made (not its
+        ``rpc`` and ``detached`` invocations): how many records went.
+        ``PromiseNotFoundError`` if there is none, ``NotDeletableError`` if it is pending
+        or is a call of another invocation. Done in bounded transactions, the root last."""
+        ...
+
     async def delete_schedule(self, id: str) -> bool:
         """Remove a schedule; False when there was none with this id."""
         ...

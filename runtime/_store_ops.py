@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from dawait.core._errors import DawaitError, PromiseNotFoundError
+from dawait.core._errors import DawaitError, NotDeletableError, PromiseNotFoundError
 from dawait.core._promise import (
     PromiseRecord,
     PromiseState,
@@ -70,6 +70,14 @@ class Tables(Protocol):
     def add_callback(self, promise_id: str, task_id: str) -> None: ...
     def pop_callbacks(self, promise_id: str) -> list[str]: ...
     def drop_callbacks(self, task_id: str) -> None: ...
+    def delete_promise(self, id: str) -> None:
+        """Delete promise ``id`` (its callbacks too); nothing if there is none."""
+        ...
+
+    def delete_task(self, id: str) -> None:
+        """Delete task ``id`` (the callbacks it holds too); nothing if there is none."""
+        ...
+
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int
@@ -298,6 +306,58 @@ def op_move_schedule(
     return True
 
 
+DELETE_BATCH = 50
+"""Calls one deletion transaction removes at most: each is two keys compared (its promise
+and task) and up to two written, which keeps a transaction below etcd's --max-txn-ops
+(128 by default)."""
+
+
+def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, bool]:
+    """Delete up to ``limit`` records of the tree of ``id``: a settled invocation (or
+    promise) that is no other's call, with every call it made except the ``rpc`` and
+    ``detached`` invocations (invocations of their own, deleted on their own). Its calls go
+    first and ``id`` itself last, so a deletion cut short leaves the root and is finished
+    by the next one. How many records went, and whether the tree is gone."""
+    record = t.get_promise(id)
+    if record is None:
+        raise PromiseNotFoundError(f"no invocation or promise with id {id!r}")
+    if record.branch is not None and record.branch != id:
+        raise NotDeletableError(
+            f"{id!r} is a call of {record.branch!r}: it is deleted with its root, not alone"
+        )
+    if record.state is PromiseState.PENDING:
+        raise NotDeletableError(f"{id!r} is pending: cancel it (or settle it) before deleting it")
+    calls: list[str] = []
+    branches = [id]
+    while branches and len(calls) < limit:
+        for child in t.branch_promises(branches.pop()):
+            if len(calls) == limit:
+                break
+            if child.id == id or t.get_task(child.id) is not None:
+                continue  # an invocation of its own (rpc, detached): not part of this tree
+            calls.append(child.id)
+            branches.append(child.id)
+    for call in calls:
+        t.delete_task(call)
+        t.delete_promise(call)
+    if len(calls) >= limit:
+        return limit, False
+    t.delete_task(id)
+    t.delete_promise(id)
+    return len(calls) + 1, True
+
+
+async def delete_in_batches(batch: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
+    """Run deletion transactions (``op_delete_tree``) until the tree is gone; how many
+    records went."""
+    deleted = 0
+    while True:
+        count, done = await batch()
+        deleted += count
+        if done:
+            return deleted
+
+
 def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> PromiseSettled:
     """Write a newly settled promise, fulfil its task and resume the tasks awaiting it."""
     t.put_promise(record, new=False)
@@ -451,6 +511,9 @@ class TablesStore:
 
     async def delete_schedule(self, id: str) -> bool:
         return await self._transact(_delete_schedule, id)
+
+    async def delete_tree(self, id: str) -> int:
+        return await delete_in_batches(lambda: self._transact(op_delete_tree, id))
 
     async def search_schedules(
         self, pattern: str, *, limit: int = 100, cursor: str | None = None

@@ -51,6 +51,10 @@ class AppBackend(Protocol):
 
     async def cancel(self, id: str) -> None: ...
 
+    async def delete(self, id: str) -> None:
+        """Delete settled invocation or promise ``id`` with every call it made."""
+        ...
+
     # -- promises --------------------------------------------------------------------------
 
     async def create_promise(self, id: str, timeout: float | None, data: Any) -> PromiseInfo: ...

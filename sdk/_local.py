@@ -225,6 +225,9 @@ class LocalBackend:
     async def cancel(self, id: str) -> None:
         await self.engine.settle(id, Settle.CANCEL, Value())
 
+    async def delete(self, id: str) -> None:
+        await self.engine.store.delete_tree(id)
+
     # -- promises --------------------------------------------------------------------------
 
     async def create_promise_record(

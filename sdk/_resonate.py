@@ -314,6 +314,17 @@ class Resonate:
         check_invocation_id(id)
         return Handle(self._backend, id, await self._backend.start(id, fn, args, kwargs))
 
+    async def delete(self, id: str) -> None:
+        """Delete settled invocation ``id`` (or a promise made with ``promises.create``)
+        with every call it made: steps, durable children, timers, promises. Its ``rpc`` and
+        ``detached`` invocations are invocations of their own and stay. After this the id
+        is free: starting it again runs it again. ``NotDeletableError`` while it is pending
+        (cancel it first) or if it is a call of another invocation (an ``rpc`` or
+        ``detached`` one, ``parent:N``, is deleted by its own id)."""
+        if not isinstance(id, str) or not id:
+            raise ValueError(f"delete: id must be a non-empty string, got {id!r}")
+        await self._backend.delete(id)
+
     async def get(self, id: str) -> Handle[Any]:
         """The handle of an existing invocation (``PromiseNotFoundError`` if there is none)."""
         return Handle(self._backend, id, await self._backend.function_of(id))

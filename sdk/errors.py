@@ -14,6 +14,7 @@
     ├── ScheduleNotFoundError      no schedule has that id
     ├── CanceledError              the promise or invocation was canceled
     ├── StepError                  a recorded failure whose exception type cannot be rebuilt
+    ├── NotDeletableError          deleting a pending invocation, or a call without its root
     ├── StoreError                 the store cannot be opened, read or written
     │   └── OwnershipLostError     a cluster node wrote for an invocation it no longer owns
     └── NotStartedError            the app is used outside ``async with`` / before ``open()``
@@ -29,6 +30,7 @@ from dawait.core._errors import (
     DawaitError,
     InvocationConflictError,
     NonDeterminismError,
+    NotDeletableError,
     NotStartedError,
     OwnershipLostError,
     PromiseAlreadySettledError,
@@ -47,6 +49,7 @@ __all__ = [
     "DawaitError",
     "InvocationConflictError",
     "NonDeterminismError",
+    "NotDeletableError",
     "NotStartedError",
     "OwnershipLostError",
     "PromiseAlreadySettledError",

@@ -249,3 +249,29 @@ async def test_invoke_with_a_colon_in_the_id_is_a_usage_error(shared: Node) -> N
 
 
 # -- dawait serve settings -------------------------------------------------------------------
+
+
+async def test_rm_deletes_a_settled_invocation_and_promises_rm_a_promise(shared: Node) -> None:
+    ran = await at(shared, "invoke", "rm-1", "add", "[2, 3]", "--wait")
+    assert ran.code == 0, str(ran)
+    pending = await at(shared, "invoke", "rm-2", "approve", '["rm"]')
+    assert pending.code == 0, str(pending)
+    removed, refused, unknown = await asyncio.gather(
+        at(shared, "rm", "rm-1"), at(shared, "rm", "rm-2"), at(shared, "rm", "no-such-id")
+    )
+    assert (removed.code, removed.out) == (0, "deleted rm-1\n"), str(removed)
+    assert refused.code == 2, str(refused)
+    assert refused.err == "dawait: 'rm-2' is pending: cancel it (or settle it) before deleting it\n"
+    assert unknown.code == 2, str(unknown)
+    assert "no invocation with id 'no-such-id'" in unknown.err, str(unknown)
+    gone = await at(shared, "get", "rm-1")
+    assert gone.code == 2, str(gone)
+
+    async with client(shared) as api:
+        await api.create_promise("rm-promise")
+        await api.resolve("rm-promise", 1)
+    deleted = await at(shared, "promises", "rm", "rm-promise", "--json")
+    assert deleted.code == 0, str(deleted)
+    assert json.loads(deleted.out) == {"deleted": "rm-promise"}
+    assert (await at(shared, "promises", "get", "rm-promise")).code == 2
+    assert all("Traceback" not in r.err for r in (removed, refused, unknown, deleted))

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dawait.cluster._etcd import Etcd
+from dawait.core._partitions import partition_index
 from dawait.errors import (
     DawaitError,
     InvocationConflictError,
@@ -470,3 +472,53 @@ async def test_an_id_names_one_invocation_or_promise_across_groups(cluster: Clus
         await third.start("api-promise", "mixed", [3, 0.0], {})
     assert await outcome(second, "taken", within=10) == mixed_result(3)
     assert (await third.promise("api-promise")).state == "pending"
+
+
+async def test_delete_through_a_node_that_owns_neither_removes_the_tree_from_etcd(
+    cluster: Cluster, etcd: EtcdCluster
+) -> None:
+    """A finished invocation (no longer in its owner's memory) deleted through another
+    node: its records leave etcd, every node answers 404, and the id runs again."""
+    await live_nodes(cluster.clients[0], 3)
+    listing = await cluster.clients[0].nodes()
+    names = [node.name for node in cluster.members]
+    id = next(f"gone{i}" for i in itertools.count() if listing.owner(f"gone{i}", "mixed") == "n0")
+    partition = f"{partition_index(id, listing.partitions or 0):04}"
+    _view, created = await cluster.clients[0].start(id, "mixed", [5, 0.0], {})
+    assert created
+    assert await outcome(cluster.clients[0], id, within=10) == mixed_result(5)
+
+    client = Etcd(etcd.endpoints)
+    await client.connect()
+    try:
+        prefix = f"/dawait/{cluster.namespace}/P/"
+
+        async def records_of_tree() -> list[str]:
+            """Promise and task keys of ``id`` and its calls, in any family."""
+            _revision, items = await client.snapshot(prefix)
+            found = []
+            for item in items:
+                rest = item.key[len(prefix) :]
+                parts = rest.split("/", 3)  # family, index, kind, id (or owner, epoch)
+                kind, record = (parts[2], parts[3]) if len(parts) == 4 else ("", "")
+                if kind in ("p", "t") and (record == id or record.startswith(id + ":")):
+                    found.append(rest)
+            return found
+
+        before = await records_of_tree()
+        assert f"default/{partition}/p/{id}" in before, before
+        assert any(key.startswith(f"default/{partition}/p/{id}:") for key in before), before
+        assert any(key.startswith("helpers/") for key in before), before  # its rpc
+        await cluster.clients[names.index("n2")].delete(id)
+        after = await records_of_tree()
+        # Only its rpc invocation (an invocation of its own, group helpers) stays.
+        assert after, "the rpc invocation went too"
+        assert all(key.startswith("helpers/") for key in after), after
+    finally:
+        await client.close()
+    for c in cluster.clients:
+        with pytest.raises(PromiseNotFoundError):
+            await c.invocation(id)
+    _view, created = await cluster.clients[1].start(id, "mixed", [5, 0.0], {})
+    assert created
+    assert await outcome(cluster.clients[2], id, within=10) == mixed_result(5)

@@ -196,6 +196,40 @@ async def test_cancel_tree_and_list(node: Node) -> None:
     assert {v["id"] for v in page["items"] + rest["items"]} == {"a2", "o3"}
 
 
+async def test_delete_removes_a_settled_invocation_and_frees_its_id(node: Node) -> None:
+    body = {"id": "del1", "function": "order", "args": [{"sku": "a", "count": 1}]}
+    status, _ = await node.call("POST", "/invocations?wait=10", body)
+    assert status == 201
+    status, tree = await node.call("GET", "/invocations/del1/tree")
+    step = tree["children"][0]["id"]
+    status, refused = await node.call("DELETE", f"/promises/{step}")
+    assert (status, refused["error"]) == (409, "not_deletable")
+    assert "a call of 'del1'" in refused["message"]
+
+    status, _ = await node.call("DELETE", "/invocations/del1")
+    assert status == 204
+    status, gone = await node.call("GET", "/invocations/del1")
+    assert (status, gone["error"]) == (404, "not_found")
+    assert (await node.call("GET", f"/promises/{step}"))[0] == 404
+    assert (await node.call("DELETE", "/invocations/del1"))[0] == 404
+    # The id is free: starting it again runs it again.
+    status, again = await node.call("POST", "/invocations?wait=10", body)
+    assert (status, again["state"]) == (201, "resolved")
+
+
+async def test_delete_refuses_what_is_pending(node: Node) -> None:
+    await node.call("POST", "/invocations", {"id": "del2", "function": "approve", "args": ["x"]})
+    status, refused = await node.call("DELETE", "/invocations/del2")
+    assert (status, refused["error"]) == (409, "not_deletable")
+    assert "'del2' is pending" in refused["message"]
+    assert (await node.call("GET", "/invocations/del2"))[1]["state"] == "pending"
+    await node.call("POST", "/promises", {"id": "api-del"})
+    assert (await node.call("DELETE", "/promises/api-del"))[0] == 409
+    await node.call("POST", "/promises/api-del/resolve", {"value": 1})
+    assert (await node.call("DELETE", "/promises/api-del"))[0] == 204
+    assert (await node.call("GET", "/promises/api-del"))[0] == 404
+
+
 async def test_promises_endpoints(node: Node) -> None:
     status, created = await node.call(
         "POST", "/promises", {"id": "p1", "timeout": 60, "data": {"k": 1}}
