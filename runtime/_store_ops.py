@@ -321,10 +321,18 @@ def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, 
     record = t.get_promise(id)
     if record is None:
         raise PromiseNotFoundError(f"no invocation or promise with id {id!r}")
-    if record.branch is not None and record.branch != id:
-        raise NotDeletableError(
-            f"{id!r} is a call of {record.branch!r}: it is deleted with its root, not alone"
-        )
+    caller = record.branch
+    if caller is not None and caller != id:
+        if t.get_task(id) is None:
+            raise NotDeletableError(
+                f"{id!r} is a call of {caller!r}: it is deleted with its root, not alone"
+            )
+        waiting = t.get_promise(caller)  # an rpc or detached invocation: its own root, but
+        if waiting is not None and waiting.state is PromiseState.PENDING:  # replayed by
+            raise NotDeletableError(  # a pending caller, it would run again
+                f"{id!r} is an invocation that {caller!r}, still pending, called: delete it "
+                f"once {caller!r} has settled"
+            )
     if record.state is PromiseState.PENDING:
         raise NotDeletableError(f"{id!r} is pending: cancel it (or settle it) before deleting it")
     calls: list[str] = []

@@ -47,6 +47,10 @@ async def test_a_settled_tree_goes_with_its_calls_but_not_its_own_invocations(
     assert kept is not None
     assert await store.get_task("wf:5") is not None
     assert [p.id for p in await store.branch_promises("wf:5")] == ["wf:5.1"]
+    # The detached invocation goes by its own id, once settled.
+    await resolve(store, "wf:5")
+    assert await store.delete_tree("wf:5") == 2
+    assert await store.get_promise("wf:5.1") is None
     # The id is free again: a start makes a new invocation.
     created = await store.create_invocation(CreatePromise(id="wf"), pid=None, ttl=None, now=5)
     assert created.created
@@ -64,6 +68,16 @@ async def test_pending_calls_and_unknown_ids_are_refused_and_nothing_changes(
     await resolve(store, "running")
     with pytest.raises(NotDeletableError, match="'running:1' is a call of 'running'"):
         await store.delete_tree("running:1")
+    detached = CreatePromise(id="running:2", tags={TAG_BRANCH: "running"})
+    await store.create_invocation(detached, pid=None, ttl=None, now=0)
+    await resolve(store, "running:2")
+    await create(store, "caller")  # still pending: deleting what it called is refused
+    child = CreatePromise(id="caller:1", tags={TAG_BRANCH: "caller"})
+    await store.create_invocation(child, pid=None, ttl=None, now=0)
+    await resolve(store, "caller:1")
+    with pytest.raises(NotDeletableError, match="'caller', still pending, called"):
+        await store.delete_tree("caller:1")
+    assert await store.delete_tree("running:2") == 1  # its caller has settled
     with pytest.raises(PromiseNotFoundError, match="'nobody'"):
         await store.delete_tree("nobody")
     assert await store.get_promise("running:1") is not None
