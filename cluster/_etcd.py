@@ -187,6 +187,18 @@ class Etcd:
         finally:
             await watch.cancel()
 
+    async def compact(self, revision: int) -> bool:
+        """Drop etcd's history before ``revision`` (every key keeps its current value);
+        False if it was compacted that far already."""
+        request = rpc.CompactionRequest(revision=revision, physical=False)
+        try:
+            await self._call(self._stub().Compact, request)
+        except EtcdError as exc:
+            if "compacted" in str(exc):
+                return False
+            raise
+        return True
+
     async def grant(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds; its id."""
         stub = self._lease_stub()

@@ -71,7 +71,14 @@ class LayoutError(StoreError):
 class ClusterNode:
     """Joins ``engine`` to the cluster whose namespace store is ``ns``."""
 
-    def __init__(self, engine: Engine, ns: EtcdStore, *, partitions: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        ns: EtcdStore,
+        *,
+        partitions: int | None = None,
+        compact_every: int = 300,
+    ) -> None:
         if ns.node_id is None:
             raise ValueError(f"{ns!r} has no node id: it is not a cluster node's store")
         self.engine = engine
@@ -97,6 +104,10 @@ class ClusterNode:
         self.stopped = False
         self._taken = asyncio.Event()
         self._server: PeerServer | None = None
+        self.compact_every = compact_every
+        """Seconds of etcd history the leader keeps (0: it never compacts)."""
+        self._seen: tuple[float, int] | None = None
+        """(when, etcd's revision then): compacted to once ``compact_every`` has passed."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -497,6 +508,7 @@ class ClusterNode:
                         log.warning("node %s: cannot campaign: %s", self.node_id, exc)
             if healthy and self.ns.view.leader == self.node_id:
                 self.leading.set()
+                await self._compact()
             else:
                 self.leading.clear()
             for store in self.open_partitions():
@@ -506,6 +518,24 @@ class ClusterNode:
                 await asyncio.wait({changed}, timeout=0.2 if missing else self.ns.lease_ttl / 3)
             finally:
                 changed.cancel()
+
+    async def _compact(self) -> None:
+        """The leader drops etcd's history older than ``compact_every`` seconds: nothing
+        reads it (partitions have no watch; a watch of ``N/`` that falls behind reloads),
+        and without it etcd's database grows with every write ever made."""
+        if not self.compact_every:
+            return
+        clock = self.engine.clock
+        try:
+            revision, _ = await self.ns.etcd.read([self.ns.keys.prefix + "meta"])
+            if self._seen is not None and clock.monotonic() - self._seen[0] >= self.compact_every:
+                if await self.ns.etcd.compact(self._seen[1]):
+                    log.info("node %s compacted etcd to revision %d", self.node_id, self._seen[1])
+                self._seen = None
+            if self._seen is None:
+                self._seen = (clock.monotonic(), revision)
+        except EtcdError as exc:
+            log.warning("node %s: cannot compact etcd now: %s", self.node_id, exc)
 
     async def namespace_call(self, call: Awaitable[R]) -> R:
         """A call of the namespace store (schedules): never fenced by an invocation."""

@@ -67,6 +67,7 @@ async def serve(
             address=settings.advertise or f"http://{settings.host}:{settings.port}",
             lease_ttl=settings.lease_ttl,
             partitions=settings.partitions,
+            compact_every=settings.etcd_compact_every,
         )
     else:
         app.use_store(settings.store)

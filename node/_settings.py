@@ -83,6 +83,14 @@ class ServeSettings(BaseSettings):
         description="partitions per function group of a new namespace (default 64); fixed "
         "once the namespace exists",
     )
+    etcd_compact_every: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="seconds of etcd history the leader keeps: every that many seconds it "
+        "compacts what is older (0: never, when etcd compacts itself with "
+        "--auto-compaction-retention)",
+    )
     cluster_token: SecretStr | None = Field(
         default=None, description="token for peers' forwarded requests"
     )

@@ -113,6 +113,7 @@ class LocalBackend:
         address: str,
         lease_ttl: int,
         partitions: int | None = None,
+        compact_every: int = 300,
     ) -> None:
         from dawait.cluster._etcd_records import namespace_prefix
         from dawait.cluster._etcd_store import EtcdStore
@@ -136,7 +137,9 @@ class LocalBackend:
             address=address,
             lease_ttl=lease_ttl,
         )
-        self.cluster = ClusterNode(self.engine, store, partitions=partitions)
+        self.cluster = ClusterNode(
+            self.engine, store, partitions=partitions, compact_every=compact_every
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

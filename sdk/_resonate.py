@@ -157,6 +157,7 @@ class Resonate:
         address: str = "",
         lease_ttl: int = 5,
         partitions: int | None = None,
+        compact_every: int = 300,
     ) -> None:
         """Make this app a node of the cluster coordinated by ``etcd`` (before it opens).
 
@@ -165,7 +166,8 @@ class Resonate:
         share of the partitions of the groups it serves (``groups``: every group this app
         registers, by default), runs what is in them and fires their timers, and takes over
         from nodes that die. ``address`` is where peers reach its HTTP API (``dawait serve``
-        sets it); ``node_id`` defaults to ``{hostname}-{pid}``.
+        sets it); ``node_id`` defaults to ``{hostname}-{pid}``. The leader compacts etcd's
+        history older than ``compact_every`` seconds (0: never).
         """
         self.local.join(
             etcd,
@@ -175,6 +177,7 @@ class Resonate:
             address=address,
             lease_ttl=lease_ttl,
             partitions=partitions,
+            compact_every=compact_every,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

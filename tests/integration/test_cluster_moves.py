@@ -15,7 +15,7 @@ from pathlib import Path
 from dawait.core._partitions import FREE, partition_index
 from dawait.errors import DawaitError, PromiseNotFoundError
 from dawait.node._client import HttpClient
-from tests.etcd import EtcdCluster, free_ports
+from tests.etcd import EtcdCluster, etcdctl, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.clustering import (
     audit,
@@ -175,3 +175,45 @@ async def test_a_promise_settled_through_a_third_node_reaches_its_awaiter_after_
         survivor = by_name[third(x0)]
         assert await outcome(survivor, before_id, within=20) == mixed_result(before_i)
         assert await outcome(survivor, after_id, within=20) == mixed_result(after_i)
+
+
+async def test_the_leader_compacts_etcd_history_and_the_cluster_carries_on(
+    tmp_path: Path,
+) -> None:
+    """With ``--etcd-compact-every 1`` (its own etcd: compaction is etcd-wide), the leader
+    compacts the history its writes made (a fresh etcd keeps it all otherwise): the early
+    revisions are gone from etcd, and workflows started afterwards, through either node,
+    still finish."""
+    with EtcdCluster(tmp_path / "etcd", size=1) as etcd:
+        nodes = Nodes(tmp_path)
+        namespace = f"compact{next(namespaces)}-{os.getpid()}"
+        args = [
+            [*serve_args(etcd, namespace, f"n{k}", port, "default,helpers"),
+             "--etcd-compact-every", "1"]
+            for k, port in enumerate(free_ports(2))
+        ]  # fmt: skip
+        members = [nodes.start(f"n{k}", *args[k]) for k in range(2)]
+        clients = [HttpClient(node.url, token=TOKEN) for node in members]
+        try:
+            for client in clients:
+                await client.open()
+            await live_nodes(clients[0], 2)
+            for i in range(20):
+                await clients[i % 2].start(f"c{i}", "mixed", [i * 7 + 1, 0.0], {})
+            for i in range(20):
+                assert await outcome(clients[i % 2], f"c{i}", within=10) == mixed_result(i * 7 + 1)
+
+            async def compacted() -> bool:
+                ran = etcdctl(etcd.endpoints, "get", "--rev=2", f"/dawait/{namespace}/N/meta")
+                return "compacted" in ran.stderr
+
+            await eventually(compacted, "the leader to compact etcd", within=15, every=0.5)
+            for i in range(20, 40):
+                await clients[i % 2].start(f"c{i}", "mixed", [i * 7 + 1, 0.0], {})
+            for i in range(40):
+                assert await outcome(clients[i % 2], f"c{i}", within=10) == mixed_result(i * 7 + 1)
+            assert any("compacted etcd to revision" in node.stderr() for node in members)
+        finally:
+            for client in clients:
+                await client.close()
+            nodes.kill_all()
