@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dawait.cluster._etcd import Compare, EtcdError, Write
 from dawait.cluster._etcd_recorder import Batch, Recorder
 from dawait.core._errors import StoreError
-from dawait.runtime._store_ops import answer, fail, run_op
+from dawait.runtime._store_ops import answer, fail, op_delete_tree, run_op
 
 if TYPE_CHECKING:
     from dawait.cluster._etcd_store import EtcdStore
@@ -126,11 +126,18 @@ class Batches:
         if store.mirror.dirty:
             raise self._reloading()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        if self._committing or self.batch.size >= store.max_ops:
+        if self._committing or not self._fits(op):
             self._waiting.append((op, args, future))
         else:
             self._run(op, args, future)
         return await future
+
+    def _fits(self, op: Callable[..., Any]) -> bool:
+        """Whether ``op`` may join the open batch: while it is below ``max_ops``, and a
+        deletion (up to ``DELETE_BATCH`` calls, a hundred keys) only an empty one."""
+        if op is op_delete_tree:
+            return not self.batch.size
+        return self.batch.size < self.store.max_ops
 
     def _run(
         self, op: Callable[..., Any], args: tuple[object, ...], future: asyncio.Future[Any]
@@ -275,7 +282,7 @@ class Batches:
                     future.set_exception(refused)
             waiting = []
         for op, args, future in waiting:
-            if self.batch.size >= self.store.max_ops:
+            if self._waiting or not self._fits(op):  # in order: once one waits, all do
                 self._waiting.append((op, args, future))
             else:
                 self._run(op, args, future)

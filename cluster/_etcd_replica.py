@@ -59,7 +59,12 @@ def apply_change(
     tell ``listener`` (the watch's changes only)."""
     kind, _, _rest = change.key[len(keys.prefix) :].partition("/")
     value = change.value
-    if kind == "p" and value is not None:
+    if kind in ("p", "t") and value is None:  # deleted (app.delete, retention)
+        if kind == "p":
+            tables.delete_promise(_rest)
+        else:
+            tables.delete_task(_rest)
+    elif kind == "p" and value is not None:
         record = decode_promise(value)
         old = tables.promises.get(record.id)
         tables.put_promise(record, new=old is None)

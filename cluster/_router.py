@@ -44,7 +44,7 @@ from dawait.cluster._peer import (
     promise_json,
     record_from_json,
 )
-from dawait.core._errors import PromiseNotFoundError, StoreError
+from dawait.core._errors import NotDeletableError, PromiseNotFoundError, StoreError
 from dawait.core._ids import root_of
 from dawait.core._param import call_target
 from dawait.core._partitions import FREE, Partition, partition_index
@@ -222,6 +222,16 @@ class PartitionedStore:
         )
 
     async def delete_tree(self, id: str) -> int:
+        record = await self.get_promise(id)
+        if record is not None and record.branch not in (None, id):
+            # Its caller may live in another partition (an rpc to another group, a
+            # promise with an id of its own): the owner cannot see whether it is pending.
+            caller = await self.get_promise(record.branch)
+            if caller is not None and caller.state is PromiseState.PENDING:
+                raise NotDeletableError(
+                    f"{id!r} was called by {record.branch!r}, which is still pending: delete "
+                    f"it once {record.branch!r} has settled"
+                )
         store = self.node.holding_task(id) or self._local(id)
         partition = store.partition if store is not None else await self.locate(id)
         if partition is None:

@@ -100,7 +100,7 @@ class RemoteBackend:
         await self.client.cancel(id)
 
     async def delete(self, id: str) -> None:
-        await self.client.delete(id)
+        await self.client.delete_promise(id)  # any promise, an invocation's too
 
     # -- promises --------------------------------------------------------------------------
 

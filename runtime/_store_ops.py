@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from dawait.core._errors import DawaitError, NotDeletableError, PromiseNotFoundError
+from dawait.core._ids import root_of
+from dawait.core._param import read_invocation
 from dawait.core._promise import (
     PromiseRecord,
     PromiseState,
@@ -306,53 +308,61 @@ def op_move_schedule(
     return True
 
 
-DELETE_BATCH = 50
+DELETE_BATCH = 40
 """Calls one deletion transaction removes at most: each is two keys compared (its promise
-and task) and up to two written, which keeps a transaction below etcd's --max-txn-ops
-(128 by default)."""
+and task) and written, with its callbacks, so a transaction stays below etcd's
+--max-txn-ops (128 by default; a deletion also starts a transaction of its own)."""
+
+
+def _own_root(record: PromiseRecord) -> bool:
+    """Whether a call is deleted by its own id, not with its caller's tree: an invocation
+    of its own (``rpc``, ``detached``) or a promise with an id of its own
+    (``ctx.promise(id=...)``)."""
+    return root_of(record.id) == record.id or read_invocation(record.param.data) is not None
 
 
 def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, bool]:
-    """Delete up to ``limit`` records of the tree of ``id``: a settled invocation (or
-    promise) that is no other's call, with every call it made except the ``rpc`` and
-    ``detached`` invocations (invocations of their own, deleted on their own). Its calls go
-    first and ``id`` itself last, so a deletion cut short leaves the root and is finished
-    by the next one. How many records went, and whether the tree is gone."""
+    """Delete up to ``limit`` calls of the tree of ``id``, a settled invocation (or promise)
+    that is no other's call: every call below it that is not a root of its own
+    (``_own_root``). A call goes only with (after) every call below it, and ``id`` last, so
+    a deletion cut short leaves no call without its caller, and the next one finishes it.
+    How many records went, and whether the tree is gone."""
     record = t.get_promise(id)
     if record is None:
         raise PromiseNotFoundError(f"no invocation or promise with id {id!r}")
     caller = record.branch
     if caller is not None and caller != id:
-        if t.get_task(id) is None:
+        if not _own_root(record):
             raise NotDeletableError(
                 f"{id!r} is a call of {caller!r}: it is deleted with its root, not alone"
             )
-        waiting = t.get_promise(caller)  # an rpc or detached invocation: its own root, but
-        if waiting is not None and waiting.state is PromiseState.PENDING:  # replayed by
-            raise NotDeletableError(  # a pending caller, it would run again
-                f"{id!r} is an invocation that {caller!r}, still pending, called: delete it "
-                f"once {caller!r} has settled"
+        waiting = t.get_promise(caller)  # a root of its own, but if its caller is pending
+        if waiting is not None and waiting.state is PromiseState.PENDING:  # the caller's
+            raise NotDeletableError(  # replay would make it again
+                f"{id!r} was called by {caller!r}, which is still pending: delete it once "
+                f"{caller!r} has settled"
             )
     if record.state is PromiseState.PENDING:
         raise NotDeletableError(f"{id!r} is pending: cancel it (or settle it) before deleting it")
-    calls: list[str] = []
-    branches = [id]
-    while branches and len(calls) < limit:
-        for child in t.branch_promises(branches.pop()):
-            if len(calls) == limit:
-                break
-            if child.id == id or t.get_task(child.id) is not None:
-                continue  # an invocation of its own (rpc, detached): not part of this tree
-            calls.append(child.id)
-            branches.append(child.id)
-    for call in calls:
+    done: list[str] = []  # calls whose every call below is in ``done`` too (post-order)
+    stack = [(id, iter(t.branch_promises(id)))]
+    while stack and len(done) < limit:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            if node != id:
+                done.append(node)
+        elif child.id != id and not _own_root(child):
+            stack.append((child.id, iter(t.branch_promises(child.id))))
+    for call in done:
         t.delete_task(call)
         t.delete_promise(call)
-    if len(calls) >= limit:
-        return limit, False
+    if stack:
+        return len(done), False
     t.delete_task(id)
     t.delete_promise(id)
-    return len(calls) + 1, True
+    return len(done) + 1, True
 
 
 async def delete_in_batches(batch: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
