@@ -387,8 +387,8 @@ class NodeApi:
             Route("DELETE", "/invocations/{id}", self.delete_invocation, inv,
                   "Delete a settled invocation with every call it made (not its rpc and "
                   "detached invocations)",
-                  statuses={204: "deleted", 404: "unknown id",
-                            409: "pending, or a call of another invocation"}),
+                  statuses={204: "deleted", 404: "no invocation with that id",
+                            409: "pending, or called by a pending invocation"}),
             Route("GET", "/invocations/{id}/tree", self.invocation_tree, inv,
                   "Its call tree with states and timings", response=m.TreeNode,
                   statuses={404: "unknown id"}),
