@@ -525,15 +525,15 @@ class ClusterNode:
         and without it etcd's database grows with every write ever made."""
         if not self.compact_every:
             return
-        clock = self.engine.clock
+        now = self.engine.clock.monotonic()
+        seen = self._seen
+        if seen is not None and now - seen[0] < self.compact_every:
+            return  # not due: no request at all
         try:
+            if seen is not None and await self.ns.etcd.compact(seen[1]):
+                log.info("node %s compacted etcd to revision %d", self.node_id, seen[1])
             revision, _ = await self.ns.etcd.read([self.ns.keys.prefix + "meta"])
-            if self._seen is not None and clock.monotonic() - self._seen[0] >= self.compact_every:
-                if await self.ns.etcd.compact(self._seen[1]):
-                    log.info("node %s compacted etcd to revision %d", self.node_id, self._seen[1])
-                self._seen = None
-            if self._seen is None:
-                self._seen = (clock.monotonic(), revision)
+            self._seen = (now, revision)
         except EtcdError as exc:
             log.warning("node %s: cannot compact etcd now: %s", self.node_id, exc)
 

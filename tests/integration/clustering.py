@@ -45,12 +45,14 @@ def serve_args(
 
 @contextlib.asynccontextmanager
 async def start_cluster(
-    nodes: Nodes, etcd: EtcdCluster, groups: list[str], ttl: int = TTL
+    nodes: Nodes, etcd: EtcdCluster, groups: list[str], ttl: int = TTL, *extra: str
 ) -> AsyncIterator[Cluster]:
+    """One node per entry of ``groups`` (serving those groups), each given ``extra`` options
+    too; their clients open."""
     namespace = f"cluster{next(namespaces)}-{os.getpid()}"
     ports = free_ports(len(groups))
     members = [
-        nodes.spawn(f"n{k}", *serve_args(etcd, namespace, f"n{k}", port, group, ttl))
+        nodes.spawn(f"n{k}", *serve_args(etcd, namespace, f"n{k}", port, group, ttl), *extra)
         for k, (port, group) in enumerate(zip(ports, groups, strict=True))
     ]
     for node in members:

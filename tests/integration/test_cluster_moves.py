@@ -18,6 +18,7 @@ from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, etcdctl, free_ports
 from tests.integration.cluster_app import mixed_result
 from tests.integration.clustering import (
+    TTL,
     audit,
     live_nodes,
     namespaces,
@@ -166,7 +167,11 @@ async def test_a_promise_settled_through_a_third_node_reaches_its_awaiter_after_
         for _id, i, _x in picked:
             await eventually(lambda i=i: created(f"ext-{i}"), f"ext-{i} to be created")
         (before_id, before_i, x0), (after_id, after_i, x1) = picked
-        third = lambda x: next(n for n in names if n not in (owner_a, x))  # noqa: E731
+
+        def third(x: str) -> str:
+            """The node that owns neither the awaiting invocation nor promise owner ``x``."""
+            return next(n for n in names if n not in (owner_a, x))
+
         await by_name[third(x0)].resolve(f"ext-{before_i}", before_i)
         a.process.send_signal(signal.SIGKILL)
         a.process.wait(timeout=10)
@@ -184,19 +189,12 @@ async def test_the_leader_compacts_etcd_history_and_the_cluster_carries_on(
     compacts the history its writes made (a fresh etcd keeps it all otherwise): the early
     revisions are gone from etcd, and workflows started afterwards, through either node,
     still finish."""
+    groups = ["default,helpers"] * 2
     with EtcdCluster(tmp_path / "etcd", size=1) as etcd:
-        nodes = Nodes(tmp_path)
-        namespace = f"compact{next(namespaces)}-{os.getpid()}"
-        args = [
-            [*serve_args(etcd, namespace, f"n{k}", port, "default,helpers"),
-             "--etcd-compact-every", "1"]
-            for k, port in enumerate(free_ports(2))
-        ]  # fmt: skip
-        members = [nodes.start(f"n{k}", *args[k]) for k in range(2)]
-        clients = [HttpClient(node.url, token=TOKEN) for node in members]
-        try:
-            for client in clients:
-                await client.open()
+        async with start_cluster(
+            Nodes(tmp_path), etcd, groups, TTL, "--etcd-compact-every", "1"
+        ) as cluster:
+            clients, namespace = cluster.clients, cluster.namespace
             await live_nodes(clients[0], 2)
             for i in range(20):
                 await clients[i % 2].start(f"c{i}", "mixed", [i * 7 + 1, 0.0], {})
@@ -212,8 +210,4 @@ async def test_the_leader_compacts_etcd_history_and_the_cluster_carries_on(
                 await clients[i % 2].start(f"c{i}", "mixed", [i * 7 + 1, 0.0], {})
             for i in range(40):
                 assert await outcome(clients[i % 2], f"c{i}", within=10) == mixed_result(i * 7 + 1)
-            assert any("compacted etcd to revision" in node.stderr() for node in members)
-        finally:
-            for client in clients:
-                await client.close()
-            nodes.kill_all()
+            assert any("compacted etcd to revision" in node.stderr() for node in cluster.members)
