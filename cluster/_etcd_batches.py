@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dawait.cluster._etcd import Compare, EtcdError, Write
 from dawait.cluster._etcd_recorder import Batch, Recorder
 from dawait.core._errors import StoreError
-from dawait.runtime._store_ops import answer, fail, op_delete_tree, run_op
+from dawait.runtime._deletion import op_delete_tree
+from dawait.runtime._store_ops import answer, fail, run_op
 
 if TYPE_CHECKING:
     from dawait.cluster._etcd_store import EtcdStore

@@ -66,6 +66,19 @@ class Recorder:
         self.touch(key)
         self.store.batches.batch.writes[key] = value
 
+    def index_deletion(self, id: str, before: int | None, after: int | None) -> None:
+        """Keep the retention index (``r/`` keys) in line with promise ``id``'s
+        ``delete_at`` going from ``before`` to ``after``. Written blind, not compared: the
+        promise's own key orders every change of it."""
+        if before == after:
+            return
+        writes = self.store.batches.batch.writes
+        if before is not None:
+            writes[self.keys.deletion(before, id)] = None
+        if after is not None:
+            writes[self.keys.deletion(after, id)] = id.encode()
+            self.store.deadline_written(after)
+
     # promises
 
     def get_promise(self, id: str) -> PromiseRecord | None:
@@ -81,6 +94,8 @@ class Recorder:
 
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         self._write(self.keys.promise(record.id), encode_promise(record))
+        old = None if new else self.t.promises.get(record.id)
+        self.index_deletion(record.id, None if old is None else old.delete_at, record.delete_at)
         self.t.put_promise(record, new=new)
 
     def branch_promises(self, branch: str) -> list[PromiseRecord]:
@@ -109,6 +124,12 @@ class Recorder:
 
     def next_timeout(self) -> int | None:
         return self.t.next_timeout()
+
+    def due_deletions(self, now: int, limit: int) -> list[str]:
+        return self.t.due_deletions(now, limit)
+
+    def next_deletion(self) -> int | None:
+        return self.t.next_deletion()
 
     # tasks
 
@@ -158,6 +179,7 @@ class Recorder:
             return
         Recorder.pop_callbacks(self, id)  # deleted: no partition's outbox for them
         self._write(key, None)
+        self.index_deletion(id, self.t.promises[id].delete_at, None)
         self.t.delete_promise(id)
 
     def delete_task(self, id: str) -> None:

@@ -115,6 +115,11 @@ class Keys:
     def schedule(self, id: str) -> str:
         return f"{self.prefix}s/{id}"
 
+    def deletion(self, at: int, id: str) -> str:
+        """The retention index: root ``id`` is due for deletion at ``at`` (epoch ms, padded
+        so that keys sort by time)."""
+        return f"{self.prefix}r/{at:015d}/{id}"
+
     def member(self, node_id: str) -> str:
         return f"{self.prefix}n/{node_id}"
 

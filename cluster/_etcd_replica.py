@@ -123,7 +123,7 @@ class Replica:
         self.store = store
         self.watching = watch
         """Keep the replica current by a watch (not where this node is the only writer)."""
-        self.tables = MemoryTables()
+        self.tables = self.new_tables()
         self.view = ClusterView()
         self.revisions: dict[str, int] = {}
         """Each key's mod revision as the replica has it; a key deleted since has its
@@ -135,12 +135,16 @@ class Replica:
         """Watch events that arrived while a batch was open: applied once it is done."""
         self.watcher: asyncio.Task[None] | None = None
 
+    def new_tables(self) -> MemoryTables:
+        """Empty tables to load the records into."""
+        return MemoryTables()
+
     async def reload(self) -> dict[str, bytes | None]:
         """Load the namespace afresh and watch it from there; what each key holds."""
         store = self.store
         await self.stop_watch()
         revision, items = await store.etcd.snapshot(store.keys.prefix)
-        tables = MemoryTables()
+        tables = self.new_tables()
         view = ClusterView()
         revisions: dict[str, int] = {}
         for item in items:

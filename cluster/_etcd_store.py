@@ -226,6 +226,10 @@ class EtcdStore(TablesStore):
         """``batch`` committed (its revisions are in the replica)."""
         return None
 
+    def deadline_written(self, at: int) -> None:
+        """A batch writes a retention deadline ``at`` (the replica indexes it here)."""
+        return None
+
     def marker_token(self, attempt: int) -> bytes:
         """What this store's transaction marker holds after attempt number ``attempt``."""
         return f"{attempt}".encode()

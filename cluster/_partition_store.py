@@ -30,9 +30,10 @@ transaction's marker carries the epoch it was written under.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from dawait.cluster._etcd import Compare, Etcd, KeyValue, Write, cancel_task
@@ -42,9 +43,9 @@ from dawait.cluster._etcd_recorder import Batch, Recorder
 from dawait.cluster._etcd_records import decode_promise, decode_task, dumps, partition_prefix
 from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
+from dawait.cluster._partition_deletion import Deletions
 from dawait.core._errors import (
     InvocationConflictError,
-    NotDeletableError,
     OwnershipLostError,
     PromiseNotFoundError,
 )
@@ -53,6 +54,7 @@ from dawait.core._param import call_target
 from dawait.core._partitions import Partition
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, resume_task
+from dawait.runtime._memory_store import MemoryTables
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -60,11 +62,9 @@ from dawait.runtime._store import (
     PromiseSettled,
 )
 from dawait.runtime._store_ops import (
-    delete_in_batches,
     op_acquire_task,
     op_create_invocation,
     op_create_promise,
-    op_delete_tree,
     op_get_promise,
     op_settle_promise,
     op_suspend_task,
@@ -118,9 +118,13 @@ class _Replica(Replica):
 
     store: PartitionStore
 
+    def new_tables(self) -> MemoryTables:
+        return MemoryTables(deletions=False)  # the index is in etcd (``deletions``)
+
     async def reload(self) -> dict[str, bytes | None]:
         stored = await super().reload()
         store = self.store
+        store.deletions.loaded(stored)
         store.outbox.clear()
         store.notices.clear()
         for key, value in stored.items():
@@ -302,6 +306,7 @@ class PartitionStore(EtcdStore):
         self.elsewhere: Callable[[str], list[str]] | None = None
         """The keys a promise ``id`` would have in the namespace's other families (set by
         the node): a new root id is checked against them."""
+        self.deletions = Deletions(self)
         self.membership = _Hold(self)
         self.mirror = _Replica(self, watch=False)
         self.batches = Batches(self)
@@ -359,12 +364,15 @@ class PartitionStore(EtcdStore):
         revisions = self.mirror.revisions
         roots = set()
         for key, value in batch.writes.items():
-            if value is None:
-                revisions.pop(key, None)  # no watch to order against: absent is absent
             kind, _, id = key[len(self.keys.prefix) :].partition("/")
+            if value is None or kind == "r":  # no watch to order against: absent is
+                revisions.pop(key, None)  # absent; and index keys are written blind
             if kind in ("p", "t"):
                 roots.add(root_of(id))
         self.evict(roots)
+
+    def deadline_written(self, at: int) -> None:
+        self.deletions.written(at)
 
     async def _by_id(
         self, id: str, op: Callable[..., R], *args: object, creating: bool = False
@@ -373,18 +381,24 @@ class PartitionStore(EtcdStore):
         dropped from memory (none of its records is here). ``creating``: ``op`` may create
         ``id``, which must not be in use in another family."""
         root = root_of(id)
+        with self.pinned(root):
+            if root not in self.roots:
+                await self.read_back(id, unique=creating and root == id)
+            return await self._transact(op, *args)
+
+    @contextlib.contextmanager
+    def pinned(self, root: str) -> Iterator[None]:
+        """Keep the tree of ``root`` in memory meanwhile (an operation is under way on it)."""
         self._pins[root] = self._pins.get(root, 0) + 1
         try:
-            if root not in self.roots:
-                await self._read_back(id, unique=creating and root == id)
-            return await self._transact(op, *args)
+            yield
         finally:
             self._pins[root] -= 1
             if not self._pins[root]:
                 del self._pins[root]
                 self.evict([root])
 
-    async def _read_back(self, id: str, *, unique: bool = False) -> None:
+    async def read_back(self, id: str, *, unique: bool = False) -> None:
         """Bring ``id``'s records into memory from etcd. ``unique``: also check that no other
         family has a promise ``id`` (in the same request), else ``InvocationConflictError``."""
         others = self.elsewhere(id) if unique and self.elsewhere is not None else []
@@ -397,9 +411,9 @@ class PartitionStore(EtcdStore):
             for key, item in zip(others, found, strict=True):
                 if item is not None and item.value is not None:
                     raise _in_use(id, key[len(f"/dawait/{self.namespace}/P/") :], item.value)
-        self._hold([promise, task])
+        self.hold([promise, task])
 
-    def _hold(self, items: Iterable[KeyValue | None]) -> None:
+    def hold(self, items: Iterable[KeyValue | None]) -> None:
         """Bring stored promises and tasks (``p/``, ``t/`` keys) into memory, where absent."""
         t = self.replica
         for item in items:
@@ -419,36 +433,7 @@ class PartitionStore(EtcdStore):
             self.note(id)
 
     async def delete_tree(self, id: str) -> int:
-        """``Store.delete_tree``: its records are read back from etcd first (a finished
-        tree is not in memory)."""
-        root = root_of(id)
-        self._pins[root] = self._pins.get(root, 0) + 1
-        try:
-            await self._read_back(id)
-            separator = "." if ":" in id else ":"
-            for kind in ("p", "t"):
-                await self._read_prefix(f"{self.keys.prefix}{kind}/{id}{separator}")
-            if any(root_of(promise_id) == root for promise_id, _task in self.outbox):
-                raise NotDeletableError(
-                    f"{id!r}: a promise of it is still being delivered to another partition; "
-                    "try again in a moment"
-                )
-            return await delete_in_batches(lambda: self._transact(op_delete_tree, id))
-        finally:
-            self._pins[root] -= 1
-            if not self._pins[root]:
-                del self._pins[root]
-                self.evict([root])
-
-    async def _read_prefix(self, prefix: str) -> None:
-        """Bring the records under ``prefix`` (promises or tasks) into memory."""
-        start = prefix
-        while True:
-            items, more = await self.etcd.page(start, prefix, 500)
-            self._hold(items)
-            if not more or not items:
-                return
-            start = items[-1].key + "\0"
+        return await self.deletions.delete_tree(id)
 
     def run_for(self, id: str, op: Callable[..., R], *args: object) -> Awaitable[R]:
         """Run store operation ``op(tables, *args)`` about ``id`` (what the router calls)."""

@@ -58,10 +58,12 @@ from dawait.core._promise import (
 )
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord, TaskState
+from dawait.runtime._deletion import sweep
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
     ACTING_FOR,
     CreatePromise,
+    Expired,
     InvocationCreated,
     PromiseCreated,
     PromisePage,
@@ -242,6 +244,34 @@ class PartitionedStore:
             return await store.delete_tree(id)
         answer = await self.node.peering.ask(partition, "delete", {"id": id})
         return int(answer["deleted"])
+
+    async def delete_expired(self, *, now: int, limit: int) -> Expired:
+        """``Store.delete_expired`` over the partitions this node owns (each its ``limit``),
+        each root through ``delete_tree`` (its caller may live in another partition)."""
+        due = [s for s in self.node.open_partitions() if s.deletions.due_by(now)]
+        roots = records = 0
+        more = False
+        for swept in await asyncio.gather(
+            *(self._sweep(s, now, limit) for s in due), return_exceptions=True
+        ):
+            if isinstance(swept, BaseException):
+                # That partition was lost or etcd is away: the next sweep tries again.
+                log.warning("%r: cannot delete expired invocations now: %r", self, swept)
+                continue
+            roots, records = roots + swept.roots, records + swept.records
+            more = more or swept.more
+        return Expired(roots=roots, records=records, more=more)
+
+    async def _sweep(self, store: PartitionStore, now: int, limit: int) -> Expired:
+        ids = await store.deletions.due(now, limit)
+        keep = store.deletions.keep
+        return await sweep(ids, self.delete_tree, keep, now=now, more=len(ids) == limit)
+
+    async def next_deletion(self) -> int | None:
+        deadlines = [
+            at for s in self.node.open_partitions() if (at := s.deletions.next) is not None
+        ]
+        return min(deadlines, default=None)
 
     async def expire_promises(self, *, now: int, limit: int) -> Sequence[PromiseSettled]:
         due = [s for s in self.node.open_partitions() if _due(s, now)]

@@ -83,6 +83,12 @@ class NotDeletableError(DawaitError):
     """An invocation or promise that cannot be deleted: still pending, or a call of another
     invocation (deleted with its root, never alone)."""
 
+    def __init__(self, message: str, *, later: bool = True) -> None:
+        super().__init__(message)
+        self.later = later
+        """Whether it may become deletable (it settles, its caller settles); False for a
+        call of another invocation, which goes only with its root."""
+
 
 class StoreError(DawaitError):
     """The store could not be opened, read or written."""

@@ -15,7 +15,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["InvocationCall", "call_target", "invocation_param", "read_invocation", "step_param"]
+from dawait.core._ids import root_of
+
+__all__ = [
+    "InvocationCall",
+    "call_target",
+    "invocation_param",
+    "is_root",
+    "read_invocation",
+    "step_param",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,3 +79,10 @@ def read_invocation(param: str | None) -> InvocationCall | None:
     return InvocationCall(
         func=func, version=_version(call.get("version")), args=args, kwargs=kwargs
     )
+
+
+def is_root(id: str, param: str | None, branch: str | None) -> bool:
+    """Whether promise ``id`` is deleted by its own id, not with a caller's tree: nobody's
+    call (no ``branch``, or its own), an invocation of its own (``rpc``, ``detached``: an
+    invocation's param) or a promise with an id of its own (``ctx.promise(id=...)``)."""
+    return branch in (None, id) or root_of(id) == id or read_invocation(param) is not None

@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY",
     "NO_TAGS",
     "TAG_BRANCH",
+    "TAG_RETENTION",
     "TAG_TIMER",
     "PromiseRecord",
     "PromiseState",
@@ -38,6 +39,9 @@ __all__ = [
 
 TAG_TIMER = "resonate:timer"
 TAG_BRANCH = "resonate:branch"
+TAG_RETENTION = "dawait:retention"
+"""On a root (an invocation or a promise that is nobody's call): milliseconds it is kept
+once settled, then deleted with its tree. Absent: kept until deleted."""
 NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -103,6 +107,18 @@ class PromiseRecord:
     @property
     def branch(self) -> str | None:
         return self.tags.get(TAG_BRANCH)
+
+    @property
+    def delete_at(self) -> int | None:
+        """When its retention ends (``TAG_RETENTION`` after it settled); None while pending,
+        or if it is kept until deleted."""
+        retention = self.tags.get(TAG_RETENTION)
+        if self.settled_at is None or retention is None:
+            return None
+        try:
+            return self.settled_at + int(retention)
+        except ValueError:  # not one of ours: kept
+            return None
 
 
 class SettleOutcome(enum.Enum):

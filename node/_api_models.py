@@ -78,6 +78,11 @@ class InvocationView(BaseModel):
     created_at: dt.datetime
     settled_at: dt.datetime | None
     timeout_at: dt.datetime | None
+    delete_at: dt.datetime | None = Field(
+        default=None,
+        description="When its retention ends and it is deleted with everything it recorded "
+        "(null: still pending, or kept until deleted)",
+    )
 
 
 class ResultView(BaseModel):
@@ -132,6 +137,11 @@ class PromiseView(BaseModel):
     created_at: dt.datetime
     settled_at: dt.datetime | None
     timeout_at: dt.datetime | None
+    delete_at: dt.datetime | None = Field(
+        default=None,
+        description="When its retention ends and it is deleted with everything it recorded "
+        "(null: still pending, or kept until deleted)",
+    )
 
 
 class PromisePage(BaseModel):

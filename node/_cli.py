@@ -379,6 +379,7 @@ def _invocation_lines(view: m.InvocationView) -> list[str]:
         ["kwargs", _short(view.kwargs)],
         ["created", view.created_at.isoformat()],
         ["settled", view.settled_at.isoformat() if view.settled_at else "-"],
+        ["deleted at", view.delete_at.isoformat() if view.delete_at else "-"],
     ]
     if view.state == "resolved":
         rows.append(["result", _short(view.result)])

@@ -181,6 +181,7 @@ def _info(view: m.PromiseView) -> PromiseInfo:
         created_at=view.created_at,
         settled_at=view.settled_at,
         tags=view.tags,
+        delete_at=view.delete_at,
     )
 
 

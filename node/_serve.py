@@ -58,6 +58,8 @@ async def serve(
 ) -> None:
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     app = app or load_app(settings.app)
+    if settings.retention is not None:
+        app.retention = settings.retention_seconds
     if settings.etcd:
         app.join(
             settings.etcd,

@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dawait.core._retention import parse_retention
+
 __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_STORE",
@@ -91,6 +93,11 @@ class ServeSettings(BaseSettings):
         "compacts what is older (0: never, when etcd compacts itself with "
         "--auto-compaction-retention)",
     )
+    retention: str | None = Field(
+        default=None,
+        description="keep finished invocations and promises this long, then delete them "
+        "(500ms, 90s, 30m, 24h, 7d, 2w, or forever; default: the app's, 7d unless it says)",
+    )
     cluster_token: SecretStr | None = Field(
         default=None, description="token for peers' forwarded requests"
     )
@@ -129,6 +136,19 @@ class ServeSettings(BaseSettings):
         if self.etcd and self.port == 0 and not self.advertise:
             raise ValueError("a cluster node (--etcd) needs --port (not 0) or --advertise")
         return self
+
+    @field_validator("retention")
+    @classmethod
+    def _a_retention(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_retention(value)  # its ValueError names what is wrong
+        return value
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """``retention`` in seconds (None: forever); only when it was given."""
+        assert self.retention is not None
+        return parse_retention(self.retention)
 
     @field_validator("app")
     @classmethod

@@ -64,6 +64,7 @@ def invocation_view(record: PromiseRecord) -> InvocationView:
         created_at=_at(record.created_at),
         settled_at=_time(record.settled_at),
         timeout_at=_time(record.timeout_at),
+        delete_at=_time(record.delete_at),
     )
 
 
@@ -87,6 +88,7 @@ def promise_view(record: PromiseRecord) -> PromiseView:
         created_at=_at(record.created_at),
         settled_at=_time(record.settled_at),
         timeout_at=_time(record.timeout_at),
+        delete_at=_time(record.delete_at),
     )
 
 

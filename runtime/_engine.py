@@ -18,15 +18,18 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dawait.core._errors import NotStartedError, PromiseNotFoundError, UnknownFunctionError
-from dawait.core._param import call_target, invocation_param
+from dawait.core._errors import NotStartedError, PromiseNotFoundError
+from dawait.core._param import call_target
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
-from dawait.core._schedule import ScheduleFiring, ScheduleRecord, due_firing
+from dawait.core._retention import DEFAULT_RETENTION
+from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
 from dawait.runtime._invocation import Invocation
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._ownership import Ownership, SoleOwnership
+from dawait.runtime._retention import Retention
+from dawait.runtime._schedule_loop import ScheduleLoop
 from dawait.runtime._store import (
     CreatePromise,
     InvocationCreated,
@@ -48,13 +51,18 @@ log = logging.getLogger("dawait.engine")
 
 _EXPIRE_BATCH = 1000
 _RECOVER_BATCH = 1000
-_SCHEDULE_BATCH = 100
 
 
 class EngineConfig:
     """Tunables of the engine (plain attributes, all with working defaults)."""
 
-    def __init__(self, *, evict_after: float = 1.0, max_active: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        evict_after: float = 1.0,
+        max_active: int = 10_000,
+        retention: float | None = DEFAULT_RETENTION,
+    ) -> None:
         if evict_after < 0:
             raise ValueError(f"evict_after must be >= 0 seconds, got {evict_after}")
         if max_active < 1:
@@ -64,6 +72,8 @@ class EngineConfig:
         evicted from memory (and replayed when what it awaits settles)."""
         self.max_active = max_active
         """Invocations held in memory at once; more wait in a queue."""
+        self.retention = retention
+        """Seconds a settled root is kept unless its function says (None: until deleted)."""
 
 
 class Engine:
@@ -92,8 +102,9 @@ class Engine:
         self._closing = False
         self._timer_wakeup = asyncio.Event()
         self._next_timeout: int | None = None
-        self._schedule_wakeup = asyncio.Event()
+        self.schedules = ScheduleLoop(self)
         self.metrics = EngineMetrics()
+        self.retention = Retention(self)
         self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
@@ -149,8 +160,9 @@ class Engine:
             self._group = group
             started.set_result(None)
             group.create_task(self._fire_timers(), name="dawait-timers")
-            group.create_task(self._fire_schedules(), name="dawait-schedules")
+            group.create_task(self.schedules.run(), name="dawait-schedules")
             group.create_task(self._recover(), name="dawait-recover")
+            group.create_task(self.retention.run(), name="dawait-retention")
             await asyncio.Event().wait()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -171,6 +183,7 @@ class Engine:
 
     async def create_promise(self, request: CreatePromise) -> PromiseCreated:
         self._require_group()
+        request = self.retention.tag(request)
         created = await self.store.create_promise(request, now=self.clock.now())
         if created.created:
             self._schedule_timeout(created.promise)
@@ -238,6 +251,7 @@ class Engine:
     def _on_settled(self, settled: PromiseSettled) -> None:
         record = settled.promise
         self.ownership.settled(record)
+        self.retention.settled(record)
         for future in self._waiters.pop(record.id, ()):
             if not future.done():
                 future.set_result(record)
@@ -263,7 +277,7 @@ class Engine:
         self._on_settled(PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=()))
 
     def schedules_changed(self) -> None:
-        self._schedule_wakeup.set()
+        self.schedules.wakeup.set()
 
     def settled_since(self, records: Callable[[str], PromiseRecord | None]) -> None:
         """After a cluster store reloaded: wake waiters whose promise settled meanwhile."""
@@ -272,7 +286,8 @@ class Engine:
             if record is not None and record.state.settled:
                 self._settled_elsewhere(record)
         self._timer_wakeup.set()
-        self._schedule_wakeup.set()
+        self.schedules.wakeup.set()
+        self.retention.wake()
 
     def drop_all(self) -> None:
         """Stop every invocation in memory without writing (this node lost its lease)."""
@@ -307,6 +322,7 @@ class Engine:
         if call is not None:
             function, version = call[0].name, call[0].version
         here = self.ownership.runs_here(request.id, function, version)
+        request = self.retention.tag(request, call[0] if call is not None else None)
         # Shielded: once the store took the task for this process, it must also be started
         # here, even if the caller is cancelled meanwhile (else no one would run it).
         return await asyncio.shield(self._create_and_start(request, here, call))
@@ -325,10 +341,10 @@ class Engine:
             if created.task is not None:
                 self._schedule_timeout(created.promise)
             return created
-        self._started(created, call)
+        self.started(created, call)
         return created
 
-    def _started(
+    def started(
         self,
         created: InvocationCreated,
         call: tuple[Registered, list[Any], dict[str, Any]] | None = None,
@@ -411,7 +427,7 @@ class Engine:
         deadline = self.clock.now() + round(grace * 1000)
         while self.busy and self.clock.now() < deadline:
             self._idle.clear()
-            await self._sleep_until(deadline, self._idle)
+            await self.sleep_until(deadline, self._idle)
 
     @property
     def busy(self) -> bool:
@@ -491,9 +507,9 @@ class Engine:
             await self._sleep_until_timeout()
 
     async def _sleep_until_timeout(self) -> None:
-        await self._sleep_until(self._next_timeout, self._timer_wakeup)
+        await self.sleep_until(self._next_timeout, self._timer_wakeup)
 
-    async def _sleep_until(self, deadline: int | None, wakeup: asyncio.Event) -> None:
+    async def sleep_until(self, deadline: int | None, wakeup: asyncio.Event) -> None:
         """Return at ``deadline`` (never, when None), or earlier once ``wakeup`` is set."""
         waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(wakeup.wait())}
         if deadline is not None:
@@ -511,7 +527,7 @@ class Engine:
         self._require_group()
         created = await self.store.create_schedule(record)
         if created.created:
-            self._schedule_wakeup.set()  # its slot may come before the one the loop awaits
+            self.schedules.wakeup.set()  # its slot may come before the one the loop awaits
         return created
 
     async def get_schedule(self, id: str) -> ScheduleRecord | None:
@@ -527,73 +543,6 @@ class Engine:
     ) -> SchedulePage:
         self._require_group()
         return await self.store.search_schedules(pattern, limit=limit, cursor=cursor)
-
-    async def _fire_schedules(self) -> None:
-        """Start each schedule's invocation as its slot comes, then move it to its next slot."""
-        while True:
-            try:
-                await self._fire_due_schedules()
-            except Exception:
-                log.exception("firing schedules failed; trying again in 1 s")
-                self.metrics.event("loop_errors")
-                await self.clock.sleep_until(self.clock.now() + 1000)
-
-    async def _fire_due_schedules(self) -> None:
-        while True:
-            await self.ownership.leading.wait()
-            self._schedule_wakeup.clear()
-            now = self.clock.now()
-            due = await self.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
-            for record in due:
-                firing = due_firing(record, now)
-                if firing is not None:
-                    await self._fire_schedule(record, firing)
-            if len(due) == _SCHEDULE_BATCH:
-                await asyncio.sleep(0)
-                continue
-            await self._sleep_until(await self.store.next_schedule_at(), self._schedule_wakeup)
-
-    async def _fire_schedule(self, record: ScheduleRecord, firing: ScheduleFiring) -> None:
-        """Start the slot's invocation and move the schedule on, in one store operation.
-
-        Nothing fires twice: the invocation's id is the slot's and creating it is
-        idempotent, and the schedule moves only if no one moved (or deleted) it since it was
-        read. A crash before the operation commits fires the same slot again on restart.
-        """
-        version, timeout = record.version, None
-        try:
-            registered = self.registry.get(record.func)
-        except UnknownFunctionError as exc:
-            # Start it anyway with the version it was created with: it stays pending for a
-            # process that has the function, like any invocation of an unknown function.
-            log.error(
-                "schedule %s starts %s, whose function is not registered here: %s",
-                record.id,
-                firing.invocation_id,
-                exc,
-            )
-        else:
-            version, timeout = registered.version, registered.timeout
-        now = self.clock.now()
-        here = self.ownership.runs_here(firing.invocation_id, record.func, version)
-        created = await self.store.fire_schedule(
-            record.id,
-            expected=record.next_run_at,
-            invocation=CreatePromise(
-                id=firing.invocation_id,
-                param=Value(data=invocation_param(record.func, version, record.args)),
-                timeout_at=None if timeout is None else now + round(timeout * 1000),
-            ),
-            next_run_at=firing.next_run_at,
-            last_run_at=firing.slot,
-            pid=self.pid if here else None,  # else pending: the node it places on runs it
-            ttl=None,
-            now=now,
-        )
-        if created is not None:
-            self.metrics.event("schedules_fired")
-            if here:
-                self._started(created)
 
 
 def _function_name(param: str | None) -> str:

@@ -25,12 +25,18 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 class MemoryTables:
-    """Records in dicts, with the indexes the operations need."""
+    """Records in dicts, with the indexes the operations need. ``deletions``: whether to
+    index retention deadlines here (not where the records are a cache of another store's,
+    which keeps that index itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, deletions: bool = True) -> None:
         self.promises: dict[str, PromiseRecord] = {}
         self.branches: dict[str, list[str]] = {}
         self.timeouts: list[tuple[int, str]] = []
+        self.index_deletions = deletions
+        self.deletions: list[tuple[int, str]] = []
+        """A heap of (deadline, id): retention deadlines (``PromiseRecord.delete_at``); an
+        entry whose record is gone or has another deadline goes when it comes up."""
         self.tasks: dict[str, TaskRecord] = {}
         self.callbacks: dict[str, list[str]] = {}
         self.awaiting: dict[str, set[str]] = {}
@@ -49,6 +55,8 @@ class MemoryTables:
 
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         self.promises[record.id] = record
+        if self.index_deletions and (at := record.delete_at) is not None:
+            heapq.heappush(self.deletions, (at, record.id))
         if not new:
             return
         if record.branch is not None and record.branch != record.id:
@@ -95,6 +103,29 @@ class MemoryTables:
                 return timeout_at
             heapq.heappop(self.timeouts)
         return None
+
+    def due_deletions(self, now: int, limit: int) -> list[str]:
+        # Left in the heap (its record's deletion may fail): it goes with its record.
+        due: list[tuple[int, str]] = []
+        while self.deletions and len(due) < limit and self.deletions[0][0] <= now:
+            at, id = heapq.heappop(self.deletions)
+            if self._deletes_at(at, id) and (not due or due[-1] != (at, id)):
+                due.append((at, id))
+        for entry in due:
+            heapq.heappush(self.deletions, entry)
+        return [id for _at, id in due]
+
+    def next_deletion(self) -> int | None:
+        while self.deletions:
+            at, id = self.deletions[0]
+            if self._deletes_at(at, id):
+                return at
+            heapq.heappop(self.deletions)
+        return None
+
+    def _deletes_at(self, at: int, id: str) -> bool:
+        record = self.promises.get(id)
+        return record is not None and record.delete_at == at
 
     def get_task(self, id: str) -> TaskRecord | None:
         return self.tasks.get(id)

@@ -30,7 +30,15 @@ ENGINE_EVENTS = {
     ),
     "loop_errors": (
         "dawait_loop_errors",
-        "Timer or schedule passes that failed on a store error (retried after 1 s)",
+        "Timer, schedule or retention passes that failed on a store error (retried after 1 s)",
+    ),
+    "retention_deleted": (
+        "dawait_retention_deleted",
+        "Invocations and promises deleted with their trees once their retention ended",
+    ),
+    "retention_records_deleted": (
+        "dawait_retention_records_deleted",
+        "Promises (each with its task) deleted by retention",
     ),
 }
 """Every event the engine counts: its key, and its Prometheus counter (name, help)."""
@@ -76,6 +84,6 @@ class EngineMetrics:
     def count(self, event: str, function: str) -> None:
         self.by_function[(event, function)] += 1
 
-    def event(self, name: str) -> None:
-        """Count one ``name`` (a key of ``ENGINE_EVENTS``)."""
-        self.events[name] += 1
+    def event(self, name: str, count: int = 1) -> None:
+        """Count ``count`` of ``name`` (a key of ``ENGINE_EVENTS``)."""
+        self.events[name] += count

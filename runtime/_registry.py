@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dawait.core._errors import UnknownFunctionError
+from dawait.core._retention import APP_RETENTION, AppRetention
 from dawait.core._retry import RetryPolicy
 from dawait.runtime._codec import Signature, signature_of
 
@@ -30,6 +31,9 @@ class Registered:
     non_retryable: tuple[type[BaseException], ...] = ()
     group: str = "default"
     """The function group: cluster nodes run the groups they are started with."""
+    retention: float | AppRetention | None = APP_RETENTION
+    """Seconds a settled invocation of it is kept (None: until deleted); the app's when
+    ``APP_RETENTION``."""
 
     @property
     def durable(self) -> bool:
@@ -62,6 +66,7 @@ class Registry:
         timeout: float | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
         group: str = "default",
+        retention: float | AppRetention | None = APP_RETENTION,
     ) -> Registered:
         if not callable(fn):
             raise TypeError(f"register: {fn!r} is not a function")
@@ -89,6 +94,7 @@ class Registry:
             timeout=timeout,
             non_retryable=tuple(non_retryable),
             group=group,
+            retention=retention,
         )
         versions[version] = registered
         self._by_fn[fn] = registered

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from dawait.core._errors import StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._metrics import EngineMetrics
-from dawait.runtime._sqlite_tables import SCHEMA, SCHEMA_VERSION, SQLiteTables
+from dawait.runtime._sqlite_tables import SCHEMA, SCHEMA_VERSION, UPGRADES, SQLiteTables
 from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -307,8 +307,14 @@ class SQLiteStore(TablesStore):
                 raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")
             if version < SCHEMA_VERSION:
+                upgrades = (
+                    "".join(UPGRADES.get(v, "") for v in range(version + 1, SCHEMA_VERSION + 1))
+                    if version
+                    else ""
+                )
                 conn.executescript(
-                    f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    f"BEGIN IMMEDIATE; {upgrades} {SCHEMA} "
+                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc):

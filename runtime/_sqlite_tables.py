@@ -18,10 +18,15 @@ from dawait.core._schedule import (
 )
 from dawait.core._task import TaskRecord, task_from_row, task_row
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteTables"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "UPGRADES", "SQLiteTables"]
 
-SCHEMA_VERSION = 2
-"""1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open)."""
+SCHEMA_VERSION = 3
+"""1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open).
+3: ``promises.delete_at``, the retention deadline, indexed (``UPGRADES``)."""
+
+UPGRADES = {3: "ALTER TABLE promises ADD COLUMN delete_at INTEGER;"}
+"""Statements that bring a file of the version before each to it (run before ``SCHEMA``,
+only on files that have tables already)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS promises (
@@ -35,11 +40,14 @@ CREATE TABLE IF NOT EXISTS promises (
     tags          TEXT,
     branch        TEXT,
     created_at    INTEGER NOT NULL,
-    settled_at    INTEGER
+    settled_at    INTEGER,
+    delete_at     INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_due ON promises (timeout_at)
     WHERE state = 'pending' AND timeout_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_retention ON promises (delete_at)
+    WHERE delete_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tasks (
     id         TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
@@ -67,11 +75,15 @@ CREATE TABLE IF NOT EXISTS schedules (
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run_at)
     WHERE next_run_at IS NOT NULL;
 """
-"""Every statement is ``IF NOT EXISTS``, so running it upgrades a file of any older version."""
+"""Every statement is ``IF NOT EXISTS``, so running it (after ``UPGRADES``) upgrades a file
+of any older version."""
 
 _PROMISE_COLUMNS = (
     "id, state, param_data, param_headers, value_data, value_headers, "
     "timeout_at, tags, branch, created_at, settled_at"
+)
+_INSERT_PROMISE = (
+    f"INSERT INTO promises ({_PROMISE_COLUMNS}, delete_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 _SCHEDULE_COLUMNS = ", ".join(SCHEDULE_FIELDS)
@@ -128,6 +140,7 @@ def _promise_row(record: PromiseRecord) -> tuple[object, ...]:
         record.branch if record.branch != record.id else None,
         record.created_at,
         record.settled_at,
+        record.delete_at,
     )
 
 
@@ -145,28 +158,25 @@ class SQLiteTables:
 
     def insert_promise(self, record: PromiseRecord) -> bool:
         cursor = self.conn.execute(
-            f"INSERT INTO promises ({_PROMISE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (id) DO NOTHING",
-            _promise_row(record),
+            f"{_INSERT_PROMISE} ON CONFLICT (id) DO NOTHING", _promise_row(record)
         )
         return cursor.rowcount == 1
 
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         if new:
-            self.conn.execute(
-                f"INSERT INTO promises ({_PROMISE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                _promise_row(record),
-            )
+            self.conn.execute(_INSERT_PROMISE, _promise_row(record))
         else:
-            # Only settling changes a stored promise.
+            # Only settling (and keeping a root longer: its tags) changes a stored promise.
             self.conn.execute(
                 "UPDATE promises SET state = ?, value_data = ?, value_headers = ?, "
-                "settled_at = ? WHERE id = ?",
+                "settled_at = ?, tags = ?, delete_at = ? WHERE id = ?",
                 (
                     record.state.value,
                     record.value.data,
                     _dump_map(record.value.headers),
                     record.settled_at,
+                    _dump_tags(record.tags),
+                    record.delete_at,
                     record.id,
                 ),
             )
@@ -204,6 +214,20 @@ class SQLiteTables:
         row = self.conn.execute(
             "SELECT MIN(timeout_at) FROM promises WHERE state = 'pending' "
             "AND timeout_at IS NOT NULL"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def due_deletions(self, now: int, limit: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT id FROM promises WHERE delete_at IS NOT NULL AND delete_at <= ? "
+            "ORDER BY delete_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def next_deletion(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(delete_at) FROM promises WHERE delete_at IS NOT NULL"
         ).fetchone()
         return None if row is None else row[0]
 

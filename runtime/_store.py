@@ -30,6 +30,7 @@ from dawait.runtime._metrics import EngineMetrics
 __all__ = [
     "ACTING_FOR",
     "CreatePromise",
+    "Expired",
     "InvocationCreated",
     "PromiseCreated",
     "PromisePage",
@@ -81,6 +82,18 @@ class PromiseSettled:
     outcome: SettleOutcome
     resumed: Sequence[TaskRecord]
     """Suspended tasks that awaited this promise and are now pending again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expired:
+    """What one ``delete_expired`` did."""
+
+    roots: int
+    """Roots deleted, each with its tree."""
+    records: int
+    """Promises deleted (each with its task, if it had one)."""
+    more: bool
+    """Whether it stopped at its limit: more may be due."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +239,17 @@ class Store(Protocol):
         ``rpc`` and ``detached`` invocations): how many records went.
         ``PromiseNotFoundError`` if there is none, ``NotDeletableError`` if it is pending
         or is a call of another invocation. Done in bounded transactions, the root last."""
+        ...
+
+    async def delete_expired(self, *, now: int, limit: int) -> Expired:
+        """Delete, as ``delete_tree``, up to ``limit`` roots whose retention ended by ``now``
+        (``PromiseRecord.delete_at``; on a cluster node, those of the partitions it owns). A
+        root whose caller is still pending is kept a while longer (``KEEP_WAITING``)."""
+        ...
+
+    async def next_deletion(self) -> int | None:
+        """The earliest retention deadline (it may be earlier than the real one, never
+        later); None if nothing has one."""
         ...
 
     async def delete_schedule(self, id: str) -> bool:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from dawait.core._errors import DawaitError, NotDeletableError, PromiseNotFoundError
-from dawait.core._ids import root_of
-from dawait.core._param import read_invocation
+from dawait.core._errors import DawaitError, PromiseNotFoundError
 from dawait.core._promise import (
     PromiseRecord,
     PromiseState,
@@ -36,9 +34,11 @@ from dawait.core._task import (
     resume_task,
     suspend_task,
 )
+from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep, sweep
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
     CreatePromise,
+    Expired,
     InvocationCreated,
     PromiseCreated,
     PromisePage,
@@ -80,6 +80,12 @@ class Tables(Protocol):
         """Delete task ``id`` (the callbacks it holds too); nothing if there is none."""
         ...
 
+    def due_deletions(self, now: int, limit: int) -> list[str]:
+        """Ids whose ``delete_at`` is at or before ``now``, earliest first (left indexed:
+        an entry goes with its record, or when the record's deadline changes)."""
+        ...
+
+    def next_deletion(self) -> int | None: ...
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int
@@ -308,74 +314,6 @@ def op_move_schedule(
     return True
 
 
-DELETE_BATCH = 40
-"""Calls one deletion transaction removes at most: each is two keys compared (its promise
-and task) and written, with its callbacks, so a transaction stays below etcd's
---max-txn-ops (128 by default; a deletion also starts a transaction of its own)."""
-
-
-def _own_root(record: PromiseRecord) -> bool:
-    """Whether a call is deleted by its own id, not with its caller's tree: an invocation
-    of its own (``rpc``, ``detached``) or a promise with an id of its own
-    (``ctx.promise(id=...)``)."""
-    return root_of(record.id) == record.id or read_invocation(record.param.data) is not None
-
-
-def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, bool]:
-    """Delete up to ``limit`` calls of the tree of ``id``, a settled invocation (or promise)
-    that is no other's call: every call below it that is not a root of its own
-    (``_own_root``). A call goes only with (after) every call below it, and ``id`` last, so
-    a deletion cut short leaves no call without its caller, and the next one finishes it.
-    How many records went, and whether the tree is gone."""
-    record = t.get_promise(id)
-    if record is None:
-        raise PromiseNotFoundError(f"no invocation or promise with id {id!r}")
-    caller = record.branch
-    if caller is not None and caller != id:
-        if not _own_root(record):
-            raise NotDeletableError(
-                f"{id!r} is a call of {caller!r}: it is deleted with its root, not alone"
-            )
-        waiting = t.get_promise(caller)  # a root of its own, but if its caller is pending
-        if waiting is not None and waiting.state is PromiseState.PENDING:  # the caller's
-            raise NotDeletableError(  # replay would make it again
-                f"{id!r} was called by {caller!r}, which is still pending: delete it once "
-                f"{caller!r} has settled"
-            )
-    if record.state is PromiseState.PENDING:
-        raise NotDeletableError(f"{id!r} is pending: cancel it (or settle it) before deleting it")
-    done: list[str] = []  # calls whose every call below is in ``done`` too (post-order)
-    stack = [(id, iter(t.branch_promises(id)))]
-    while stack and len(done) < limit:
-        node, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            if node != id:
-                done.append(node)
-        elif child.id != id and not _own_root(child):
-            stack.append((child.id, iter(t.branch_promises(child.id))))
-    for call in done:
-        t.delete_task(call)
-        t.delete_promise(call)
-    if stack:
-        return len(done), False
-    t.delete_task(id)
-    t.delete_promise(id)
-    return len(done) + 1, True
-
-
-async def delete_in_batches(batch: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
-    """Run deletion transactions (``op_delete_tree``) until the tree is gone; how many
-    records went."""
-    deleted = 0
-    while True:
-        count, done = await batch()
-        deleted += count
-        if done:
-            return deleted
-
-
 def _settled(t: Tables, record: PromiseRecord, outcome: SettleOutcome) -> PromiseSettled:
     """Write a newly settled promise, fulfil its task and resume the tasks awaiting it."""
     t.put_promise(record, new=False)
@@ -533,6 +471,16 @@ class TablesStore:
     async def delete_tree(self, id: str) -> int:
         return await delete_in_batches(lambda: self._transact(op_delete_tree, id))
 
+    async def delete_expired(self, *, now: int, limit: int) -> Expired:
+        due = await self._transact(_due_deletions, now, limit)
+        return await sweep(due, self.delete_tree, self._keep, now=now, more=len(due) == limit)
+
+    async def _keep(self, id: str, until: int | None) -> None:
+        await self._transact(op_keep, id, until)
+
+    async def next_deletion(self) -> int | None:
+        return await self._transact(_next_deletion)
+
     async def search_schedules(
         self, pattern: str, *, limit: int = 100, cursor: str | None = None
     ) -> SchedulePage:
@@ -563,6 +511,14 @@ class TablesStore:
 
 def _next_timeout(t: Tables) -> int | None:
     return t.next_timeout()
+
+
+def _due_deletions(t: Tables, now: int, limit: int) -> list[str]:
+    return t.due_deletions(now, limit)
+
+
+def _next_deletion(t: Tables) -> int | None:
+    return t.next_deletion()
 
 
 def _branch_promises(t: Tables, branch: str) -> list[PromiseRecord]:

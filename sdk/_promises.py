@@ -39,6 +39,8 @@ class PromiseInfo:
     created_at: dt.datetime
     settled_at: dt.datetime | None
     tags: Mapping[str, str]
+    delete_at: dt.datetime | None = None
+    """When its retention ends and it is deleted (None: pending, or kept until deleted)."""
 
     @classmethod
     def of(cls, record: PromiseRecord) -> PromiseInfo:
@@ -65,6 +67,7 @@ class PromiseInfo:
             created_at=utc(record.created_at) or dt.datetime.fromtimestamp(0, dt.UTC),
             settled_at=utc(record.settled_at),
             tags=dict(record.tags),
+            delete_at=utc(record.delete_at),
         )
 
     @property

@@ -22,12 +22,13 @@ from dawait._local import LocalBackend, open_store
 from dawait._promises import Promises
 from dawait._schedules import Schedules
 from dawait.core._ids import check_invocation_id
+from dawait.core._retention import APP_RETENTION, DEFAULT_RETENTION, AppRetention, check_retention
 from dawait.core._retry import RetryPolicy
 from dawait.runtime._calls import to_seconds
 from dawait.runtime._clock import Clock, SystemClock
 from dawait.runtime._context import Context
 from dawait.runtime._engine import Engine, EngineConfig
-from dawait.runtime._registry import Registry
+from dawait.runtime._registry import Registry, function_name
 from dawait.runtime._store import Store
 
 if TYPE_CHECKING:
@@ -89,13 +90,19 @@ class Resonate:
         namespace: str = "default",
         node_id: str | None = None,
         groups: Sequence[str] | None = None,
+        retention: float | dt.timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         """``url`` (and ``token``) make a client of a node's HTTP API instead, which runs
         nothing itself: ``Resonate(url="http://host:8080", token=...)``; with ``route=True``
         it sends each start straight to the cluster node it places on. Functions registered
         on a client only type their results (decoded through their return annotations).
 
-        ``etcd`` (endpoints) makes this process a cluster node: see ``join``."""
+        ``etcd`` (endpoints) makes this process a cluster node: see ``join``.
+
+        ``retention``: how long a finished invocation or promise is kept (7 days by
+        default; a function's own ``retention`` wins), then deleted with everything it
+        recorded; None keeps everything until deleted. Within it, the same id gives the
+        same result; after it, the id is free and starting it again runs anew."""
         self.clock: Clock = clock or SystemClock()
         self._registry = Registry(Context)
         self._local: LocalBackend | None = None
@@ -112,7 +119,11 @@ class Resonate:
                 store,
                 self.clock,
                 self._registry,
-                EngineConfig(evict_after=evict_after, max_active=max_active),
+                EngineConfig(
+                    evict_after=evict_after,
+                    max_active=max_active,
+                    retention=check_retention(retention, "Resonate retention"),
+                ),
             )
             self._backend = self._local
         self.promises = Promises(self._backend)
@@ -137,6 +148,17 @@ class Resonate:
     def store(self) -> Store:
         """Where this app keeps its records."""
         return self.local.store
+
+    @property
+    def retention(self) -> float | None:
+        """Seconds a finished invocation or promise is kept (None: until deleted), unless
+        its function says otherwise. Set it before the app opens (``dawait serve
+        --retention`` does); it applies to what starts afterwards."""
+        return self._engine.config.retention
+
+    @retention.setter
+    def retention(self, value: float | dt.timedelta | None) -> None:
+        self._engine.config.retention = check_retention(value, "Resonate retention")
 
     @property
     def cluster(self) -> ClusterNode | None:
@@ -228,6 +250,7 @@ class Resonate:
         timeout: float | dt.timedelta | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
         group: str = "default",
+        retention: float | dt.timedelta | AppRetention | None = APP_RETENTION,
     ) -> Callable[[F], F]: ...
 
     def register(
@@ -241,18 +264,27 @@ class Resonate:
         timeout: float | dt.timedelta | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
         group: str = "default",
+        retention: float | dt.timedelta | AppRetention | None = APP_RETENTION,
     ) -> F | Callable[[F], F]:
         """Register a function so invocations can run (and after a restart, resume) it.
 
         ``@app.register`` or ``@app.register(name=, version=, retry_policy=, timeout=,
-        non_retryable=, group=)``. A durable function (first parameter a ``Context``) is
-        retried only when given a ``retry_policy``; a plain one used as a step is retried by
-        default. In a cluster, invocations of a function run only on nodes serving its
-        ``group`` (``dawait serve --groups``).
+        non_retryable=, group=, retention=)``. A durable function (first parameter a
+        ``Context``) is retried only when given a ``retry_policy``; a plain one used as a
+        step is retried by default. In a cluster, invocations of a function run only on
+        nodes serving its ``group`` (``dawait serve --groups``). ``retention``: how long a
+        finished invocation of it is kept, then deleted with everything it recorded (the
+        app's by default; None keeps it until deleted).
         """
-        seconds = None if timeout is None else to_seconds(timeout, f"register {name} timeout")
 
         def add(function: F) -> F:
+            what = f"register {name or function_name(function)}"
+            seconds = None if timeout is None else to_seconds(timeout, f"{what} timeout")
+            kept = (
+                retention
+                if isinstance(retention, AppRetention)
+                else check_retention(retention, what)
+            )
             self._registry.add(
                 function,
                 name=name,
@@ -261,6 +293,7 @@ class Resonate:
                 timeout=seconds,
                 non_retryable=non_retryable,
                 group=group,
+                retention=kept,
             )
             return function
 

@@ -46,3 +46,16 @@ def mixed_result(i: int) -> int:
     if i % 7 == 0:
         acc += i
     return acc * 3 + 1
+
+
+async def count(k: int) -> int:
+    return k
+
+
+@app.register
+async def chain(ctx: Context, n: int) -> int:
+    """``n`` steps (a tree that takes several deletion transactions)."""
+    total = 0
+    for k in range(n):
+        total += await ctx.run(count, k)
+    return total

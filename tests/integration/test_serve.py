@@ -14,13 +14,14 @@ The served functions are in ``served_app.py``; their steps append lines to an ef
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections import Counter, defaultdict
 
 import aiohttp
 import pytest
 
-from dawait.errors import NotStartedError
+from dawait.errors import NotStartedError, PromiseNotFoundError
 from dawait.node._client import HttpClient
 from tests.integration import served_app
 from tests.integration.served import (
@@ -162,6 +163,48 @@ async def test_serve_refuses_a_bad_app_with_a_clear_message_and_exit_2(
     assert message in stderr, node.report("no clear message")
     assert "Traceback" not in stderr, node.report("a traceback")
     assert node.out.read_text() == ""
+    assert code == 2, node.report(f"exit {code}")
+
+
+async def test_serve_deletes_what_outlived_its_retention(nodes: Nodes) -> None:
+    node = nodes.start_with("retention", "--retention", "1s")
+    async with HttpClient(node.url, token=TOKEN, timeout=10) as api:
+        await api.start("r-1", "add", [1, 2], {})
+        assert (await api.result("r-1", wait=WAIT_TIMEOUT)).result == 3
+        view = await api.invocation("r-1")
+        assert view.settled_at is not None
+        assert view.delete_at == view.settled_at + dt.timedelta(seconds=1)
+        waiting = await api.create_promise("r-waits", timeout=None, data=None)
+        assert waiting.delete_at is None
+
+        async def deleted() -> bool:
+            try:
+                await api.invocation("r-1")
+            except PromiseNotFoundError:
+                return True
+            return False
+
+        await wait_until("the invocation's deletion", deleted, node=node)
+        assert (await api.promise("r-waits")).state == "pending"  # pending: kept
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{node.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as response,
+        ):
+            assert "dawait_retention_deleted_total 1" in await response.text()
+    await node.stop()
+
+
+async def test_serve_refuses_a_bad_retention_naming_it(nodes: Nodes) -> None:
+    node = nodes.spawn(
+        "bad-retention", "--app", APP, "--port", "0", "--store", nodes.store,
+        env={"DAWAIT_RETENTION": "7 days"},
+    )  # fmt: skip
+    code = await node.exit_code(within=CLI_TIMEOUT)
+    assert "retention" in node.stderr(), node.report("no clear message")
+    assert "expected a number with a unit" in node.stderr(), node.report("no clear message")
+    assert "Traceback" not in node.stderr(), node.report("a traceback")
     assert code == 2, node.report(f"exit {code}")
 
 

@@ -11,8 +11,8 @@ from dawait.core._param import invocation_param
 from dawait.core._promise import TAG_BRANCH, Value
 from dawait.errors import NotDeletableError, PromiseNotFoundError
 from dawait.runtime import Store
+from dawait.runtime._deletion import DELETE_BATCH
 from dawait.runtime._store import CreatePromise
-from dawait.runtime._store_ops import DELETE_BATCH
 from tests.integration.store_contract.support import TIMER, create, invocation, resolve
 
 CALL = {TAG_BRANCH: "wf"}

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from dawait.core._promise import TAG_BRANCH, TAG_TIMER, PromiseState, Settle, create_promise
+from dawait.core._promise import (
+    TAG_BRANCH,
+    TAG_RETENTION,
+    TAG_TIMER,
+    PromiseState,
+    Settle,
+    create_promise,
+)
 from dawait.core._task import TaskRecord, TaskState
 from dawait.errors import PromiseNotFoundError, StoreError
 from dawait.runtime import SQLiteStore
@@ -369,15 +376,17 @@ async def test_schedules_survive_close_and_reopen(db: Path) -> None:
         await second.close()
 
 
-async def test_a_version_1_file_gains_schedules_in_place(db: Path) -> None:
+async def test_a_version_1_file_gains_schedules_and_retention_in_place(db: Path) -> None:
     store = SQLiteStore(db)
     await store.open()
     await store.create_promise(CreatePromise(id="p", param=ONE), now=1)
     await store.close()
-    # What dawait with schema version 1 left behind: no schedules table.
+    # What dawait with schema version 1 left behind: no schedules table, no delete_at.
     conn = sqlite3.connect(db)
     try:
         conn.execute("DROP TABLE schedules")
+        conn.execute("DROP INDEX promises_retention")
+        conn.execute("ALTER TABLE promises DROP COLUMN delete_at")
         conn.execute("PRAGMA user_version = 1")
     finally:
         conn.close()
@@ -388,10 +397,14 @@ async def test_a_version_1_file_gains_schedules_in_place(db: Path) -> None:
         assert (await upgraded.get_promise("p")) is not None
         await upgraded.create_schedule(a_schedule())
         assert await upgraded.get_schedule("s") == a_schedule()
+        kept = CreatePromise(id="q", tags={TAG_RETENTION: "1000"})
+        await upgraded.create_promise(kept, now=1)
+        await upgraded.settle_promise("q", event=Settle.RESOLVE, value=ONE, now=5)
+        assert await upgraded.next_deletion() == 1005
     finally:
         await upgraded.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         conn.close()

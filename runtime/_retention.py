@@ -1,0 +1,125 @@
+"""The engine's retention: roots get their retention when they are created, and a loop
+under the supervisor deletes them with their trees once it has ended after they settled.
+
+The store finds what is due without scanning history (core/_retention.py, and each
+store's index of ``PromiseRecord.delete_at``); the loop sleeps until the earliest deadline,
+woken early when a root settles here with an earlier one (every settle goes through the
+engine of the process that owns the root) or when records come here from elsewhere (a
+cluster node took partitions: ``wake``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+from dawait.core._errors import UnknownFunctionError
+from dawait.core._param import call_target, is_root
+from dawait.core._promise import TAG_BRANCH, TAG_RETENTION, PromiseRecord
+from dawait.core._retention import AppRetention
+from dawait.runtime._store import CreatePromise
+
+if TYPE_CHECKING:
+    from dawait.runtime._engine import Engine
+    from dawait.runtime._registry import Registered
+
+__all__ = ["SWEEP_LIMIT", "Retention"]
+
+log = logging.getLogger("dawait.engine")
+
+SWEEP_LIMIT = 100
+"""Roots one sweep deletes at most (each in transactions of its own)."""
+_PAUSE = 1_000
+"""Milliseconds between sweeps while what is due cannot be deleted yet, or the store fails."""
+
+
+class Retention:
+    """Retention for the engine ``engine``: ``tag`` what it creates, ``settled`` what it
+    settles, ``run`` the sweep."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._wakeup = asyncio.Event()
+        self._next: int | None = None
+
+    def tag(self, request: CreatePromise, registered: Registered | None = None) -> CreatePromise:
+        """``request`` with its retention, if it creates a root (of ``registered``'s function,
+        or the function its param names) that has one and names none itself."""
+        tags = request.tags
+        if TAG_RETENTION in tags or not is_root(
+            request.id, request.param.data, tags.get(TAG_BRANCH)
+        ):
+            return request
+        seconds = self.retention_of(registered, request.param.data)
+        if seconds is None:
+            return request
+        return dataclasses.replace(
+            request, tags={**tags, TAG_RETENTION: str(max(1, round(seconds * 1000)))}
+        )
+
+    def retention_of(self, registered: Registered | None, param: str | None) -> float | None:
+        """Seconds a root of ``registered`` (else of the function ``param`` names) is kept."""
+        if registered is None:
+            name, version = call_target(param)
+            if name is not None:
+                try:
+                    registered = self.engine.registry.get(name, version)
+                except UnknownFunctionError:
+                    registered = None  # served elsewhere: the app's retention
+        if registered is None or isinstance(registered.retention, AppRetention):
+            return self.engine.config.retention
+        return registered.retention
+
+    def wake(self) -> None:
+        """Records came here from elsewhere: look for the earliest deadline again."""
+        self._next = None
+        self._wakeup.set()
+
+    def settled(self, record: PromiseRecord) -> None:
+        """A promise settled here: sweep at its deadline if it is the earliest."""
+        at = record.delete_at
+        if at is not None and (self._next is None or at < self._next):
+            self._next = at
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """Delete what is due, for as long as the engine runs. A store error is logged once
+        until a sweep succeeds again, and retried every ``_PAUSE``: never the loop's end."""
+        engine = self.engine
+        failing = False
+        while True:
+            try:
+                await self._sweep()
+            except Exception:
+                if not failing:
+                    log.exception("deleting expired invocations failed; trying again every 1 s")
+                failing = True
+                engine.metrics.event("loop_errors")
+                await engine.clock.sleep_until(engine.clock.now() + _PAUSE)
+                continue
+            if failing:
+                log.info("deleting expired invocations works again")
+                failing = False
+
+    async def _sweep(self) -> None:
+        """One sweep, then sleep until the next is due."""
+        engine = self.engine
+        await engine.ownership.timers.wait()
+        self._wakeup.clear()
+        swept = await engine.store.delete_expired(now=engine.clock.now(), limit=SWEEP_LIMIT)
+        if swept.roots:
+            engine.metrics.event("retention_deleted", swept.roots)
+            engine.metrics.event("retention_records_deleted", swept.records)
+        if swept.more:
+            await asyncio.sleep(0)
+            return
+        self._next = None
+        at = await engine.store.next_deletion()
+        now = engine.clock.now()
+        if at is not None and at <= now:  # due, yet none of it could go: not at once
+            at = now + _PAUSE
+        if self._next is None or (at is not None and at < self._next):
+            self._next = at
+        await engine.sleep_until(self._next, self._wakeup)

@@ -1,0 +1,106 @@
+"""Retention in a cluster of real nodes on real etcd: each node deletes the expired trees
+of the partitions it owns, under their fences; one SIGKILLed while deleting leaves no call
+without its caller, and the node that takes its partitions finishes the deletions."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from dawait.cluster._etcd import Etcd
+from dawait.cluster._etcd_records import decode_promise
+from dawait.core._promise import PromiseRecord
+from tests.etcd import EtcdCluster
+from tests.integration.clustering import TTL, audit, live_nodes, start_cluster
+from tests.integration.served import TOKEN, Node, Nodes
+from tests.polling import eventually
+
+TREES = 80
+STEPS = 60
+"""Steps per tree: 60 calls take two deletion transactions (of 40), then the root."""
+
+
+async def _records(etcd: EtcdCluster, namespace: str) -> dict[str, list[str]]:
+    """Kind (``p``, ``t``, ``c``, ``r``, ...) -> the keys of that kind in the namespace's
+    partitions."""
+    client = Etcd(etcd.endpoints)
+    await client.connect()
+    try:
+        _revision, items = await client.snapshot(f"/dawait/{namespace}/P/")
+    finally:
+        await client.close()
+    kinds: dict[str, list[str]] = {}
+    for item in items:
+        kind = item.key.split("/")[6]  # /dawait/NS/P/family/index/kind/...
+        kinds.setdefault(kind, []).append(item.key)
+    return kinds
+
+
+async def _promises(etcd: EtcdCluster, namespace: str) -> list[PromiseRecord]:
+    client = Etcd(etcd.endpoints)
+    await client.connect()
+    try:
+        _revision, items = await client.snapshot(f"/dawait/{namespace}/P/")
+    finally:
+        await client.close()
+    return [
+        decode_promise(item.value)
+        for item in items
+        if item.value is not None and item.key.split("/")[6] == "p"
+    ]
+
+
+async def _deleted(node: Node) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{node.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as response,
+    ):
+        for line in (await response.text()).splitlines():
+            if line.startswith("dawait_retention_deleted_total "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+async def test_a_node_killed_while_deleting_leaves_no_orphan_and_the_deletion_finishes(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    nodes = Nodes(tmp_path)
+    groups = ["default,helpers"] * 2
+    async with start_cluster(nodes, etcd, groups, TTL, "--retention", "1s") as cluster:
+        await live_nodes(cluster.clients[0], 2)
+        results = await asyncio.gather(
+            *(
+                cluster.clients[k % 2].start(f"c{k}", "chain", [STEPS], {}, wait=30)
+                for k in range(TREES)
+            )
+        )
+        assert all(view.state == "resolved" for view, _created in results)
+        victim, survivor = cluster.members[1], cluster.members[0]
+
+        async def deleting() -> bool:
+            return await _deleted(victim) > 0
+
+        await eventually(deleting, "the second node to delete expired trees", every=0.002)
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(timeout=10)
+
+        promises = await _promises(etcd, cluster.namespace)
+        ids = {p.id for p in promises}
+        orphans = [p.id for p in promises if p.branch not in (None, p.id) and p.branch not in ids]
+        assert orphans == []
+        assert promises, "everything was deleted before the kill: nothing left to take over"
+
+        async def all_gone() -> bool:
+            kinds = await _records(etcd, cluster.namespace)
+            return not any(kinds.get(kind) for kind in ("p", "t", "c", "r"))
+
+        await eventually(all_gone, "the survivor to delete what the killed node left", within=30)
+        assert await _deleted(survivor) > 0
+    history = await audit(etcd, cluster.namespace)
+    assert history.stale == []
+    assert history.unmarked == []
