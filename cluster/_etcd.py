@@ -33,6 +33,7 @@ __all__ = [
     "Etcd",
     "EtcdError",
     "KeyValue",
+    "Range",
     "Write",
     "cancel_task",
     "parse_endpoints",
@@ -59,6 +60,16 @@ class Compare:
 
     key: str
     mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A read: the key ``key``, or with ``prefix`` every key under it (at most ``limit``,
+    in key order; 0: no limit)."""
+
+    key: str
+    prefix: bool = False
+    limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +136,34 @@ class Etcd:
     async def read(self, keys: Sequence[str]) -> tuple[int, list[KeyValue | None]]:
         """The keys ``keys`` at one revision (None where absent), and that revision: one
         request however many keys."""
-        request = rpc.TxnRequest(
-            success=[
-                rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())) for key in keys
-            ]
-        )
-        response = await self._call(self._stub().Txn, request)
-        found: list[KeyValue | None] = []
-        for reply in response.responses:
-            kvs = reply.response_range.kvs
-            kv = kvs[0] if kvs else None
-            found.append(
-                None if kv is None else KeyValue(kv.key.decode(), kv.value, kv.mod_revision)
+        revision, found = await self.ranges([Range(key) for key in keys])
+        return revision, [items[0] if items else None for items, _more in found]
+
+    async def ranges(
+        self, ranges: Sequence[Range]
+    ) -> tuple[int, list[tuple[list[KeyValue], bool]]]:
+        """What each of ``ranges`` holds at one revision (its keys, and whether a limit left
+        more out), and that revision: one request however many."""
+        ops = []
+        for wanted in ranges:
+            key = wanted.key.encode()
+            end = _prefix_end(key) if wanted.prefix else b""
+            ops.append(
+                rpc.RequestOp(
+                    request_range=rpc.RangeRequest(key=key, range_end=end, limit=wanted.limit)
+                )
             )
+        response = await self._call(self._stub().Txn, rpc.TxnRequest(success=ops))
+        found = [
+            (
+                [
+                    KeyValue(kv.key.decode(), kv.value, kv.mod_revision)
+                    for kv in reply.response_range.kvs
+                ],
+                bool(reply.response_range.more),
+            )
+            for reply in response.responses
+        ]
         return int(response.header.revision), found
 
     async def page(self, start: str, prefix: str, limit: int) -> tuple[list[KeyValue], bool]:

@@ -127,17 +127,18 @@ class Batches:
         if store.mirror.dirty:
             raise self._reloading()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        if self._committing or not self._fits(op):
+        if self._committing or not self._fits(op, args):
             self._waiting.append((op, args, future))
         else:
             self._run(op, args, future)
         return await future
 
-    def _fits(self, op: Callable[..., Any]) -> bool:
+    def _fits(self, op: Callable[..., Any], args: tuple[object, ...]) -> bool:
         """Whether ``op`` may join the open batch: while it is below ``max_ops``, and a
-        deletion (up to ``DELETE_BATCH`` calls, a hundred keys) only an empty one."""
+        deletion only one with room for every key it may touch (``deletion_keys``)."""
         if op is op_delete_tree:
-            return not self.batch.size
+            need = self.store.deletion_keys(str(args[0]))
+            return self.batch.size + need <= self.store.max_ops or not self.batch.size
         return self.batch.size < self.store.max_ops
 
     def _run(
@@ -283,7 +284,7 @@ class Batches:
                     future.set_exception(refused)
             waiting = []
         for op, args, future in waiting:
-            if self._waiting or not self._fits(op):  # in order: once one waits, all do
+            if self._waiting or not self._fits(op, args):  # in order: once one waits, all do
                 self._waiting.append((op, args, future))
             else:
                 self._run(op, args, future)

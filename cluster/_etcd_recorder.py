@@ -10,6 +10,7 @@ key written. The batch's transaction compares the one and writes the other
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -181,6 +182,14 @@ class Recorder:
         self._write(key, None)
         self.index_deletion(id, self.t.promises[id].delete_at, None)
         self.t.delete_promise(id)
+
+    def delete_all(self, ids: Sequence[str]) -> None:
+        for id in ids:
+            self.delete_task(id)
+            self.delete_promise(id)
+
+    def calls_below(self, id: str) -> list[tuple[str, str, str | None]]:
+        return self.t.calls_below(id)
 
     def delete_task(self, id: str) -> None:
         key = self.keys.task(id)

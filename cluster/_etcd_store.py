@@ -36,6 +36,7 @@ from dawait.cluster._etcd_membership import Membership
 from dawait.cluster._etcd_records import ClusterView, Keys, Member
 from dawait.cluster._etcd_replica import Listener, Replica
 from dawait.runtime._clock import Clock, SystemClock
+from dawait.runtime._deletion import DELETE_BATCH
 from dawait.runtime._store_ops import TablesStore
 
 if TYPE_CHECKING:
@@ -225,6 +226,11 @@ class EtcdStore(TablesStore):
     def committed(self, batch: Batch) -> None:
         """``batch`` committed (its revisions are in the replica)."""
         return None
+
+    def deletion_keys(self, id: str) -> int:
+        """Keys deleting (up to ``DELETE_BATCH`` calls of) ``id``'s tree may touch: two per
+        call and a few of the root's (callbacks aside: a settled tree has none left)."""
+        return 2 * DELETE_BATCH + 8
 
     def deadline_written(self, at: int) -> None:
         """A batch writes a retention deadline ``at`` (the replica indexes it here)."""

@@ -4,13 +4,13 @@ Each partition a node owns batches its own operations (cluster/_etcd_batches.py)
 transaction per loop turn. With 64 partitions per group that would be dozens of small
 transactions where one store alone sent one; so the node's partition stores hand their
 first attempt to ``Joint``, which sends what they hand it as one transaction (all
-compares, all writes; packed under etcd's per-transaction limit), and reads by key as one
-request. It sends in waves: what comes within ``LINGER`` of the first goes together, and
-while a wave is in flight the next one gathers, so the busier the node, the larger each
-transaction (measured with bench/cluster.py: etcd transactions per step fell from 0.26 to
-about 0.05 on one node). A joint transaction that fails its compares says nothing of which
-partition's failed: each is then sent again alone (``Batches`` does), so one lost
-partition costs the others one more request, never a reload.
+compares, all writes; packed under etcd's per-transaction limit), and reads (of keys and
+prefixes) as one request. It sends in waves: what comes within ``LINGER`` of the first
+goes together, and while a wave is in flight the next one gathers, so the busier the node,
+the larger each transaction (measured with bench/cluster.py: etcd transactions per step
+fell from 0.26 to about 0.05 on one node). A joint transaction that fails its compares
+says nothing of which partition's failed: each is then sent again alone (``Batches``
+does), so one lost partition costs the others one more request, never a reload.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Write
+from dawait.cluster._etcd import Compare, Etcd, EtcdError, KeyValue, Range, Write
 
 __all__ = ["Joint"]
 
 _Commit = tuple[list[Compare], list[Write], "asyncio.Future[tuple[bool, int]]"]
-_Read = tuple[list[str], "asyncio.Future[list[KeyValue | None]]"]
+_Found = list[tuple[list[KeyValue], bool]]
+_Read = tuple[list[Range], "asyncio.Future[_Found]"]
 
 LINGER = 0.002
 """Seconds a wave waits for more before it is sent: the node's partitions each send their
@@ -68,8 +69,13 @@ class Joint:
 
     async def read(self, keys: Sequence[str]) -> list[KeyValue | None]:
         """Like ``Etcd.read``, in one request with the others of its wave."""
-        future: asyncio.Future[list[KeyValue | None]] = asyncio.get_running_loop().create_future()
-        self._reads.append((list(keys), future))
+        found = await self.ranges([Range(key) for key in keys])
+        return [items[0] if items else None for items, _more in found]
+
+    async def ranges(self, ranges: Sequence[Range]) -> _Found:
+        """Like ``Etcd.ranges``, in one request with the others of its wave."""
+        future: asyncio.Future[_Found] = asyncio.get_running_loop().create_future()
+        self._reads.append((list(ranges), future))
         self._schedule()
         return await future
 
@@ -147,10 +153,10 @@ class Joint:
                 future.set_result(outcome)
 
     async def _read(self, reads: list[_Read]) -> None:
-        keys = [key for wanted, _future in reads for key in wanted]
+        ranges = [wanted for group, _future in reads for wanted in group]
         self.sent += 1
         try:
-            _revision, found = await self.etcd.read(keys)
+            _revision, found = await self.etcd.ranges(ranges)
         except BaseException as exc:
             for _keys, future in reads:
                 if not future.done():
@@ -161,7 +167,7 @@ class Joint:
                 raise
             return
         at = 0
-        for wanted, future in reads:
+        for group, future in reads:
             if not future.done():
-                future.set_result(found[at : at + len(wanted)])
-            at += len(wanted)
+                future.set_result(found[at : at + len(group)])
+            at += len(group)

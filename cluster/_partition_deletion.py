@@ -11,9 +11,10 @@ history. The owner's sweep reads the index only when ``next`` has come.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+from dawait.cluster._etcd import Range
 from dawait.core._errors import NotDeletableError
 from dawait.core._ids import root_of
 from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep
@@ -26,6 +27,8 @@ __all__ = ["Deletions", "op_unindex"]
 
 log = logging.getLogger("dawait.cluster")
 
+_PAGE = 500
+"""Records read at once of a large tree."""
 _AT = 15
 """Digits of a deadline in an index key (``Keys.deletion``)."""
 
@@ -107,16 +110,31 @@ class Deletions:
             log.warning("%r: index entry of %r without its record; dropped", store, id)
             await store.run_for(id, op_unindex, id, at)
 
-    async def delete_tree(self, id: str) -> int:
+    async def delete_tree(
+        self, id: str, caller_pending: Callable[[str], Awaitable[bool]] | None = None
+    ) -> int:
         """``Store.delete_tree`` on the partition: the tree is read back from etcd first (a
-        finished tree is not in memory), then deleted under the owner's fence."""
+        finished tree is not in memory), then deleted under the owner's fence.
+        ``caller_pending``: whether a caller in another partition is pending (the router
+        asks wherever it lives)."""
         store = self.store
         root = root_of(id)
         with store.pinned(root):
-            await store.read_back(id)
-            separator = "." if ":" in id else ":"
-            for kind in ("p", "t"):
-                await self._read_prefix(f"{store.keys.prefix}{kind}/{id}{separator}")
+            # The root's records, and its calls: no call has a task (only invocations do,
+            # and an invocation is a root of its own), so the calls' promises are all.
+            await self._read_tree(id)
+            record = store.replica.get_promise(id)
+            caller = None if record is None else record.branch
+            if (
+                caller is not None
+                and caller != id
+                and caller_pending is not None
+                and await caller_pending(caller)
+            ):
+                raise NotDeletableError(
+                    f"{id!r} was called by {caller!r}, which is still pending: delete it once "
+                    f"{caller!r} has settled"
+                )
             if any(root_of(promise_id) == root for promise_id, _task in store.outbox):
                 raise NotDeletableError(
                     f"{id!r}: a promise of it is still being delivered to another partition; "
@@ -124,12 +142,22 @@ class Deletions:
                 )
             return await delete_in_batches(lambda: store.run_for(id, op_delete_tree, id))
 
-    async def _read_prefix(self, prefix: str) -> None:
-        """Bring the records under ``prefix`` (promises or tasks) into memory."""
-        start = prefix
-        while True:
-            items, more = await self.store.etcd.page(start, prefix, 500)
-            self.store.hold(items)
-            if not more or not items:
-                return
-            start = items[-1].key + "\0"
+    async def _read_tree(self, id: str) -> None:
+        """Bring the records of ``id``'s tree into memory: its promise and task, and its calls'
+        promises (no call has a task: only invocations do, and an invocation is a root of
+        its own). One request with the others of its wave, then pages if the tree is large."""
+        store = self.store
+        separator = "." if ":" in id else ":"
+        calls = f"{store.keys.prefix}p/{id}{separator}"
+        ranges = [Range(store.keys.promise(id)), Range(store.keys.task(id))]
+        ranges.append(Range(calls, prefix=True, limit=_PAGE))
+        if store.joint is not None:
+            found = await store.joint.ranges(ranges)
+        else:
+            _revision, found = await store.etcd.ranges(ranges)
+        for items, _more in found:
+            store.hold(items)
+        items, more = found[-1]
+        while more and items:
+            items, more = await store.etcd.page(items[-1].key + "\0", calls, _PAGE)
+            store.hold(items)

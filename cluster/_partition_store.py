@@ -54,6 +54,7 @@ from dawait.core._param import call_target
 from dawait.core._partitions import Partition
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, resume_task
+from dawait.runtime._deletion import DELETE_BATCH
 from dawait.runtime._memory_store import MemoryTables
 from dawait.runtime._store import (
     CreatePromise,
@@ -370,6 +371,10 @@ class PartitionStore(EtcdStore):
             if kind in ("p", "t"):
                 roots.add(root_of(id))
         self.evict(roots)
+
+    def deletion_keys(self, id: str) -> int:
+        # The tree is in memory (read back first): what of it one transaction takes.
+        return 2 * min(len(self.roots.get(root_of(id), ())), DELETE_BATCH) + 8
 
     def deadline_written(self, at: int) -> None:
         self.deletions.written(at)

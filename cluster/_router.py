@@ -44,7 +44,7 @@ from dawait.cluster._peer import (
     promise_json,
     record_from_json,
 )
-from dawait.core._errors import NotDeletableError, PromiseNotFoundError, StoreError
+from dawait.core._errors import PromiseNotFoundError, StoreError
 from dawait.core._ids import root_of
 from dawait.core._param import call_target
 from dawait.core._partitions import FREE, Partition, partition_index
@@ -224,16 +224,6 @@ class PartitionedStore:
         )
 
     async def delete_tree(self, id: str) -> int:
-        record = await self.get_promise(id)
-        if record is not None and record.branch not in (None, id):
-            # Its caller may live in another partition (an rpc to another group, a
-            # promise with an id of its own): the owner cannot see whether it is pending.
-            caller = await self.get_promise(record.branch)
-            if caller is not None and caller.state is PromiseState.PENDING:
-                raise NotDeletableError(
-                    f"{id!r} was called by {record.branch!r}, which is still pending: delete "
-                    f"it once {record.branch!r} has settled"
-                )
         store = self.node.holding_task(id) or self._local(id)
         partition = store.partition if store is not None else await self.locate(id)
         if partition is None:
@@ -241,9 +231,15 @@ class PartitionedStore:
         if store is None:
             store = await self.node.owned_or_none(partition)
         if store is not None:
-            return await store.delete_tree(id)
+            return await store.deletions.delete_tree(id, self._caller_pending)
         answer = await self.node.peering.ask(partition, "delete", {"id": id})
         return int(answer["deleted"])
+
+    async def _caller_pending(self, caller: str) -> bool:
+        """Whether ``caller`` is pending: it may live in another partition (an rpc to
+        another group, a promise with an id of its own), which its owner cannot see."""
+        record = await self.get_promise(caller)
+        return record is not None and record.state is PromiseState.PENDING
 
     async def delete_expired(self, *, now: int, limit: int) -> Expired:
         """``Store.delete_expired`` over the partitions this node owns (each its ``limit``),
@@ -263,9 +259,13 @@ class PartitionedStore:
         return Expired(roots=roots, records=records, more=more)
 
     async def _sweep(self, store: PartitionStore, now: int, limit: int) -> Expired:
-        ids = await store.deletions.due(now, limit)
-        keep = store.deletions.keep
-        return await sweep(ids, self.delete_tree, keep, now=now, more=len(ids) == limit)
+        deletions = store.deletions
+        ids = await deletions.due(now, limit)
+
+        def delete(id: str) -> Awaitable[int]:  # in this partition: no need to look for it
+            return deletions.delete_tree(id, self._caller_pending)
+
+        return await sweep(ids, delete, deletions.keep, now=now, more=len(ids) == limit)
 
     async def next_deletion(self) -> int | None:
         deadlines = [

@@ -85,4 +85,7 @@ def is_root(id: str, param: str | None, branch: str | None) -> bool:
     """Whether promise ``id`` is deleted by its own id, not with a caller's tree: nobody's
     call (no ``branch``, or its own), an invocation of its own (``rpc``, ``detached``: an
     invocation's param) or a promise with an id of its own (``ctx.promise(id=...)``)."""
-    return branch in (None, id) or root_of(id) == id or read_invocation(param) is not None
+    if branch in (None, id) or root_of(id) == id:
+        return True
+    # A step's param names only its function: parse only what may be an invocation's.
+    return param is not None and '"kwargs"' in param and read_invocation(param) is not None

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DELETE_BATCH",
     "KEEP_WAITING",
+    "SWEEP_CONCURRENCY",
     "delete_in_batches",
     "op_delete_tree",
     "op_keep",
@@ -57,8 +58,11 @@ def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, 
             )
     if record.state is PromiseState.PENDING:
         raise NotDeletableError(f"{id!r} is pending: cancel it (or settle it) before deleting it")
+    calls: dict[str, list[tuple[str, str, str | None]]] = {}  # caller -> its calls
+    for below in t.calls_below(id):
+        calls.setdefault(below[1], []).append(below)
     done: list[str] = []  # calls whose every call below is in ``done`` too (post-order)
-    stack = [(id, iter(t.branch_promises(id)))]
+    stack = [(id, iter(calls.get(id, ())))]
     while stack and len(done) < limit:
         node, children = stack[-1]
         child = next(children, None)
@@ -66,17 +70,17 @@ def op_delete_tree(t: Tables, id: str, limit: int = DELETE_BATCH) -> tuple[int, 
             stack.pop()
             if node != id:
                 done.append(node)
-        elif child.id != id and not is_root(child.id, child.param.data, child.branch):
-            stack.append((child.id, iter(t.branch_promises(child.id))))
-    for call in done:
-        t.delete_task(call)
-        t.delete_promise(call)
+        elif child[0] != id and not is_root(child[0], child[2], child[1]):
+            stack.append((child[0], iter(calls.get(child[0], ()))))
     if stack:
+        t.delete_all(done)
         return len(done), False
-    t.delete_task(id)
-    t.delete_promise(id)
+    t.delete_all([*done, id])
     return len(done) + 1, True
 
+
+SWEEP_CONCURRENCY = 8
+"""Deletions one sweep (of a store, or of a partition) runs at once."""
 
 KEEP_WAITING = 60_000
 """Milliseconds a root past its retention is kept once more when it cannot be deleted yet
@@ -103,14 +107,17 @@ async def sweep(
     now: int,
     more: bool,
 ) -> Expired:
-    """Delete the trees of the roots ``due`` (``delete(id)``), all at once (a store commits
-    them together); keep those that cannot go yet (``keep(id, until)``; None: kept until
-    deleted, or its index entry dropped if it is gone). The first store error is raised
-    once every one has been tried."""
+    """Delete the trees of the roots ``due`` (``delete(id)``), ``SWEEP_CONCURRENCY`` at a
+    time (a store commits them together, and what runs in the foreground is not queued
+    behind a hundred deletions); keep those that cannot go yet (``keep(id, until)``; None:
+    kept until deleted, or its index entry dropped if it is gone). The first store error
+    is raised once every one has been tried."""
+    running = asyncio.Semaphore(SWEEP_CONCURRENCY)
 
     async def one(id: str) -> int | None:
         try:
-            return await delete(id)
+            async with running:
+                return await delete(id)
         except PromiseNotFoundError:
             await keep(id, None)
         except NotDeletableError as exc:

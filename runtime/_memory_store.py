@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from dawait.core._param import call_target
@@ -173,6 +173,21 @@ class MemoryTables:
     def delete_task(self, id: str) -> None:
         if self.tasks.pop(id, None) is not None:
             self.drop_callbacks(id)
+
+    def delete_all(self, ids: Sequence[str]) -> None:
+        for id in ids:
+            self.delete_task(id)
+            self.delete_promise(id)
+
+    def calls_below(self, id: str) -> list[tuple[str, str, str | None]]:
+        found: list[tuple[str, str, str | None]] = []
+        callers = [id]
+        while callers:
+            caller = callers.pop()
+            for call in self.branches.get(caller, ()):
+                found.append((call, caller, self.promises[call].param.data))
+                callers.append(call)
+        return found
 
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int

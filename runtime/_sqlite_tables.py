@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
@@ -87,6 +87,21 @@ _INSERT_PROMISE = (
 )
 
 _SCHEDULE_COLUMNS = ", ".join(SCHEDULE_FIELDS)
+
+_CALLS_BELOW = (
+    "WITH RECURSIVE below AS (SELECT id, branch, param_data FROM promises WHERE branch = ? "
+    "UNION ALL SELECT p.id, p.branch, p.param_data FROM promises p "
+    "JOIN below b ON p.branch = b.id) SELECT * FROM below"
+)
+"""Every promise below one by branch, in one statement (the branch index, level by level)."""
+_DELETE_ALL = (
+    "DELETE FROM promises WHERE id IN ({marks})",
+    "DELETE FROM callbacks WHERE promise_id IN ({marks})",
+    "DELETE FROM tasks WHERE id IN ({marks})",
+    "DELETE FROM callbacks WHERE task_id IN ({marks})",
+)
+_IN_CHUNK = 500
+"""Ids per ``IN (...)``: below SQLite's limit of bound parameters."""
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -265,6 +280,16 @@ class SQLiteTables:
     def delete_task(self, id: str) -> None:
         self.conn.execute("DELETE FROM tasks WHERE id = ?", (id,))
         self.drop_callbacks(id)
+
+    def delete_all(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for sql in _DELETE_ALL:
+                self.conn.execute(sql.format(marks=marks), chunk)
+
+    def calls_below(self, id: str) -> list[tuple[str, str, str | None]]:
+        return self.conn.execute(_CALLS_BELOW, (id,)).fetchall()
 
     def invocation_promises(
         self, function: str | None, after: str | None, limit: int

@@ -80,6 +80,15 @@ class Tables(Protocol):
         """Delete task ``id`` (the callbacks it holds too); nothing if there is none."""
         ...
 
+    def delete_all(self, ids: Sequence[str]) -> None:
+        """Delete the promises ``ids`` and their tasks (with their callbacks)."""
+        ...
+
+    def calls_below(self, id: str) -> list[tuple[str, str, str | None]]:
+        """Every promise below ``id`` by branch (its calls, theirs, and so on), in any
+        order, as (id, its caller, its param's data)."""
+        ...
+
     def due_deletions(self, now: int, limit: int) -> list[str]:
         """Ids whose ``delete_at`` is at or before ``now``, earliest first (left indexed:
         an entry goes with its record, or when the record's deadline changes)."""

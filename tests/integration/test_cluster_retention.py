@@ -9,12 +9,16 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from dawait.cluster._etcd import Etcd
 from dawait.cluster._etcd_records import decode_promise
 from dawait.core._promise import PromiseRecord
+from dawait.errors import NotDeletableError, PromiseNotFoundError
+from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster
-from tests.integration.clustering import TTL, audit, live_nodes, start_cluster
+from tests.integration.cluster_app import mixed_result
+from tests.integration.clustering import TTL, audit, live_nodes, outcome, start_cluster
 from tests.integration.served import TOKEN, Node, Nodes
 from tests.polling import eventually
 
@@ -104,3 +108,34 @@ async def test_a_node_killed_while_deleting_leaves_no_orphan_and_the_deletion_fi
     history = await audit(etcd, cluster.namespace)
     assert history.stale == []
     assert history.unmarked == []
+
+
+async def test_an_rpc_invocation_of_another_group_is_kept_while_its_caller_waits(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    """``mixed(35)`` calls ``helper`` (group ``helpers``: another partition) with ``ctx.rpc``,
+    then waits for the promise ``ext-35``: the helper's invocation is refused deletion until
+    its caller has settled, though the caller's partition is not the helper's."""
+    nodes = Nodes(tmp_path)
+    async with start_cluster(nodes, etcd, ["default,helpers"], TTL) as cluster:
+        client = cluster.clients[0]
+        await client.start("m35", "mixed", [35, 0], {})
+        await eventually(lambda: _exists(client, "ext-35"), "the caller to wait for ext-35")
+        tree = await client.tree("m35")
+        [call] = [node.id for node in tree.children if node.kind == "call"]
+
+        with pytest.raises(NotDeletableError, match="which is still pending"):
+            await client.delete(call)
+        await client.resolve("ext-35", 35)
+        assert await outcome(client, "m35", within=10) == mixed_result(35)
+        await client.delete(call)
+        with pytest.raises(PromiseNotFoundError):
+            await client.invocation(call)
+
+
+async def _exists(client: HttpClient, id: str) -> bool:
+    try:
+        await client.promise(id)
+    except PromiseNotFoundError:
+        return False
+    return True

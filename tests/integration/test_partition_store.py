@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from dawait.cluster._etcd import Etcd
-from dawait.cluster._etcd_records import namespace_prefix
+from dawait.cluster._etcd_records import namespace_prefix, partition_prefix
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.cluster._partition_store import PartitionStore
 from dawait.core._partitions import Partition
-from dawait.core._promise import PromiseState, Settle, Value
+from dawait.core._promise import TAG_BRANCH, TAG_RETENTION, PromiseState, Settle, Value
 from dawait.errors import OwnershipLostError
 from dawait.runtime._store import CreatePromise
 from tests.etcd import EtcdCluster
@@ -126,3 +126,37 @@ async def test_an_owner_whose_lease_ended_writes_nothing_more(
     _revision, items = await client.snapshot(fresh.keys.prefix + "x/")
     assert [json.loads(item.value or b"{}")["epoch"] for item in items] == [2]
     await fresh.close()
+
+
+async def test_a_large_expired_tree_goes_after_a_takeover_and_nothing_is_left(
+    cluster: tuple[str, Etcd, Nodes],
+) -> None:
+    """1,200 calls (read back in pages, deleted in transactions of 40); the retention index
+    (``r/`` keys) is found by the next owner, which deletes the tree; etcd keeps no record,
+    no index key and no callback of it."""
+    namespace, client, node = cluster
+    a, b = await node("a"), await node("b")
+    first = _partition(namespace, a)
+    assert await first.take()
+    await first.create_invocation(
+        CreatePromise(id="big", tags={TAG_RETENTION: "1000"}), pid=None, ttl=None, now=0
+    )
+    for k in range(1, 1201):
+        await first.create_promise(
+            CreatePromise(id=f"big:{k}", tags={TAG_BRANCH: "big"}, state=PromiseState.RESOLVED),
+            now=1,
+        )
+    await first.settle_promise("big", event=Settle.RESOLVE, value=Value(data="1"), now=5)
+    assert first.deletions.next == 1005
+    await first.close()
+
+    second = _partition(namespace, b)
+    assert await second.take()
+    assert second.deletions.next == 1005  # from the index, read at the take
+    assert not second.deletions.due_by(1004)
+    assert await second.deletions.due(1005, 10) == ["big"]
+    assert await second.deletions.delete_tree("big") == 1201
+    _revision, left = await client.snapshot(partition_prefix(namespace, PARTITION))
+    kinds = sorted({item.key[len(partition_prefix(namespace, PARTITION)) :][:2] for item in left})
+    assert kinds == ["ep", "ow", "x/"]  # epoch, owner, the transaction marker
+    await second.close()
