@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -107,35 +109,28 @@ async def load(
     run.samples.append((time.monotonic() - started, done, *measure()))
 
 
-async def run_sqlite(retention: str, seconds: float) -> Run:
-    run = Run("sqlite", retention)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        node = Server.serve(
-            Path(tmp) / "n0", "--app", "bench.http_app:app", "--port", "0",
-            "--store", f"sqlite:///{db}", "--retention", retention,
-        )  # fmt: skip
+async def run_once(store: str, retention: str, seconds: float) -> Run:
+    """One node on a fresh ``store`` (``sqlite`` or ``etcd``) with ``--retention``."""
+    run = Run(store, retention)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        app = ("--app", "bench.http_app:app", "--retention", retention)
+        measure: Callable[[], tuple[float, float]]
+        if store == "sqlite":
+            db = Path(tmp) / "bench.db"
+            where = ("--port", "0", "--store", f"sqlite:///{db}")
+            measure = functools.partial(sqlite_size, db)
+        else:
+            etcd = stack.enter_context(Etcd(Path(tmp) / "etcd"))
+            [port] = free_ports(1)
+            where = (
+                "--etcd", etcd.endpoint, "--namespace", "retention", "--node-id", "n0",
+                "--port", str(port), "--etcd-compact-every", "10",
+            )  # fmt: skip
+            measure = functools.partial(etcd_sizes, etcd)
+        node = Server.serve(Path(tmp) / "n0", *app, *where)
         try:
             node.wait_listening()
-            await load(run, node, seconds, lambda: sqlite_size(db))
-        finally:
-            node.process.terminate()
-            node.process.wait(timeout=30)
-    return run
-
-
-async def run_etcd(retention: str, seconds: float) -> Run:
-    run = Run("etcd", retention)
-    with tempfile.TemporaryDirectory() as tmp, Etcd(Path(tmp) / "etcd") as etcd:
-        [port] = free_ports(1)
-        node = Server.serve(
-            Path(tmp) / "n0", "--app", "bench.http_app:app", "--etcd", etcd.endpoint,
-            "--namespace", "retention", "--node-id", "n0", "--port", str(port),
-            "--etcd-compact-every", "10", "--retention", retention,
-        )  # fmt: skip
-        try:
-            node.wait_listening()
-            await load(run, node, seconds, lambda: etcd_sizes(etcd))
+            await load(run, node, seconds, measure)
         finally:
             node.process.terminate()
             node.process.wait(timeout=30)
@@ -149,13 +144,12 @@ async def main() -> None:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--stores", default="sqlite,etcd")
     args = parser.parse_args()
-    runners = {"sqlite": run_sqlite, "etcd": run_etcd}
     half, last_third = args.seconds / 2, args.seconds * 2 / 3
     for store in args.stores.split(","):
         kept_runs, swept_runs = [], []
         for _trial in range(args.trials):
-            kept_runs.append(await runners[store]("forever", args.seconds))
-            swept_runs.append(await runners[store](args.retention, args.seconds))
+            kept_runs.append(await run_once(store, "forever", args.seconds))
+            swept_runs.append(await run_once(store, args.retention, args.seconds))
         kept = max(kept_runs, key=lambda r: r.rate(half))
         swept = max(swept_runs, key=lambda r: r.rate(half))
         ratio = swept.rate(half) / kept.rate(half)

@@ -34,6 +34,13 @@ def _check_id(id: object, what: str, max_length: int) -> str:
         raise ValueError(f"{what} {id!r} may not contain ':' (reserved for call ids)")
     if len(id) > max_length:
         raise ValueError(f"{what} {id[:40]!r}... is longer than {max_length} characters")
+    if not id.isascii():
+        try:
+            id.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{what} {id[:40]!r} is not valid Unicode text (a lone surrogate)"
+            ) from None
     return id
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from dawait import Resonate
+from dawait.core._retention import parse_retention
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
 from dawait.node._settings import ServeSettings
@@ -59,7 +60,7 @@ async def serve(
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     app = app or load_app(settings.app)
     if settings.retention is not None:
-        app.retention = settings.retention_seconds
+        app.retention = parse_retention(settings.retention)
     if settings.etcd:
         app.join(
             settings.etcd,

@@ -144,12 +144,6 @@ class ServeSettings(BaseSettings):
             parse_retention(value)  # its ValueError names what is wrong
         return value
 
-    @property
-    def retention_seconds(self) -> float | None:
-        """``retention`` in seconds (None: forever); only when it was given."""
-        assert self.retention is not None
-        return parse_retention(self.retention)
-
     @field_validator("app")
     @classmethod
     def _module_and_attribute(cls, value: str) -> str:

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dawait.core._errors import NotStartedError, PromiseNotFoundError
@@ -159,10 +159,14 @@ class Engine:
         async with asyncio.TaskGroup() as group:
             self._group = group
             started.set_result(None)
-            group.create_task(self._fire_timers(), name="dawait-timers")
-            group.create_task(self.schedules.run(), name="dawait-schedules")
+            loops = {
+                "dawait-timers": ("firing timers", self._fire_due_timers),
+                "dawait-schedules": ("firing schedules", self.schedules.fire_due),
+                "dawait-retention": ("deleting expired invocations", self.retention.sweep),
+            }
+            for name, (what, one_pass) in loops.items():
+                group.create_task(self.keep_running(what, one_pass), name=name)
             group.create_task(self._recover(), name="dawait-recover")
-            group.create_task(self.retention.run(), name="dawait-retention")
             await asyncio.Event().wait()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -476,35 +480,43 @@ class Engine:
             self._next_timeout = record.timeout_at
             self._timer_wakeup.set()
 
-    async def _fire_timers(self) -> None:
-        """Settle promises as their deadlines pass: timers resolve, the rest time out."""
+    async def keep_running(self, what: str, one_pass: Callable[[], Awaitable[None]]) -> None:
+        """Run ``one_pass`` of a background loop again and again, for as long as the engine
+        runs. A store failing (disk full, a dropped connection) must not end it: the error
+        is logged once until a pass succeeds again, and the pass retried every second."""
+        failing = False
         while True:
             try:
-                await self._fire_due_timers()
+                await one_pass()
             except Exception:
-                # The store failing (disk full, a dropped connection) must not end the
-                # engine: log it and try again shortly.
-                log.exception("firing timers failed; trying again in 1 s")
+                if not failing:
+                    log.exception("%s failed; trying again every 1 s", what)
+                failing = True
                 self.metrics.event("loop_errors")
                 await self.clock.sleep_until(self.clock.now() + 1000)
+                continue
+            if failing:
+                log.info("%s works again", what)
+                failing = False
 
     async def _fire_due_timers(self) -> None:
-        while True:
-            await self.ownership.timers.wait()
-            self._timer_wakeup.clear()
-            expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
-            for settled in expired:
-                self.metrics.event("timeouts_fired")
-                self._on_settled(settled)
-            if len(expired) == _EXPIRE_BATCH:
-                await asyncio.sleep(0)
-                continue
-            # Until the store answers, any new deadline must wake this loop: a timer created
-            # meanwhile (here, or by another node and seen through the store's watch) may be
-            # missing from the answer, and the deadline kept from before may have fired.
-            self._next_timeout = None
-            self._next_timeout = await self.store.next_timeout()
-            await self._sleep_until_timeout()
+        """Settle promises as their deadlines pass (timers resolve, the rest time out), then
+        sleep until the next deadline."""
+        await self.ownership.timers.wait()
+        self._timer_wakeup.clear()
+        expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
+        for settled in expired:
+            self.metrics.event("timeouts_fired")
+            self._on_settled(settled)
+        if len(expired) == _EXPIRE_BATCH:
+            await asyncio.sleep(0)
+            return
+        # Until the store answers, any new deadline must wake this loop: a timer created
+        # meanwhile (here, or by another node and seen through the store's watch) may be
+        # missing from the answer, and the deadline kept from before may have fired.
+        self._next_timeout = None
+        self._next_timeout = await self.store.next_timeout()
+        await self._sleep_until_timeout()
 
     async def _sleep_until_timeout(self) -> None:
         await self.sleep_until(self._next_timeout, self._timer_wakeup)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from typing import TYPE_CHECKING
 
 from dawait.core._errors import UnknownFunctionError
@@ -27,17 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["SWEEP_LIMIT", "Retention"]
 
-log = logging.getLogger("dawait.engine")
-
 SWEEP_LIMIT = 100
 """Roots one sweep deletes at most (each in transactions of its own)."""
 _PAUSE = 1_000
-"""Milliseconds between sweeps while what is due cannot be deleted yet, or the store fails."""
+"""Milliseconds between sweeps while what is due cannot be deleted yet."""
 
 
 class Retention:
     """Retention for the engine ``engine``: ``tag`` what it creates, ``settled`` what it
-    settles, ``run`` the sweep."""
+    settles, ``sweep`` what is due."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -84,27 +81,9 @@ class Retention:
             self._next = at
             self._wakeup.set()
 
-    async def run(self) -> None:
-        """Delete what is due, for as long as the engine runs. A store error is logged once
-        until a sweep succeeds again, and retried every ``_PAUSE``: never the loop's end."""
-        engine = self.engine
-        failing = False
-        while True:
-            try:
-                await self._sweep()
-            except Exception:
-                if not failing:
-                    log.exception("deleting expired invocations failed; trying again every 1 s")
-                failing = True
-                engine.metrics.event("loop_errors")
-                await engine.clock.sleep_until(engine.clock.now() + _PAUSE)
-                continue
-            if failing:
-                log.info("deleting expired invocations works again")
-                failing = False
-
-    async def _sweep(self) -> None:
-        """One sweep, then sleep until the next is due."""
+    async def sweep(self) -> None:
+        """Delete what is due, then sleep until the next is due (one pass of the engine's
+        retention loop, ``Engine.keep_running``)."""
         engine = self.engine
         await engine.ownership.timers.wait()
         self._wakeup.clear()

@@ -31,32 +31,22 @@ class ScheduleLoop:
         self.engine = engine
         self.wakeup = asyncio.Event()
 
-    async def run(self) -> None:
-        """Start each schedule's invocation as its slot comes, then move it to its next slot."""
+    async def fire_due(self) -> None:
+        """Start each due schedule's invocation and move it to its next slot, then sleep
+        until the next slot (one pass of the engine's schedules loop)."""
         engine = self.engine
-        while True:
-            try:
-                await self._fire_due()
-            except Exception:
-                log.exception("firing schedules failed; trying again in 1 s")
-                engine.metrics.event("loop_errors")
-                await engine.clock.sleep_until(engine.clock.now() + 1000)
-
-    async def _fire_due(self) -> None:
-        engine = self.engine
-        while True:
-            await engine.ownership.leading.wait()
-            self.wakeup.clear()
-            now = engine.clock.now()
-            due = await engine.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
-            for record in due:
-                firing = due_firing(record, now)
-                if firing is not None:
-                    await self._fire(record, firing)
-            if len(due) == _SCHEDULE_BATCH:
-                await asyncio.sleep(0)
-                continue
-            await engine.sleep_until(await engine.store.next_schedule_at(), self.wakeup)
+        await engine.ownership.leading.wait()
+        self.wakeup.clear()
+        now = engine.clock.now()
+        due = await engine.store.due_schedules(now=now, limit=_SCHEDULE_BATCH)
+        for record in due:
+            firing = due_firing(record, now)
+            if firing is not None:
+                await self._fire(record, firing)
+        if len(due) == _SCHEDULE_BATCH:
+            await asyncio.sleep(0)
+            return
+        await engine.sleep_until(await engine.store.next_schedule_at(), self.wakeup)
 
     async def _fire(self, record: ScheduleRecord, firing: ScheduleFiring) -> None:
         """Start the slot's invocation and move the schedule on, in one store operation.

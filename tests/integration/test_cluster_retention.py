@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dawait.cluster._etcd import Etcd
+from dawait.cluster._etcd import Etcd, KeyValue
 from dawait.cluster._etcd_records import decode_promise
-from dawait.core._promise import PromiseRecord
 from dawait.errors import NotDeletableError, PromiseNotFoundError
 from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster
@@ -27,34 +26,20 @@ STEPS = 60
 """Steps per tree: 60 calls take two deletion transactions (of 40), then the root."""
 
 
-async def _records(etcd: EtcdCluster, namespace: str) -> dict[str, list[str]]:
-    """Kind (``p``, ``t``, ``c``, ``r``, ...) -> the keys of that kind in the namespace's
-    partitions."""
+async def _partition_keys(etcd: EtcdCluster, namespace: str) -> list[KeyValue]:
+    """Every key of the namespace's partitions, as etcd has them now."""
     client = Etcd(etcd.endpoints)
     await client.connect()
     try:
         _revision, items = await client.snapshot(f"/dawait/{namespace}/P/")
     finally:
         await client.close()
-    kinds: dict[str, list[str]] = {}
-    for item in items:
-        kind = item.key.split("/")[6]  # /dawait/NS/P/family/index/kind/...
-        kinds.setdefault(kind, []).append(item.key)
-    return kinds
+    return items
 
 
-async def _promises(etcd: EtcdCluster, namespace: str) -> list[PromiseRecord]:
-    client = Etcd(etcd.endpoints)
-    await client.connect()
-    try:
-        _revision, items = await client.snapshot(f"/dawait/{namespace}/P/")
-    finally:
-        await client.close()
-    return [
-        decode_promise(item.value)
-        for item in items
-        if item.value is not None and item.key.split("/")[6] == "p"
-    ]
+def _kind(item: KeyValue) -> str:
+    """``p``, ``t``, ``c``, ``r``, ... of ``/dawait/NS/P/family/index/kind/...``."""
+    return item.key.split("/")[6]
 
 
 async def _deleted(node: Node) -> int:
@@ -93,15 +78,19 @@ async def test_a_node_killed_while_deleting_leaves_no_orphan_and_the_deletion_fi
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(timeout=10)
 
-        promises = await _promises(etcd, cluster.namespace)
+        promises = [
+            decode_promise(item.value)
+            for item in await _partition_keys(etcd, cluster.namespace)
+            if item.value is not None and _kind(item) == "p"
+        ]
         ids = {p.id for p in promises}
         orphans = [p.id for p in promises if p.branch not in (None, p.id) and p.branch not in ids]
         assert orphans == []
         assert promises, "everything was deleted before the kill: nothing left to take over"
 
         async def all_gone() -> bool:
-            kinds = await _records(etcd, cluster.namespace)
-            return not any(kinds.get(kind) for kind in ("p", "t", "c", "r"))
+            kinds = {_kind(item) for item in await _partition_keys(etcd, cluster.namespace)}
+            return not kinds & {"p", "t", "c", "r"}
 
         await eventually(all_gone, "the survivor to delete what the killed node left", within=30)
         assert await _deleted(survivor) > 0

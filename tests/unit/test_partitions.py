@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dawait.core._ids import check_invocation_id
 from dawait.core._partitions import (
     DEFAULT_PARTITIONS,
     FREE,
@@ -19,7 +20,10 @@ from dawait.core._partitions import (
     partition_index,
 )
 
-ids = st.text(st.characters(blacklist_characters=":"), min_size=1, max_size=40)
+ids = st.text(
+    st.characters(blacklist_characters=":", blacklist_categories=("Cs",)), min_size=1, max_size=40
+)
+"""Root ids as ``check_invocation_id`` lets them through: no ':', no lone surrogate."""
 
 
 @given(ids, st.lists(st.integers(1, 50), min_size=1, max_size=4))
@@ -82,3 +86,11 @@ def test_a_leaving_node_moves_only_its_own() -> None:
         p for p in partitions if before[p] == "b"
     }
     assert owner_of(partitions[0], []) is None
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "order-\udfff-7"])
+def test_an_id_that_is_not_valid_unicode_is_refused_naming_it(bad: str) -> None:
+    """Such an id could not be hashed to its partition nor stored (SQLite and etcd take
+    UTF-8): refused up front, with the id in the message."""
+    with pytest.raises(ValueError, match="is not valid Unicode text"):
+        check_invocation_id(bad)

@@ -1,12 +1,13 @@
 """Helpers of the semantics tests: the SQLite URL of a test's app, checks for
-``eventually``, and ``Gate``, a step that stops a workflow where a test wants it."""
+``eventually``, ``step`` and ``child`` (a step and a durable function that record what
+ran), and ``Gate``, a step that stops a workflow where a test wants it."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from dawait import Resonate
+from dawait import Context, Resonate
 from dawait.errors import PromiseNotFoundError
 
 WAIT = 10.0
@@ -28,6 +29,20 @@ async def promise_exists(app: Resonate, id: str) -> bool:
     except PromiseNotFoundError:
         return False
     return True
+
+
+runs: list[str] = []
+"""What ``step`` ran, in order (a test clears it first)."""
+
+
+async def step(x: int) -> int:
+    runs.append(f"step {x}")
+    return x + 1
+
+
+async def child(ctx: Context, x: int) -> int:
+    """A durable child with one step."""
+    return await ctx.run(step, x * 10)
 
 
 class Gate:

@@ -9,17 +9,7 @@ import pytest
 
 from dawait import Context, Resonate
 from dawait.errors import NotDeletableError, PromiseNotFoundError
-
-runs: list[str] = []
-
-
-async def step(x: int) -> int:
-    runs.append(f"step {x}")
-    return x + 1
-
-
-async def child(ctx: Context, x: int) -> int:
-    return await ctx.run(step, x * 10)
+from tests.integration.semantics.support import child, runs, step
 
 
 async def test_delete_a_finished_invocation_and_run_its_id_again(store_url: str) -> None:

@@ -14,19 +14,15 @@ import pytest
 from dawait import Context, Resonate
 from dawait.runtime._deletion import KEEP_WAITING
 from dawait.testing import FakeClock
-from tests.integration.semantics.support import holds, promise_exists, sqlite_url
+from tests.integration.semantics.support import (
+    child,
+    holds,
+    promise_exists,
+    runs,
+    sqlite_url,
+    step,
+)
 from tests.polling import eventually
-
-runs: list[str] = []
-
-
-async def step(x: int) -> int:
-    runs.append(f"step {x}")
-    return x + 1
-
-
-async def child(ctx: Context, x: int) -> int:
-    return await ctx.run(step, x * 10)
 
 
 async def flow(ctx: Context, x: int) -> int:
