@@ -126,6 +126,12 @@ class Node:
         self.url = ""
         self.version = ""
 
+    def tail(self, lines: int = 30) -> str:
+        """The last ``lines`` of what the server wrote (its log, then its output)."""
+        text = [*self.log.read_text(errors="replace").splitlines()]
+        text += self.out.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
     @classmethod
     def dawait(cls, store: str, folder: Path, profile: str | None) -> Node:
         return cls.serve(folder, "--app", APP, "--port", "0", "--store", store, profile=profile)

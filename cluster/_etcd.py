@@ -74,11 +74,13 @@ class Range:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Put ``value`` at ``key`` (attached to ``lease`` if not 0); None deletes it."""
+    """Put ``value`` at ``key`` (attached to ``lease`` if not 0); None deletes it, and with
+    ``prefix`` every key under it."""
 
     key: str
     value: bytes | None
     lease: int = 0
+    prefix: bool = False
 
 
 def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -272,7 +274,8 @@ class Etcd:
 def _request_op(write: Write) -> Any:
     key = write.key.encode()
     if write.value is None:
-        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        end = _prefix_end(key) if write.prefix else b""
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, range_end=end))
     put = rpc.PutRequest(key=key, value=write.value, lease=write.lease)
     return rpc.RequestOp(request_put=put)
 

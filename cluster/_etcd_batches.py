@@ -208,6 +208,7 @@ class Batches:
             if store.exclusive:
                 compares.append(Compare(store.lock_key, membership.lock_revision))
             writes = [Write(k, v) for k, v in batch.writes.items()]
+            writes.extend(Write(p, None, prefix=True) for p in batch.prefixes)
             if writes:
                 writes.append(Write(store.marker_key, token, membership.lease))
             self.transactions += 1

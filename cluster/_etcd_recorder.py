@@ -34,11 +34,13 @@ class Batch:
     compares: dict[str, int] = field(default_factory=dict)
     """Every key touched, with its revision as the replica had it when first touched."""
     writes: dict[str, bytes | None] = field(default_factory=dict)
+    prefixes: list[str] = field(default_factory=list)
+    """Deleted with every key under them (written blind: see ``op_delete_indexed``)."""
     done: list[Done] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return max(len(self.compares), len(self.writes))
+        return max(len(self.compares), len(self.writes) + len(self.prefixes))
 
 
 class Recorder:
@@ -67,18 +69,25 @@ class Recorder:
         self.touch(key)
         self.store.batches.batch.writes[key] = value
 
-    def index_deletion(self, id: str, before: int | None, after: int | None) -> None:
+    def index_deletion(
+        self, id: str, before: int | None, after: int | None, value: bytes | None = None
+    ) -> None:
         """Keep the retention index (``r/`` keys) in line with promise ``id``'s
-        ``delete_at`` going from ``before`` to ``after``. Written blind, not compared: the
-        promise's own key orders every change of it."""
+        ``delete_at`` going from ``before`` to ``after`` (the entry holds ``value``, by
+        default the id). Written blind, not compared: the promise's own key orders every
+        change of it."""
         if before == after:
             return
         writes = self.store.batches.batch.writes
         if before is not None:
             writes[self.keys.deletion(before, id)] = None
         if after is not None:
-            writes[self.keys.deletion(after, id)] = id.encode()
+            writes[self.keys.deletion(after, id)] = id.encode() if value is None else value
             self.store.deadline_written(after)
+
+    def deletion_entry(self, record: PromiseRecord, old: PromiseRecord | None) -> bytes | None:
+        """What the retention index holds for ``record`` (from ``old``): None, its id."""
+        return None
 
     # promises
 
@@ -96,7 +105,10 @@ class Recorder:
     def put_promise(self, record: PromiseRecord, *, new: bool) -> None:
         self._write(self.keys.promise(record.id), encode_promise(record))
         old = None if new else self.t.promises.get(record.id)
-        self.index_deletion(record.id, None if old is None else old.delete_at, record.delete_at)
+        before, after = None if old is None else old.delete_at, record.delete_at
+        if before != after:
+            entry = None if after is None else self.deletion_entry(record, old)
+            self.index_deletion(record.id, before, after, entry)
         self.t.put_promise(record, new=new)
 
     def branch_promises(self, branch: str) -> list[PromiseRecord]:

@@ -55,6 +55,8 @@ R = TypeVar("R")
 class EtcdStore(TablesStore):
     """Records in etcd under ``/dawait/{namespace}/``; see the module docstring."""
 
+    sweep_at_once = False
+
     def __init__(
         self,
         etcd: Etcd | str | Sequence[str],

@@ -189,6 +189,9 @@ class _Recorder(Recorder):
         super().put_promise(record, new=new)
         self.store.note(record.id)
 
+    def deletion_entry(self, record: PromiseRecord, old: PromiseRecord | None) -> bytes | None:
+        return self.store.deletions.entry(record, old)
+
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         super().put_task(task, new=new)
         self.store.note(task.id)
@@ -386,10 +389,17 @@ class PartitionStore(EtcdStore):
         dropped from memory (none of its records is here). ``creating``: ``op`` may create
         ``id``, which must not be in use in another family."""
         root = root_of(id)
+        await self.deletions.not_deleting(root)
+        if creating:
+            self.deletions.created(id)
         with self.pinned(root):
             if root not in self.roots:
                 await self.read_back(id, unique=creating and root == id)
             return await self._transact(op, *args)
+
+    def in_use(self, root: str) -> bool:
+        """Whether an operation is under way on the tree of ``root``."""
+        return bool(self._pins.get(root))
 
     @contextlib.contextmanager
     def pinned(self, root: str) -> Iterator[None]:

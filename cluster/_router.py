@@ -24,7 +24,6 @@ every node replicates; the leader fires them.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,7 +44,7 @@ from dawait.cluster._peer import (
     record_from_json,
 )
 from dawait.core._errors import PromiseNotFoundError, StoreError
-from dawait.core._ids import root_of
+from dawait.core._ids import glob_match, root_of
 from dawait.core._param import call_target
 from dawait.core._partitions import FREE, Partition, partition_index
 from dawait.core._promise import (
@@ -84,6 +83,9 @@ R = TypeVar("R")
 
 _PAGE = 500
 """Keys read from etcd per request when scanning a partition."""
+SCAN_LIMIT = 10_000
+"""Records one search reads at most: past it the page ends (fewer matches than asked for,
+maybe none) with a cursor where the scan stopped, so no request holds a node for long."""
 
 
 class PartitionedStore:
@@ -263,7 +265,7 @@ class PartitionedStore:
         ids = await deletions.due(now, limit)
 
         def delete(id: str) -> Awaitable[int]:  # in this partition: no need to look for it
-            return deletions.delete_tree(id, self._caller_pending)
+            return deletions.delete_tree(id, self._caller_pending, swept=True)
 
         return await sweep(ids, delete, deletions.keep, now=now, more=len(ids) == limit)
 
@@ -326,7 +328,7 @@ class PartitionedStore:
         now: int | None = None,
     ) -> PromisePage:
         def keep(record: PromiseRecord) -> PromiseRecord | None:
-            if not fnmatch.fnmatchcase(record.id, pattern):
+            if not glob_match(pattern, record.id):
                 return None
             shown = record if now is None else expire_promise(record, now).record
             return shown if state is None or shown.state is state else None
@@ -359,7 +361,8 @@ class PartitionedStore:
             path, _, after = cursor.partition("\n")
             start_at = partitions.index(Partition.from_path(path))
         matches: list[tuple[Partition, PromiseRecord]] = []
-        for partition in partitions[start_at:]:
+        scanned, stopped = 0, None  # records read; where the scan stopped, if cut short
+        for k, partition in enumerate(partitions[start_at:], start_at):
             prefix = f"{partition_prefix(self.node.namespace, partition)}{kind}/"
             start = prefix if after is None else prefix + after + "\0"
             after = None
@@ -370,16 +373,21 @@ class PartitionedStore:
                     shown = keep(record)
                     if shown is not None:
                         matches.append((partition, shown))
-                if not more or not items:
+                scanned += len(items)
+                if scanned >= SCAN_LIMIT and items and (more or k + 1 < len(partitions)):
+                    stopped = f"{partition.path}\n{items[-1].key[len(prefix) :]}"
+                if not more or not items or stopped:
                     break
                 start = items[-1].key + "\0"
-            if len(matches) > limit:
+            if len(matches) > limit or stopped:
                 break
         page = matches[:limit]
         next_cursor = None
         if len(matches) > limit and page:
             last_partition, last = page[-1]
             next_cursor = f"{last_partition.path}\n{last.id}"
+        elif stopped:
+            next_cursor = stopped
         return PromisePage(promises=[r for _p, r in page], cursor=next_cursor)
 
     async def _records(

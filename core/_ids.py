@@ -11,10 +11,13 @@ from __future__ import annotations
 __all__ = [
     "CALL_SEPARATOR",
     "MAX_ID_LENGTH",
+    "MAX_PATTERN_LENGTH",
     "MAX_SCHEDULE_ID_LENGTH",
+    "check_id_pattern",
     "check_invocation_id",
     "check_schedule_id",
     "child_id",
+    "glob_match",
     "id_order",
     "parent_of",
     "root_of",
@@ -42,6 +45,48 @@ def _check_id(id: object, what: str, max_length: int) -> str:
                 f"{what} {id[:40]!r} is not valid Unicode text (a lone surrogate)"
             ) from None
     return id
+
+
+MAX_PATTERN_LENGTH = 2 * MAX_ID_LENGTH
+"""An id pattern's characters at most: an id's, and as many ``*``."""
+
+
+def check_id_pattern(pattern: object) -> str:
+    """``pattern`` if it can search ids (``*`` matches any run), else ``ValueError``."""
+    if not isinstance(pattern, str):
+        raise ValueError(f"id pattern must be a string, got {pattern!r}")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(
+            f"id pattern {pattern[:40]!r}... is longer than {MAX_PATTERN_LENGTH} characters"
+        )
+    if not pattern.isascii():
+        try:
+            pattern.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"id pattern {pattern[:40]!r} is not valid Unicode text") from None
+    return pattern
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Whether ``text`` matches ``pattern``, where ``*`` matches any run of characters and
+    every other character only itself. No backtracking: with ``*`` the only wildcard, finding
+    each piece between stars at its leftmost place after the last is enough, so the time is
+    linear in ``text`` for each piece (``re`` and ``fnmatch`` backtrack: ``*a*a*a*b`` took
+    exponential time)."""
+    first, *middle = pattern.split("*")
+    if not middle:
+        return text == pattern
+    last = middle.pop()
+    end = len(text) - len(last)
+    if end < len(first) or not text.startswith(first) or not text.endswith(last):
+        return False
+    at = len(first)
+    for piece in middle:
+        found = text.find(piece, at, end)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
 
 
 def check_invocation_id(id: object) -> str:

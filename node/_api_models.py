@@ -12,6 +12,7 @@ from dawait.core._ids import CALL_SEPARATOR, MAX_ID_LENGTH
 from dawait.core._partitions import partition_index
 
 __all__ = [
+    "MAX_PAGE",
     "CreateInvocation",
     "CreatePromise",
     "CreateSchedule",
@@ -37,6 +38,9 @@ PromiseStateName = Literal[
 _ID = Field(
     min_length=1, max_length=MAX_ID_LENGTH, description="Invocation id; no ':' (call ids use it)"
 )
+
+MAX_PAGE = 1000
+"""Items one page of a list answers at most (``limit``)."""
 
 
 class _Strict(BaseModel):

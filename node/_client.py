@@ -50,12 +50,15 @@ class HttpClient:
         timeout: float = 330.0,
         route: bool = False,
         clock: Clock | None = None,
+        connections: int = 100,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url {url!r} must start with http:// or https://")
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        """Connections open at most (0: no limit); more requests at once wait for one."""
         self._session: aiohttp.ClientSession | None = None
         self.route = route
         self._clock = clock or SystemClock()
@@ -67,7 +70,11 @@ class HttpClient:
 
     async def open(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._connections),
+            )
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -110,7 +117,11 @@ class HttpClient:
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error)
             raise NotStartedError(f"cannot reach the node at {base}: {reason}") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TimeoutError as exc:
+            raise NotStartedError(
+                f"no answer from the node at {base} within {self._timeout.total:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
             raise NotStartedError(f"cannot reach the node at {base}: {exc}") from exc
         if status >= 400:
             raise _error(status, payload)

@@ -19,6 +19,7 @@ from aiohttp import web
 from dawait._schedules import ScheduleInfo
 from dawait.cluster._peer import PEER_PATH, peer_handler
 from dawait.core._errors import DawaitError, ScheduleNotFoundError
+from dawait.core._ids import check_id_pattern
 from dawait.core._promise import PromiseState
 from dawait.node import _api_models as m
 from dawait.node._backend import NodeBackend
@@ -34,7 +35,6 @@ __all__ = ["DEFAULT_MAX_BODY", "HttpError", "NodeApi"]
 log = logging.getLogger("dawait.http")
 
 MAX_WAIT_SECONDS = 300.0
-MAX_PAGE = 1000
 _OPEN = frozenset({"/healthz", "/readyz"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -199,6 +199,13 @@ class NodeApi:
         return value
 
     @staticmethod
+    def _query_pattern(request: web.Request) -> str:
+        try:
+            return check_id_pattern(request.query.get("id", "*"))
+        except ValueError as exc:
+            raise HttpError(422, "invalid", str(exc), "id") from None
+
+    @staticmethod
     def _query_float(request: web.Request, name: str, high: float) -> float | None:
         raw = request.query.get(name)
         if raw is None:
@@ -259,7 +266,7 @@ class NodeApi:
         records, cursor = await self.backend.invocations(
             state=self._query_state(request),
             function=request.query.get("function"),
-            limit=self._query_int(request, "limit", 100, 1, MAX_PAGE),
+            limit=self._query_int(request, "limit", 100, 1, m.MAX_PAGE),
             cursor=request.query.get("cursor"),
         )
         return _json(m.InvocationPage(items=[invocation_view(r) for r in records], cursor=cursor))
@@ -308,9 +315,9 @@ class NodeApi:
 
     async def list_promises(self, request: web.Request) -> web.Response:
         records, cursor = await self.backend.promises(
-            pattern=request.query.get("id", "*"),
+            pattern=self._query_pattern(request),
             state=self._query_state(request),
-            limit=self._query_int(request, "limit", 100, 1, MAX_PAGE),
+            limit=self._query_int(request, "limit", 100, 1, m.MAX_PAGE),
             cursor=request.query.get("cursor"),
         )
         return _json(m.PromisePage(items=[promise_view(r) for r in records], cursor=cursor))
@@ -326,7 +333,8 @@ class NodeApi:
 
     async def list_schedules(self, request: web.Request) -> web.Response:
         infos = await self.backend.app.schedules.search(
-            request.query.get("id", "*"), limit=self._query_int(request, "limit", 100, 1, MAX_PAGE)
+            self._query_pattern(request),
+            limit=self._query_int(request, "limit", 100, 1, m.MAX_PAGE),
         )
         return _json(m.ScheduleList(items=[_schedule_view(info) for info in infos]))
 

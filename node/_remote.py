@@ -129,8 +129,16 @@ class RemoteBackend:
     async def search_promises(
         self, pattern: str, state: str | None, limit: int
     ) -> list[PromiseInfo]:
-        page = await self.client.promises(pattern, state=state, limit=limit)
-        return [_info(view) for view in page.items]
+        found: list[PromiseInfo] = []
+        cursor = None
+        while True:  # a page may end short where the node bounds its scan: follow its cursor
+            page = await self.client.promises(
+                pattern, state=state, limit=min(limit - len(found), m.MAX_PAGE), cursor=cursor
+            )
+            found += [_info(view) for view in page.items]
+            cursor = page.cursor
+            if cursor is None or len(found) >= limit:
+                return found
 
     # -- schedules -------------------------------------------------------------------------
 

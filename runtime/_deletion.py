@@ -21,9 +21,11 @@ __all__ = [
     "DELETE_BATCH",
     "KEEP_WAITING",
     "SWEEP_CONCURRENCY",
+    "SWEEP_RECORDS",
     "delete_in_batches",
     "op_delete_tree",
     "op_keep",
+    "op_sweep",
     "sweep",
 ]
 
@@ -97,6 +99,32 @@ def op_keep(t: Tables, id: str, until: int | None) -> None:
     if until is not None:
         tags[TAG_RETENTION] = str(until - record.settled_at)
     t.put_promise(dataclasses.replace(record, tags=tags), new=False)
+
+
+SWEEP_RECORDS = 1_000
+"""Records one sweep transaction of a local store deletes at most (``op_sweep``)."""
+
+
+def op_sweep(t: Tables, due: Sequence[str], now: int) -> tuple[int, int, bool]:
+    """Delete the trees of the roots ``due`` in one transaction of at most
+    ``SWEEP_RECORDS`` records (a local store commits one after another: one transaction per
+    tree would queue each behind the foreground's), keeping those that cannot go yet. The
+    roots gone, the records gone, and whether the budget ran out first (a tree cut short
+    is still due: the next pass finishes it)."""
+    roots = records = 0
+    for id in due:
+        if records >= SWEEP_RECORDS:
+            return roots, records, True
+        try:
+            count, done = op_delete_tree(t, id, limit=SWEEP_RECORDS - records)
+        except PromiseNotFoundError:
+            continue
+        except NotDeletableError as exc:
+            op_keep(t, id, now + KEEP_WAITING if exc.later else None)
+            continue
+        records += count
+        roots += done
+    return roots, records, False
 
 
 async def sweep(

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from dawait.core._ids import glob_match
 from dawait.core._param import call_target
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord, TaskState
 from dawait.runtime._store_ops import TablesStore
 
-__all__ = ["MemoryStore", "glob_regex"]
+__all__ = ["MemoryStore"]
 
 R = TypeVar("R")
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for an id pattern where ``*`` matches any run of characters."""
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 class MemoryTables:
@@ -70,14 +65,13 @@ class MemoryTables:
     def search_promises(
         self, pattern: str, state: PromiseState | None, limit: int, after: str | None
     ) -> list[PromiseRecord]:
-        regex = glob_regex(pattern)
         found = sorted(
             (
                 record
                 for id, record in self.promises.items()
                 if (after is None or id > after)
                 and (state is None or record.state is state)
-                and regex.fullmatch(id)
+                and glob_match(pattern, id)
             ),
             key=lambda record: record.id,
         )
@@ -224,12 +218,11 @@ class MemoryTables:
         return self.schedules.pop(id, None) is not None
 
     def search_schedules(self, pattern: str, limit: int, after: str | None) -> list[ScheduleRecord]:
-        regex = glob_regex(pattern)
         found = sorted(
             (
                 record
                 for id, record in self.schedules.items()
-                if (after is None or id > after) and regex.fullmatch(id)
+                if (after is None or id > after) and glob_match(pattern, id)
             ),
             key=lambda record: record.id,
         )

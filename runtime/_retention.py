@@ -29,6 +29,9 @@ __all__ = ["SWEEP_LIMIT", "Retention"]
 SWEEP_LIMIT = 100
 """Roots one sweep deletes at most (each in transactions of its own)."""
 _PAUSE = 1_000
+GATHER = 250
+"""Milliseconds a pass that deleted something waits at least before the next: what falls
+due meanwhile goes together (at most this late)."""
 """Milliseconds between sweeps while what is due cannot be deleted yet."""
 
 
@@ -99,6 +102,8 @@ class Retention:
         now = engine.clock.now()
         if at is not None and at <= now:  # due, yet none of it could go: not at once
             at = now + _PAUSE
+        elif at is not None and swept.roots:  # under steady load: a pass per GATHER, not
+            at = max(at, now + GATHER)  # one per root (deadlines a millisecond apart)
         if self._next is None or (at is not None and at < self._next):
             self._next = at
         await engine.sleep_until(self._next, self._wakeup)

@@ -34,7 +34,7 @@ from dawait.core._task import (
     resume_task,
     suspend_task,
 )
-from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep, sweep
+from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep, op_sweep, sweep
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
     CreatePromise,
@@ -388,6 +388,9 @@ class TablesStore:
     """
 
     metrics: EngineMetrics | None = None
+    sweep_at_once = True
+    """Whether a retention sweep deletes its due trees in one transaction (``op_sweep``);
+    else one tree at a time, a few at once (etcd bounds a transaction's operations)."""
 
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         raise NotImplementedError
@@ -482,7 +485,12 @@ class TablesStore:
 
     async def delete_expired(self, *, now: int, limit: int) -> Expired:
         due = await self._transact(_due_deletions, now, limit)
-        return await sweep(due, self.delete_tree, self._keep, now=now, more=len(due) == limit)
+        if not self.sweep_at_once:
+            return await sweep(due, self.delete_tree, self._keep, now=now, more=len(due) == limit)
+        if not due:
+            return Expired(roots=0, records=0, more=False)
+        roots, records, cut = await self._transact(op_sweep, due, now)
+        return Expired(roots=roots, records=records, more=cut or len(due) == limit)
 
     async def _keep(self, id: str, until: int | None) -> None:
         await self._transact(op_keep, id, until)

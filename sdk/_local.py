@@ -279,8 +279,16 @@ class LocalBackend:
         self, pattern: str, state: str | None, limit: int
     ) -> list[PromiseInfo]:
         wanted = None if state is None else PromiseState(state)
-        page = await self.engine.search_promises(pattern, state=wanted, limit=limit)
-        return [PromiseInfo.of(record) for record in page.promises]
+        found: list[PromiseInfo] = []
+        cursor = None
+        while True:  # a page may end short where a store bounds its scan: follow its cursor
+            page = await self.engine.search_promises(
+                pattern, state=wanted, limit=limit - len(found), cursor=cursor
+            )
+            found += [PromiseInfo.of(record) for record in page.promises]
+            cursor = page.cursor
+            if cursor is None or len(found) >= limit:
+                return found
 
     # -- schedules -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dawait.core._ids import check_id_pattern
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.runtime._calls import to_seconds
 from dawait.runtime._codec import ANY, decode_json, decode_outcome
@@ -120,4 +121,5 @@ class Promises:
             raise ValueError(f"search: unknown state {state!r} (one of {states})")
         if limit < 1:
             raise ValueError(f"search: limit must be >= 1, got {limit}")
+        pattern = check_id_pattern(pattern)
         return await self._backend.search_promises(pattern, state, limit)

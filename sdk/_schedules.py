@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from dawait._promises import utc
-from dawait.core._ids import check_schedule_id
+from dawait.core._ids import check_id_pattern, check_schedule_id
 from dawait.core._schedule import Cron, ScheduleRecord
 from dawait.runtime._context import Context
 
@@ -117,4 +117,5 @@ class Schedules:
         """Schedules whose id matches ``pattern`` (``*`` matches any run), by id."""
         if limit < 1:
             raise ValueError(f"search: limit must be >= 1, got {limit}")
+        pattern = check_id_pattern(pattern)
         return await self._backend.search_schedules(pattern, limit)

@@ -3,7 +3,7 @@
 ``python retention_worker.py run DB --trees N --steps S [--kill-after K]`` runs workflows
 ``t-0`` .. ``t-{N-1}`` of S steps each on the SQLite file DB with a retention of 1 ms, so
 they are due for deletion once finished; with ``--kill-after K`` the process SIGKILLs
-itself right after K deletion operations (``op_delete_tree``) have committed (a real
+itself right after K sweep transactions (``op_sweep``) have committed (a real
 SIGKILL at a chosen point: trees deleted partly, in the middle of a sweep). Without it, it
 waits until the sweep has deleted every tree, then exits 0.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dawait import Context, Resonate
-from dawait.runtime._deletion import op_delete_tree
+from dawait.runtime._deletion import op_sweep
 from dawait.runtime._sqlite_store import SQLiteStore
 
 WAIT = 60.0
@@ -40,14 +40,14 @@ async def tree(ctx: Context, steps: int) -> int:
 
 
 def kill_after(commits: int) -> None:
-    """SIGKILL this process once ``commits`` deletion operations have committed."""
+    """SIGKILL this process once ``commits`` sweep transactions have committed."""
     original = SQLiteStore._transact
     done = 0
 
     async def transact(self: SQLiteStore, op: Callable[..., Any], *args: object) -> Any:
         nonlocal done
         result = await original(self, op, *args)
-        if op is op_delete_tree:
+        if op is op_sweep:
             done += 1
             if done == commits:
                 os.kill(os.getpid(), signal.SIGKILL)

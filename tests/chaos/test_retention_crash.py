@@ -1,13 +1,13 @@
 """A SIGKILL in the middle of deleting leaves no orphan, and the deletion finishes later.
 
 ``retention_worker.py`` runs 60 workflows of 200 steps on a SQLite file with a retention of
-1 ms, then sweeps; it SIGKILLs itself right after 7 deletion operations have committed
-(each tree takes 6: five of 40 calls, then the root; SQLite commits the operations of the
-60 trees together). The file it leaves is read directly:
+1 ms, then sweeps; it SIGKILLs itself right after 2 sweep transactions have committed (each
+deletes at most ``SWEEP_RECORDS``, 1,000 records: about five whole trees of 201, then
+part of the next). The file it leaves is read directly:
 
 * no call is left without its caller (calls go in post-order, the root last);
-* trees are partly deleted, each by whole operations (a multiple of 40 calls), none is
-  gone yet, and every root still has its task;
+* some trees are gone whole, one at most is partly deleted, the others are untouched,
+  and every root left still has its task;
 
 then a new process on the file finishes every deletion, and nothing is left.
 """
@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dawait.runtime._deletion import SWEEP_RECORDS
 from tests.chaos import retention_worker
 
 WORKER = Path(retention_worker.__file__)
@@ -48,7 +49,7 @@ def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 def test_a_kill_mid_deletion_leaves_no_orphan_and_the_deletion_finishes(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    killed = _run("run", str(db), "--trees", str(TREES), "--steps", str(STEPS), "--kill-after", "7")
+    killed = _run("run", str(db), "--trees", str(TREES), "--steps", str(STEPS), "--kill-after", "2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     orphans = _rows(
@@ -61,10 +62,10 @@ def test_a_kill_mid_deletion_leaves_no_orphan_and_the_deletion_finishes(tmp_path
         _rows(db, "SELECT branch, COUNT(*) FROM promises WHERE branch IS NOT NULL GROUP BY branch")
     )
     roots = [row[0] for row in _rows(db, "SELECT id FROM promises WHERE branch IS NULL")]
-    assert len(roots) == TREES  # none gone yet: a tree's root goes in its 6th transaction
+    assert 0 < len(roots) < TREES  # whole trees went, not all
+    assert TREES - len(roots) == 2 * SWEEP_RECORDS // (STEPS + 1)
     partly = [root for root in roots if calls.get(root, 0) < STEPS]
-    assert partly, "the kill came before any deletion"
-    assert all((STEPS - calls.get(root, 0)) % 40 == 0 for root in roots)  # whole operations
+    assert len(partly) == 1  # where the second transaction's budget ran out
     tasks = {row[0] for row in _rows(db, "SELECT id FROM tasks")}
     assert tasks == set(roots)
 
