@@ -9,8 +9,10 @@ __all__ = [
     "InvocationConflictError",
     "NonDeterminismError",
     "NotDeletableError",
+    "NotSettleableError",
     "NotStartedError",
     "OwnershipLostError",
+    "PayloadTooLargeError",
     "PromiseAlreadySettledError",
     "PromiseNotFoundError",
     "PromiseTimeoutError",
@@ -34,6 +36,11 @@ class UnknownFunctionError(DawaitError):
 
 class SerializationError(DawaitError):
     """Arguments or a result that cannot be encoded as JSON through their annotations."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """An argument, result or promise value over the store's payload limit (see
+    ``Resonate(max_payload=)``): never retried, since it would be as large again."""
 
 
 class InvocationConflictError(DawaitError):
@@ -88,6 +95,12 @@ class NotDeletableError(DawaitError):
         self.later = later
         """Whether it may become deletable (it settles, its caller settles); False for a
         call of another invocation, which goes only with its root."""
+
+
+class NotSettleableError(DawaitError):
+    """Settling, through the promise API, a promise that its engine settles itself: an
+    invocation, a step, a timer (only ``ctx.promise`` promises and promises made through
+    the API are settled from outside)."""
 
 
 class StoreError(DawaitError):

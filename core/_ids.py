@@ -15,6 +15,7 @@ __all__ = [
     "MAX_SCHEDULE_ID_LENGTH",
     "check_id_pattern",
     "check_invocation_id",
+    "check_promise_id",
     "check_schedule_id",
     "child_id",
     "glob_match",
@@ -35,6 +36,8 @@ def _check_id(id: object, what: str, max_length: int) -> str:
         raise ValueError(f"{what} must be a non-empty string, got {id!r}")
     if CALL_SEPARATOR in id:
         raise ValueError(f"{what} {id!r} may not contain ':' (reserved for call ids)")
+    if id in (".", ".."):
+        raise ValueError(f"{what} {id!r} is not an id: a URL path cannot hold it")
     if len(id) > max_length:
         raise ValueError(f"{what} {id[:40]!r}... is longer than {max_length} characters")
     if not id.isascii():
@@ -87,6 +90,12 @@ def glob_match(pattern: str, text: str) -> bool:
             return False
         at = found + len(piece)
     return True
+
+
+def check_promise_id(id: object) -> str:
+    """``id`` if a promise made through the promise API can have it (not inside an
+    invocation's id space: no ``:``), else ``ValueError`` saying why."""
+    return _check_id(id, "promise id", MAX_ID_LENGTH)
 
 
 def check_invocation_id(id: object) -> str:

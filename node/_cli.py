@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE
-    if args.command == "serve":
+    if args.command == "serve":  # a long-lived process: its command line stays visible
+        _warn_of_secrets_in(sys.argv[1:] if argv is None else argv)
         return _serve(args)
     if args.command == "migrate":
         return _migrate(args)
@@ -129,6 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     delete = schedules.add_parser("delete", parents=[common])
     delete.add_argument("id")
     return parser
+
+
+def _warn_of_secrets_in(argv: Sequence[str]) -> None:
+    """A token given on the command line shows in ``ps`` and /proc/PID/cmdline to every
+    user of the machine: say so, and where to put it instead."""
+    for option, instead in (
+        ("--token", "--token-file FILE or DAWAIT_TOKEN"),
+        ("--cluster-token", "--cluster-token-file FILE or DAWAIT_CLUSTER_TOKEN"),
+    ):
+        if any(arg == option or arg.startswith(f"{option}=") for arg in argv):
+            print(
+                f"dawait: warning: {option} on the command line is visible to every user of "
+                f"this machine (ps, /proc/PID/cmdline); use {instead}",
+                file=sys.stderr,
+            )
 
 
 def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:

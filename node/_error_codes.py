@@ -3,9 +3,10 @@ node answers an error of a class with its code and status (the first row whose c
 is), and ``HttpClient`` raises a code's class again (the code's first row).
 
 The node's other codes come from the request, not from a dawait error, and a client reads
-them as ``ApiError``: ``invalid`` (400/422), ``malformed_json`` (400), ``unauthorized``
-(401), ``method_not_allowed`` (405), ``too_large`` (413), ``internal`` (500),
-``http_error`` (any other status); ``not_found`` also answers an unknown path.
+them as ``ApiError``: ``invalid`` (400/422), ``malformed_json`` (400), ``client_gone`` (400:
+the client hung up mid-request), ``unauthorized`` (401), ``method_not_allowed`` (405),
+``too_large`` (413), ``internal`` (500), ``http_error`` (any other status); ``not_found``
+also answers an unknown path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dawait.core._errors import (
     DawaitError,
     InvocationConflictError,
     NotDeletableError,
+    NotSettleableError,
     NotStartedError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
@@ -47,6 +49,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(code="schedule_not_found", status=404, error=ScheduleNotFoundError),
     ErrorCode(code="already_settled", status=409, error=PromiseAlreadySettledError),
     ErrorCode(code="not_deletable", status=409, error=NotDeletableError),
+    ErrorCode(code="engine_owned", status=403, error=NotSettleableError),
     # A node not started and a store that fails are both "try again later" to a client.
     ErrorCode(code="unavailable", status=503, error=NotStartedError),
     ErrorCode(code="unavailable", status=503, error=StoreError),

@@ -155,6 +155,9 @@ class NodeApi:
             return _error_response(422, "invalid", str(exc))
         except RecursionError:
             return _error_response(422, "invalid", "a value is nested too deeply")
+        except ConnectionResetError:  # the client hung up mid-request: not the node's fault
+            log.debug("%s %s: the client closed the connection", request.method, request.path)
+            return _error_response(400, "client_gone", "the client closed the connection")
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return _error_response(500, "internal", "the node failed to handle this request")
@@ -162,11 +165,14 @@ class NodeApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.token is not None and request.path not in self.open_paths:
-            given = request.headers.get("Authorization", "").encode()
+            # The scheme is case-insensitive (RFC 7235); bytes that are not UTF-8 stay bytes
+            # (aiohttp decodes with surrogateescape), so they only fail to match.
+            scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+            secret = given.strip().encode("utf-8", "surrogateescape")
             accepted = [t for t in (self.token, self.cluster_token) if t is not None]
             # Every candidate compared, in constant time each.
-            matches = [hmac.compare_digest(given, f"Bearer {t}".encode()) for t in accepted]
-            if not any(matches):
+            matches = [hmac.compare_digest(secret, t.encode()) for t in accepted]
+            if scheme.lower() != "bearer" or not any(matches):
                 raise HttpError(401, "unauthorized", "missing or wrong bearer token")
         response = await handler(request)
         if self.node_id is not None and NODE not in response.headers:
@@ -414,13 +420,16 @@ class NodeApi:
                             409: "pending, or a call of an invocation"}),
             Route("POST", "/promises/{id}/resolve", self.resolve_promise, prom,
                   "Resolve a promise", body=m.ResolvePromise, response=m.PromiseView,
-                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+                  statuses={403: "an invocation, step or timer: settled by its engine",
+                            404: "unknown id", 409: "settled with another outcome"}),
             Route("POST", "/promises/{id}/reject", self.reject_promise, prom,
                   "Reject a promise", body=m.RejectPromise, response=m.PromiseView,
-                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+                  statuses={403: "an invocation, step or timer: settled by its engine",
+                            404: "unknown id", 409: "settled with another outcome"}),
             Route("POST", "/promises/{id}/cancel", self.cancel_promise, prom,
                   "Cancel a promise", response=m.PromiseView,
-                  statuses={404: "unknown id", 409: "settled with another outcome"}),
+                  statuses={403: "an invocation, step or timer: settled by its engine",
+                            404: "unknown id", 409: "settled with another outcome"}),
             Route("POST", "/schedules", self.create_schedule, "schedules",
                   "Create a cron schedule (idempotent by id)", body=m.CreateSchedule,
                   response=m.ScheduleView, statuses={201: "created", 200: "already exists",

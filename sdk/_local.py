@@ -22,15 +22,25 @@ from dawait._promises import PromiseInfo
 from dawait._schedules import ScheduleInfo
 from dawait.core._errors import (
     InvocationConflictError,
+    NotSettleableError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleConflictError,
     ScheduleNotFoundError,
     UnknownFunctionError,
 )
+from dawait.core._ids import check_promise_id
 from dawait.core._param import call_target, invocation_param, read_invocation
-from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
+from dawait.core._promise import (
+    TAG_TIMER,
+    PromiseRecord,
+    PromiseState,
+    Settle,
+    SettleOutcome,
+    Value,
+)
 from dawait.core._schedule import Cron, ScheduleRecord
+from dawait.runtime._calls import TAG_EXTERNAL
 from dawait.runtime._clock import Clock
 from dawait.runtime._codec import ANY, decode_outcome, encode_error, encode_json
 from dawait.runtime._engine import Engine, EngineConfig
@@ -80,6 +90,14 @@ def open_store(store: Store | str | None) -> Store:
     raise ValueError(
         f"store {store!r}: unknown scheme {url.scheme!r} (use memory://, sqlite:/// or etcd://)"
     )
+
+
+def _owned_kind(record: PromiseRecord) -> str:
+    if TAG_TIMER in record.tags:
+        return "a timer"
+    if record.branch not in (None, record.id):
+        return f"a call of {record.branch!r}"
+    return "an invocation"
 
 
 class LocalBackend:
@@ -237,6 +255,7 @@ class LocalBackend:
         self, id: str, timeout: float | None, data: Any
     ) -> PromiseCreated:
         """Create a pending promise (or find it); ``timeout`` in seconds from now."""
+        check_promise_id(id)
         timeout_at = None if timeout is None else self.clock.now() + round(timeout * 1000)
         param = (
             Value() if data is None else Value(data=encode_json(data, what=f"promise {id} data"))
@@ -246,14 +265,33 @@ class LocalBackend:
         )
 
     async def settle(self, id: str, event: Settle, value: Value) -> PromiseRecord:
-        """Settle promise ``id``; settling it again another way raises
+        """Settle promise ``id`` through the promise API: only one settled from outside
+        (``NotSettleableError`` otherwise); settling it again another way raises
         ``PromiseAlreadySettledError``."""
+        record = await self.engine.get_promise(id)
+        if record is None:
+            raise PromiseNotFoundError(f"no promise with id {id!r}")
+        if not await self._settled_from_outside(record):
+            raise NotSettleableError(
+                f"promise {id!r} is {_owned_kind(record)}, settled by the engine that runs it: "
+                "only promises made with ctx.promise or through the promise API are settled "
+                "from outside (cancel an invocation with cancel)"
+            )
         settled = await self.engine.settle(id, event, value)
         if settled.outcome is SettleOutcome.ALREADY_OTHER:
             raise PromiseAlreadySettledError(
                 f"promise {id!r} is already {settled.promise.state.value}"
             )
         return settled.promise
+
+    async def _settled_from_outside(self, record: PromiseRecord) -> bool:
+        """A ``ctx.promise`` promise (tagged external), or a root promise with no task (one
+        made through the promise API, not an invocation)."""
+        if record.tags.get(TAG_EXTERNAL) == "true":
+            return True
+        if record.branch not in (None, record.id) or TAG_TIMER in record.tags:
+            return False
+        return await self.engine.store.get_task(record.id) is None
 
     async def create_promise(self, id: str, timeout: float | None, data: Any) -> PromiseInfo:
         return PromiseInfo.of((await self.create_promise_record(id, timeout, data)).promise)

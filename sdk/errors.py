@@ -5,6 +5,7 @@
     DawaitError
     ├── UnknownFunctionError       a name that no registered function has
     ├── SerializationError         arguments or a result that do not fit the annotations / JSON
+    │   └── PayloadTooLargeError   an argument, result or value over the store's payload limit
     ├── InvocationConflictError    an id already used with another function or other arguments
     ├── NonDeterminismError        a replay asked for another call at a recorded id
     ├── PromiseNotFoundError       no promise has that id
@@ -15,6 +16,7 @@
     ├── CanceledError              the promise or invocation was canceled
     ├── StepError                  a recorded failure whose exception type cannot be rebuilt
     ├── NotDeletableError          deleting a pending invocation, or a call without its root
+    ├── NotSettleableError         settling an invocation, step or timer through the promise API
     ├── StoreError                 the store cannot be opened, read or written
     │   └── OwnershipLostError     a cluster node wrote for an invocation it no longer owns
     └── NotStartedError            the app is used outside ``async with`` / before ``open()``
@@ -31,8 +33,10 @@ from dawait.core._errors import (
     InvocationConflictError,
     NonDeterminismError,
     NotDeletableError,
+    NotSettleableError,
     NotStartedError,
     OwnershipLostError,
+    PayloadTooLargeError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     PromiseTimeoutError,
@@ -50,8 +54,10 @@ __all__ = [
     "InvocationConflictError",
     "NonDeterminismError",
     "NotDeletableError",
+    "NotSettleableError",
     "NotStartedError",
     "OwnershipLostError",
+    "PayloadTooLargeError",
     "PromiseAlreadySettledError",
     "PromiseNotFoundError",
     "PromiseTimeoutError",

@@ -9,6 +9,7 @@ descriptor), so the test can count how often each one ran, and in which process.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from datetime import timedelta
 
@@ -51,6 +52,13 @@ async def approve(ctx: Context, who: str) -> str:
     """Waits for the external promise ``approval-{who}``."""
     decision = await ctx.promise(id=f"approval-{who}")
     return f"{who}: {decision}"
+
+
+@app.register
+async def nap(ctx: Context, seconds: float) -> str:
+    """A durable sleep (its timer is call ``:1``)."""
+    await ctx.sleep(dt.timedelta(seconds=seconds))
+    return "rested"
 
 
 async def record_tick(id: str) -> None:

@@ -17,7 +17,7 @@ from dawait.cluster._etcd import Compare, Etcd, EtcdError, Write, cancel_task
 from dawait.cluster._etcd_store import EtcdStore
 from dawait.core._promise import Settle, SettleOutcome, Value
 from dawait.core._task import TaskState
-from dawait.errors import PromiseAlreadySettledError, StoreError
+from dawait.errors import NotSettleableError, StoreError
 from dawait.runtime._store import CreatePromise
 from tests.etcd import EtcdCluster
 from tests.polling import eventually
@@ -443,8 +443,8 @@ async def test_a_node_keeps_in_memory_only_what_is_in_flight(
         assert await again.result() == 30
         assert (await app.promises.get("f7:1")).state == "resolved"
         assert sorted(ran) == sorted([*range(50), *range(1, 51)])
-        # A settled promise settles no differently: the API says so.
-        with pytest.raises(PromiseAlreadySettledError):
+        # Read back to be refused: a step is its engine's to settle, not the API's.
+        with pytest.raises(NotSettleableError, match="'f7:1' is a call of 'f7'"):
             await app.promises.reject("f7:1", ValueError("late"))
 
 
