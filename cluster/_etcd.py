@@ -43,7 +43,12 @@ log = logging.getLogger("dawait.etcd")
 
 
 class EtcdError(StoreError):
-    """etcd could not be reached or refused a request."""
+    """etcd could not be reached or refused a request; ``too_large``: refused for its size
+    (it would be refused again)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,14 @@ class Etcd:
         # aetcd builds the target as f"{host}:{port}"; a multi-address target lets gRPC
         # fail over between members.
         host = "ipv4:" + "".join(f"{h}:{p}," for h, p in first) + last_host if first else last_host
-        self._client = aetcd.Client(host=host, port=last_port, timeout=timeout)
+        # Replies are not bounded (gRPC's 4 MiB default would refuse a read of a few
+        # large records); etcd bounds what is written, so what is read back.
+        self._client = aetcd.Client(
+            host=host,
+            port=last_port,
+            timeout=timeout,
+            options={"grpc.max_receive_message_length": -1},
+        )
 
     def __repr__(self) -> str:
         return f"Etcd({','.join(f'{h}:{p}' for h, p in self.endpoints)})"
@@ -266,7 +278,9 @@ class Etcd:
         try:
             return await method(request, timeout=self.timeout, metadata=self._client.metadata)
         except grpc.aio.AioRpcError as exc:
-            raise EtcdError(f"{self!r}: {exc.code().name}: {exc.details()}") from exc
+            details = exc.details() or ""
+            too_large = "too large" in details or exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            raise EtcdError(f"{self!r}: {exc.code().name}: {details}", too_large=too_large) from exc
         except TimeoutError as exc:
             raise EtcdError(f"{self!r}: no answer within {self.timeout} s") from exc
 

@@ -13,7 +13,9 @@ runs out. An attempt whose reply was lost may still have gone through, so every 
 also writes the store's marker key with a token for that attempt; the reload that follows
 a lost reply (or any later failed compare) reads the marker and answers the attempt that
 went through with its own results. etcd's ``--max-txn-ops`` (default 128) bounds a
-transaction's compares and writes: a batch stops taking operations at ``max_ops``.
+transaction's compares and writes: a batch stops taking operations at ``max_ops``, and
+once it wrote ``BATCH_BYTES`` (etcd's ``--max-request-bytes``, 1.5 MiB by default, bounds
+a request). A transaction etcd refuses as too large is not retried: its operations fail.
 
 An exclusive store (one writer: a namespace's lock, a partition's owner record) also
 compares its lock key in every transaction, so that a writer that lost it commits nothing.
@@ -40,6 +42,11 @@ __all__ = ["Batches"]
 log = logging.getLogger("dawait.etcd")
 
 R = TypeVar("R")
+
+BATCH_BYTES = 192 * 1024
+"""A batch takes no more operations once it wrote this many bytes: with the one that took
+it past (at most two payloads, ``ETCD_MAX_PAYLOAD`` each, escaped) it stays under etcd's
+default ``--max-request-bytes``, 1.5 MiB."""
 
 
 class Batches:
@@ -134,8 +141,11 @@ class Batches:
         return await future
 
     def _fits(self, op: Callable[..., Any], args: tuple[object, ...]) -> bool:
-        """Whether ``op`` may join the open batch: while it is below ``max_ops``, and a
-        deletion only one with room for every key it may touch (``deletion_keys``)."""
+        """Whether ``op`` may join the open batch: while it is below ``max_ops`` and
+        ``BATCH_BYTES``, and a deletion only one with room for every key it may touch
+        (``deletion_keys``)."""
+        if self.batch.bytes >= BATCH_BYTES:
+            return False
         if op is op_delete_tree:
             need = self.store.deletion_keys(str(args[0]))
             return self.batch.size + need <= self.store.max_ops or not self.batch.size
@@ -220,6 +230,14 @@ class Batches:
                     succeeded, revision = await store.etcd.commit(compares, writes)
                 store.etcd_answered()
             except EtcdError as exc:
+                if exc.too_large:  # refused, so not applied
+                    if joined is not None:
+                        continue  # sent with other partitions': alone it may fit
+                    # As large again on every try: fail its operations now.
+                    log.error("%r: %s (%d bytes)", store, exc, batch.bytes)
+                    fail(batch.done, StoreError(f"{store!r}: {exc}"))
+                    self._reload_soon()
+                    return
                 store.etcd_failed(exc)
                 if clock.monotonic() > deadline:
                     fail(batch.done, StoreError(f"{store!r}: {exc}"))

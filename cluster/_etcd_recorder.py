@@ -37,6 +37,8 @@ class Batch:
     prefixes: list[str] = field(default_factory=list)
     """Deleted with every key under them (written blind: see ``op_delete_indexed``)."""
     done: list[Done] = field(default_factory=list)
+    bytes: int = 0
+    """Bytes of keys and values written (a key written twice counted twice)."""
 
     @property
     def size(self) -> int:
@@ -67,7 +69,9 @@ class Recorder:
 
     def _write(self, key: str, value: bytes | None) -> None:
         self.touch(key)
-        self.store.batches.batch.writes[key] = value
+        batch = self.store.batches.batch
+        batch.writes[key] = value
+        batch.bytes += len(key) + (0 if value is None else len(value))
 
     def index_deletion(
         self, id: str, before: int | None, after: int | None, value: bytes | None = None

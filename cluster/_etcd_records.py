@@ -47,8 +47,12 @@ def _unvalue(raw: list[Any]) -> Value:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON, as every value is stored."""
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON, as every value is stored: UTF-8 as it is (``\\uXXXX`` escapes would
+    triple a payload of accented text), escaped only where it holds a lone surrogate."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def encode_promise(r: PromiseRecord) -> bytes:

@@ -45,9 +45,15 @@ if TYPE_CHECKING:
     from dawait.runtime._memory_store import MemoryTables
     from dawait.runtime._store import PromiseSettled
 
-__all__ = ["EtcdStore"]
+__all__ = ["ETCD_MAX_PAYLOAD", "EtcdStore"]
 
 log = logging.getLogger("dawait.etcd")
+
+ETCD_MAX_PAYLOAD = 256 * 1024
+"""Bytes of JSON per payload on etcd. A record holds two (its param and its value), each
+escaped at most to twice its size in the record's JSON: 1 MiB and a little, which a batch
+(``BATCH_BYTES``) or a joint transaction (``MAX_BYTES``) packs under etcd's default
+``--max-request-bytes``, 1.5 MiB."""
 
 R = TypeVar("R")
 
@@ -56,6 +62,7 @@ class EtcdStore(TablesStore):
     """Records in etcd under ``/dawait/{namespace}/``; see the module docstring."""
 
     sweep_at_once = False
+    max_payload = payload_ceiling = ETCD_MAX_PAYLOAD
 
     def __init__(
         self,

@@ -4,13 +4,14 @@ Each partition a node owns batches its own operations (cluster/_etcd_batches.py)
 transaction per loop turn. With 64 partitions per group that would be dozens of small
 transactions where one store alone sent one; so the node's partition stores hand their
 first attempt to ``Joint``, which sends what they hand it as one transaction (all
-compares, all writes; packed under etcd's per-transaction limit), and reads (of keys and
-prefixes) as one request. It sends in waves: what comes within ``LINGER`` of the first
-goes together, and while a wave is in flight the next one gathers, so the busier the node,
-the larger each transaction (measured with bench/cluster.py: etcd transactions per step
-fell from 0.26 to about 0.05 on one node). A joint transaction that fails its compares
-says nothing of which partition's failed: each is then sent again alone (``Batches``
-does), so one lost partition costs the others one more request, never a reload.
+compares, all writes; packed under etcd's limits of operations and bytes per request), and
+reads (of keys and prefixes) as one request. It sends in waves: what comes within
+``LINGER`` of the first goes together, and while a wave is in flight the next one
+gathers, so the busier the node, the larger each transaction (measured with
+bench/cluster.py: etcd transactions per step fell from 0.26 to about 0.05 on one node). A
+joint transaction that fails its compares says nothing of which partition's failed: each
+is then sent again alone (``Batches`` does), so one lost partition costs the others one
+more request, never a reload. One refused as too large is sent again alone, too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ own batch, and at moderate load they come a few at a time (a local etcd commits 
 under a millisecond here; with fsync, as in production, a commit takes 2-10 ms anyway)."""
 MAX_OPS = 120
 """Compares (and writes) per joint transaction: below etcd's default --max-txn-ops, 128."""
+MAX_BYTES = 1280 * 1024
+"""Bytes of keys and values per joint transaction (what one partition sends may be up to
+this alone): below etcd's default --max-request-bytes, 1.5 MiB."""
 
 
 class Joint:
@@ -108,14 +112,16 @@ class Joint:
         """Packed under etcd's per-transaction limit."""
         sends = []
         group: list[_Commit] = []
-        size = 0
+        size = weight = 0
         for commit in commits:
             ops = max(len(commit[0]), len(commit[1]))
-            if group and size + ops > MAX_OPS:
+            written = sum(len(w.key) + len(w.value or b"") for w in commit[1])
+            if group and (size + ops > MAX_OPS or weight + written > MAX_BYTES):
                 sends.append(self._send(group))
-                group, size = [], 0
+                group, size, weight = [], 0, 0
             group.append(commit)
             size += ops
+            weight += written
         if group:
             sends.append(self._send(group))
         return sends

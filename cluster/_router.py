@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dawait.cluster._etcd import EtcdError, KeyValue
 from dawait.cluster._etcd_records import decode_promise, decode_task, partition_prefix
+from dawait.cluster._etcd_store import ETCD_MAX_PAYLOAD
 from dawait.cluster._partition_store import (
     PartitionStore,
     op_await,
@@ -92,6 +93,7 @@ class PartitionedStore:
     """The ``Store`` of cluster node ``node``: see the module docstring."""
 
     metrics: EngineMetrics | None = None
+    max_payload = payload_ceiling = ETCD_MAX_PAYLOAD
 
     def __init__(self, node: ClusterNode) -> None:
         self.node = node

@@ -165,7 +165,7 @@ def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from dawait.node._serve import AppLoadError, load_app, serve
+    from dawait.node._serve import AppLoadError, UsageError, load_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -187,6 +187,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(settings, app=app, on_ready=ready))
+    except UsageError as exc:
+        print(f"dawait serve: {exc}", file=sys.stderr)
+        return USAGE
     except StoreError as exc:
         # The store or cluster cannot be opened (etcd unreachable, the file locked, a node
         # id in use): say so plainly; a supervisor restarts the node with backoff.

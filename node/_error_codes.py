@@ -19,6 +19,7 @@ from dawait.core._errors import (
     NotDeletableError,
     NotSettleableError,
     NotStartedError,
+    PayloadTooLargeError,
     PromiseAlreadySettledError,
     PromiseNotFoundError,
     ScheduleConflictError,
@@ -43,6 +44,7 @@ class ErrorCode:
 ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(code="unknown_function", status=404, error=UnknownFunctionError),
     ErrorCode(code="not_found", status=404, error=PromiseNotFoundError),
+    ErrorCode(code="payload_too_large", status=413, error=PayloadTooLargeError),
     ErrorCode(code="invalid_arguments", status=422, error=SerializationError),
     ErrorCode(code="conflict", status=409, error=InvocationConflictError),
     ErrorCode(code="schedule_conflict", status=409, error=ScheduleConflictError),

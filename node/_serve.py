@@ -22,11 +22,15 @@ from dawait import Resonate
 from dawait.core._retention import parse_retention
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
-from dawait.node._settings import ServeSettings
+from dawait.node._settings import ServeSettings, parse_size
 
-__all__ = ["AppLoadError", "ServeSettings", "load_app", "serve"]
+__all__ = ["AppLoadError", "ServeSettings", "UsageError", "load_app", "serve"]
 
 log = logging.getLogger("dawait.serve")
+
+
+class UsageError(ValueError):
+    """Settings that cannot work together (``dawait serve`` exits 2 with the message)."""
 
 
 class AppLoadError(ValueError):
@@ -74,6 +78,11 @@ async def serve(
         )
     else:
         app.use_store(settings.store)
+    if settings.max_payload is not None:
+        try:
+            app.max_payload = parse_size(settings.max_payload)
+        except ValueError as exc:
+            raise UsageError(f"--max-payload: {exc}") from None
     _tune_interpreter()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

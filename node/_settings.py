@@ -29,7 +29,21 @@ __all__ = [
 ]
 
 DEFAULT_STORE = "sqlite:///.dawait/dawait.db"
-DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+"""Above the memory and SQLite stores' payload limit (2 MiB), so a payload the store takes
+also fits in a request."""
+_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``262144``, ``256KiB``, ``2MiB`` or ``1GiB`` as bytes; ``ValueError`` naming it."""
+    number = text.strip().rstrip("BbIiKkMmGg")
+    unit = text.strip()[len(number) :].lower()
+    if not number.isdigit() or unit not in _UNITS or int(number) < 1:
+        raise ValueError(
+            f"{text!r} is not a size: expected bytes, or a number with KiB, MiB or GiB"
+        )
+    return int(number) * _UNITS[unit]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +112,11 @@ class ServeSettings(BaseSettings):
         description="keep finished invocations and promises this long, then delete them "
         "(500ms, 90s, 30m, 24h, 7d, 2w, or forever; default: the app's, 7d unless it says)",
     )
+    max_payload: str | None = Field(
+        default=None,
+        description="largest argument list, result or promise value, as JSON (256KiB, 2MiB; "
+        "default: the store's, 2MiB on SQLite and memory, 256KiB on etcd, its most)",
+    )
     cluster_token: SecretStr | None = Field(
         default=None, description="token for peers' forwarded requests"
     )
@@ -142,6 +161,13 @@ class ServeSettings(BaseSettings):
     def _a_retention(cls, value: str | None) -> str | None:
         if value is not None:
             parse_retention(value)  # its ValueError names what is wrong
+        return value
+
+    @field_validator("max_payload")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)  # its ValueError names what is wrong
         return value
 
     @field_validator("app")

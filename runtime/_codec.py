@@ -23,13 +23,21 @@ import pydantic
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from dawait.core._errors import CanceledError, PromiseTimeoutError, SerializationError, StepError
+from dawait.core._errors import (
+    CanceledError,
+    PayloadTooLargeError,
+    PromiseTimeoutError,
+    SerializationError,
+    StepError,
+)
 from dawait.core._param import read_invocation
 from dawait.core._promise import PromiseRecord, PromiseState
 
 __all__ = [
     "ANY",
+    "MAX_ERROR_MESSAGE",
     "Signature",
+    "check_size",
     "decode_error",
     "decode_json",
     "decode_outcome",
@@ -73,6 +81,19 @@ def encode_json(value: object, adapter: TypeAdapter[Any] = ANY, *, what: str) ->
         raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
     except TypeError as exc:
         raise SerializationError(f"{what}: cannot encode {type(value).__name__}: {exc}") from exc
+
+
+def check_size(data: str, limit: int, what: str) -> str:
+    """``data`` if its UTF-8 encoding is at most ``limit`` bytes, else
+    ``PayloadTooLargeError`` naming ``what``, the size and the limit."""
+    if len(data) * 4 > limit:  # else it fits: a character is at most 4 bytes
+        size = len(data.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"{what}: {size:,} bytes, over the store's payload limit of {limit:,} bytes "
+                "(max_payload); keep large data in a blob store and pass its key"
+            )
+    return data
 
 
 def decode_json(data: str | None, adapter: TypeAdapter[Any] = ANY, *, what: str) -> Any:
@@ -273,11 +294,23 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+MAX_ERROR_MESSAGE = 16_000
+"""Characters of an error's message that are recorded (and of its ``args`` as JSON): an
+error always fits under any payload limit, whatever its message held."""
+
+
 def encode_error(error: BaseException) -> str:
-    """An exception as ``{"type", "message", "args"?}`` JSON."""
-    record: dict[str, Any] = {"type": qualified_name(type(error)), "message": str(error)}
+    """An exception as ``{"type", "message", "args"?}`` JSON; a message longer than
+    ``MAX_ERROR_MESSAGE`` is cut (saying how much), and ``args`` that long are left out."""
+    message = str(error)
+    if len(message) > MAX_ERROR_MESSAGE:
+        cut = len(message) - MAX_ERROR_MESSAGE
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut:,} more characters cut)"
+    record: dict[str, Any] = {"type": qualified_name(type(error)), "message": message}
     with contextlib.suppress(PydanticSerializationError, ValueError, TypeError):
-        record["args"] = ANY.dump_python(error.args, mode="json", warnings="error")
+        args = ANY.dump_python(error.args, mode="json", warnings="error")
+        if len(json.dumps(args)) <= MAX_ERROR_MESSAGE:
+            record["args"] = args
     if isinstance(error, StepError) and error.type_name:
         record["type"] = error.type_name
     return json.dumps(record)

@@ -45,6 +45,7 @@ from dawait.runtime._calls import (
 from dawait.runtime._codec import (
     ANY,
     Signature,
+    check_size,
     decode_outcome,
     encode_error,
     encode_json,
@@ -397,6 +398,8 @@ class Context:
                 continue
             try:
                 data = encode_json(result, signature.result, what=f"{what} result")
+                if engine.may_be_oversize(data):
+                    check_size(data, engine.max_payload, f"the result of {what}")
             except SerializationError as exc:
                 await settle(Settle.REJECT, encode_error(exc))
                 raise

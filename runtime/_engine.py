@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from dawait.core._errors import NotStartedError, PromiseNotFoundError
 from dawait.core._param import call_target
@@ -25,6 +25,7 @@ from dawait.core._retention import DEFAULT_RETENTION
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
+from dawait.runtime._codec import check_size
 from dawait.runtime._invocation import Invocation
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._ownership import Ownership, SoleOwnership
@@ -62,11 +63,14 @@ class EngineConfig:
         evict_after: float = 1.0,
         max_active: int = 10_000,
         retention: float | None = DEFAULT_RETENTION,
+        max_payload: int | None = None,
     ) -> None:
         if evict_after < 0:
             raise ValueError(f"evict_after must be >= 0 seconds, got {evict_after}")
         if max_active < 1:
             raise ValueError(f"max_active must be >= 1, got {max_active}")
+        if max_payload is not None and (isinstance(max_payload, bool) or max_payload < 1):
+            raise ValueError(f"max_payload must be a number of bytes >= 1, got {max_payload!r}")
         self.evict_after = evict_after
         """Seconds an invocation may sit blocked on timers or other promises before it is
         evicted from memory (and replayed when what it awaits settles)."""
@@ -74,6 +78,9 @@ class EngineConfig:
         """Invocations held in memory at once; more wait in a queue."""
         self.retention = retention
         """Seconds a settled root is kept unless its function says (None: until deleted)."""
+        self.max_payload = max_payload
+        """Bytes of JSON one argument list, result or promise value may hold (None: the
+        store's default; at most what the store can take)."""
 
 
 class Engine:
@@ -185,8 +192,28 @@ class Engine:
 
     # -- promises --------------------------------------------------------------------------
 
+    @property
+    def max_payload(self) -> int:
+        """The payload limit: the app's, else the store's."""
+        return self.config.max_payload or self.store.max_payload
+
+    def may_be_oversize(self, data: str | None) -> TypeGuard[str]:
+        """Whether ``data`` may be over the payload limit (then ``check_size`` it): a cheap
+        test that spares naming what it is in the common case."""
+        return data is not None and len(data) * 4 > self.max_payload
+
+    def _check_request(self, request: CreatePromise) -> None:
+        param, value = request.param.data, request.value.data
+        if self.may_be_oversize(param):
+            function = call_target(param)[0]
+            what = f"the arguments of {function} ({request.id})" if function else None
+            check_size(param, self.max_payload, what or f"the data of promise {request.id}")
+        if self.may_be_oversize(value):
+            check_size(value, self.max_payload, f"the value of promise {request.id}")
+
     async def create_promise(self, request: CreatePromise) -> PromiseCreated:
         self._require_group()
+        self._check_request(request)
         request = self.retention.tag(request)
         created = await self.store.create_promise(request, now=self.clock.now())
         if created.created:
@@ -195,6 +222,8 @@ class Engine:
 
     async def settle(self, id: str, event: Settle, value: Value) -> PromiseSettled:
         self._require_group()
+        if self.may_be_oversize(value.data):
+            check_size(value.data, self.max_payload, f"the value of promise {id}")
         settled = await self.store.settle_promise(
             id, event=event, value=value, now=self.clock.now()
         )
@@ -323,6 +352,7 @@ class Engine:
         """
         self._require_group()
         function, version = call_target(request.param.data)
+        self._check_request(request)
         if call is not None:
             function, version = call[0].name, call[0].version
         here = self.ownership.runs_here(request.id, function, version)
@@ -409,6 +439,12 @@ class Engine:
 
     def use_store(self, store: Store) -> None:
         """Keep records in ``store`` (before open)."""
+        limit = self.config.max_payload
+        if limit is not None and limit > store.payload_ceiling:
+            raise ValueError(
+                f"max_payload {limit:,} bytes is over what {store!r} can take per payload "
+                f"({store.payload_ceiling:,} bytes)"
+            )
         self.store = store
         store.metrics = self.metrics
 

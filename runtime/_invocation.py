@@ -32,7 +32,7 @@ from dawait.core._param import read_invocation
 from dawait.core._promise import TAG_BRANCH, PromiseRecord, Settle, SettleOutcome, Value
 from dawait.core._task import TaskState
 from dawait.runtime._clock import deadline_scope
-from dawait.runtime._codec import encode_error, encode_json
+from dawait.runtime._codec import check_size, encode_error, encode_json
 from dawait.runtime._context import Context, Frame
 from dawait.runtime._store import ACTING_FOR
 
@@ -227,6 +227,10 @@ class Invocation:
                 data = encode_json(
                     result, registered.signature.result, what=f"{registered.name} result"
                 )
+                if engine.may_be_oversize(data):
+                    check_size(
+                        data, engine.max_payload, f"the result of {registered.name} ({self.id})"
+                    )
             except SerializationError as exc:
                 await self._finish(Settle.REJECT, Value(data=encode_error(exc)))
                 return

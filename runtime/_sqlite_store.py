@@ -17,9 +17,14 @@ commit waiting for the GIL: bench/sqlite_commit.py; figures in docs/design.md).
 
 Reads wait like writes: they may have seen a commit that is not durable yet. With
 ``fsync=False`` no fsync happens at all: a process crash loses nothing, power loss may lose
-the last commits. An fsync that fails marks the store broken (what it covered may be lost,
-and Linux may have dropped the dirty pages): every unanswered and later operation gets a
-``StoreError`` until the store is opened again.
+the last commits. An fsync that fails (or a commit that meets an I/O error) marks the store
+broken: what it covered may be lost, and Linux may have dropped the dirty pages, so every
+unanswered and later operation gets a ``StoreError``, and the store reopens the file in the
+background (as at start: what reached the disk is what it then reads), retrying with
+backoff until it can; then it takes operations again by itself. Nothing acknowledged is
+lost: an operation is acknowledged only once an fsync after it returned. The WAL file's
+descriptor is opened with the connection, so a later shortage of descriptors cannot fail
+an fsync.
 
 An operation that fails after writing has the transaction rolled back and its neighbours
 run again (a savepoint per operation cost two statements on every one of them).
@@ -33,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -48,6 +55,8 @@ from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 R = TypeVar("R")
+
+log = logging.getLogger("dawait.sqlite")
 
 
 _CLOCK = SystemClock()
@@ -79,6 +88,9 @@ class SQLiteStore(TablesStore):
         """Batches waiting for an fsync: (the commit they need durable, the batch, when
         their own commit started, None if they only read)."""
         self._broken: StoreError | None = None
+        self._reopening: asyncio.Task[None] | None = None
+        self.reopened = 0
+        """Times the file was reopened after the store broke (for tests and metrics)."""
         self.metrics: EngineMetrics | None = None
         """Where commit latencies and batch sizes are counted, once an engine attaches."""
         self._idle: asyncio.Event | None = None
@@ -106,7 +118,15 @@ class SQLiteStore(TablesStore):
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def problem(self) -> str | None:
+        return None if self._broken is None else f"{self._broken} (reopening)"
+
     async def close(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopening
+            self._reopening = None
         conn, syncer = self._conn, self._syncer
         if conn is None or syncer is None:
             return
@@ -123,6 +143,65 @@ class SQLiteStore(TablesStore):
             os.close(self._wal_fd)
             self._wal_fd = None
         conn.close()
+
+    def _break(self, broken: StoreError) -> None:
+        """Refuse operations, fail the unanswered ones, and reopen in the background."""
+        if self._broken is None:
+            log.error("%s; reopening it", broken)
+        self._broken = broken
+        self._synced_seq = self._committed_seq
+        for _seq, batch, _started in self._unanswered:
+            fail(batch, broken)
+        self._unanswered.clear()
+        if self._reopening is None:
+            self._reopening = asyncio.get_running_loop().create_task(
+                self._reopen(), name=f"dawait-sqlite-reopen:{self.path.name}"
+            )
+
+    async def _reopen(self) -> None:
+        """Close the connection and open the file again (what is on disk, as at start),
+        retrying with backoff until it opens; then take operations again."""
+        loop = asyncio.get_running_loop()
+        delay = 200  # ms
+        failures = 0
+        try:
+            while True:
+                await _CLOCK.sleep_until(_CLOCK.now() + delay)
+                delay = min(delay * 2, 5000)
+                conn, syncer = self._conn, self._syncer
+                if syncer is None:
+                    return  # closed meanwhile
+                while self._syncing or self._commit_scheduled:  # the old one's last
+                    await _CLOCK.sleep_until(_CLOCK.now() + 10)
+                try:
+                    self._conn = await loop.run_in_executor(syncer, self._swap, conn)
+                except StoreError as exc:
+                    self._conn = None
+                    # Once per episode; then quietly, every few seconds.
+                    (log.debug if failures else log.warning)("cannot reopen yet: %s", exc)
+                    failures += 1
+                    continue
+                self._tables = SQLiteTables(self._conn)
+                self._committed_seq = self._synced_seq = 0
+                self._broken = None
+                self.reopened += 1
+                log.warning("%s: reopened; taking operations again", self.path)
+                assert self._idle is not None
+                self._answer()
+                return
+        finally:
+            self._reopening = None
+
+    def _swap(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        """On the syncer thread: the old connection closed (whatever it says), a new one."""
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._disconnect(conn)
+            self._wal_fd = None
+        return self._connect()
 
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         if self._conn is None:
@@ -188,14 +267,24 @@ class SQLiteStore(TablesStore):
         assert conn is not None
         started = _CLOCK.monotonic()
         wrote = conn.in_transaction and conn.total_changes != self._changes_at_begin
-        if conn.in_transaction:
+        if conn.in_transaction and self._broken is not None:
+            # Ran just before the store broke: nothing of it may reach the file.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            fail(batch, self._broken)
+            batch, wrote = [], False
+        elif conn.in_transaction:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                fail(batch, _store_error(self, exc))
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                error = _store_error(self, exc)
+                fail(batch, error)
                 batch, wrote = [], False
+                if isinstance(exc, sqlite3.OperationalError) and "I/O error" in str(exc):
+                    self._break(error)  # what SQLite wrote is in doubt: read the file anew
         if wrote:
             self._committed_seq += 1
             self.batch_sizes.append(len(batch))
@@ -246,20 +335,16 @@ class SQLiteStore(TablesStore):
         """Make every commit written to the WAL so far durable (WAL mode keeps the WAL
         file open and in place; checkpoints sync the database file themselves)."""
         if self._wal_fd is None:
-            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
         os.fsync(self._wal_fd)
 
     def _sync_failed(self, error: BaseException) -> None:
         """An fsync failed: what it covered may be lost, and the kernel may have dropped
         the dirty pages, so no later fsync can be trusted either. Fail everything
-        unanswered and refuse further operations until the store is opened again."""
+        unanswered and refuse further operations until the file is reopened."""
         broken = StoreError(f"{self.path}: cannot make commits durable: fsync failed: {error}")
         broken.__cause__ = error
-        self._broken = broken
-        self._synced_seq = self._committed_seq
-        for _seq, batch, _started in self._unanswered:
-            fail(batch, broken)
-        self._unanswered.clear()
+        self._break(broken)
 
     def _answer(self) -> None:
         """Answer the operations of every batch that is now durable."""
@@ -288,6 +373,11 @@ class SQLiteStore(TablesStore):
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         try:
             self._prepare(conn)
+            # Open now, while descriptors are plenty: the first fsync must not need one.
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            conn.close()
+            raise StoreError(f"cannot open {self.path}-wal: {exc.strerror or exc}") from exc
         except BaseException:
             conn.close()  # releases the lock at once, not when the error is collected
             raise

@@ -11,7 +11,7 @@ from dawait.core._errors import PromiseTimeoutError, SerializationError
 from dawait.core._promise import PromiseState, Value
 from dawait.core._retry import RetryPolicy
 from dawait.runtime._calls import Builtin, LeafCall, step_value
-from dawait.runtime._codec import Signature, encode_error, encode_json
+from dawait.runtime._codec import Signature, check_size, encode_error, encode_json
 from dawait.runtime._store import CreatePromise
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class Step:
                 continue
             try:
                 data = encode_json(result, self.signature.result, what=f"{self.what} result")
+                if engine.may_be_oversize(data):
+                    check_size(data, engine.max_payload, f"the result of {self.what}")
             except SerializationError as exc:
                 await self._record(PromiseState.REJECTED, encode_error(exc), retry)
                 raise

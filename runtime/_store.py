@@ -29,6 +29,8 @@ from dawait.runtime._metrics import EngineMetrics
 
 __all__ = [
     "ACTING_FOR",
+    "DEFAULT_MAX_PAYLOAD",
+    "MAX_PAYLOAD_CEILING",
     "CreatePromise",
     "Expired",
     "InvocationCreated",
@@ -40,6 +42,12 @@ __all__ = [
     "Store",
 ]
 
+
+DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
+"""Bytes of JSON one argument list, result or promise value may hold on the memory and
+SQLite stores unless the app says otherwise (``Resonate(max_payload=)``)."""
+MAX_PAYLOAD_CEILING = 256 * 1024 * 1024
+"""The most the memory and SQLite stores may be configured to take per payload."""
 
 ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dawait_acting_for", default=None
@@ -121,12 +129,17 @@ class Store(Protocol):
     """Durable promises, tasks, callbacks and schedules. Every method is one atomic operation.
 
     Besides the operations, what a store tells the engine and the node about itself:
-    ``metrics`` (set by the engine: where a store counts its commits), ``pid`` and
-    ``problem()``.
+    ``metrics`` (set by the engine: where a store counts its commits), its payload limits,
+    ``pid`` and ``problem()``.
     """
 
     metrics: EngineMetrics | None
     """Where the store counts its commits and batches (the engine sets it; None: nowhere)."""
+    max_payload: int
+    """The payload limit unless the app sets one: bytes of JSON one argument list, result
+    or promise value may hold (what is larger is refused before it reaches the store)."""
+    payload_ceiling: int
+    """The largest payload limit the store can be given (etcd: what fits in its requests)."""
 
     @property
     def pid(self) -> str | None:

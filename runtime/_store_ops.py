@@ -37,6 +37,8 @@ from dawait.core._task import (
 from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep, op_sweep, sweep
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
+    DEFAULT_MAX_PAYLOAD,
+    MAX_PAYLOAD_CEILING,
     CreatePromise,
     Expired,
     InvocationCreated,
@@ -388,6 +390,8 @@ class TablesStore:
     """
 
     metrics: EngineMetrics | None = None
+    max_payload = DEFAULT_MAX_PAYLOAD
+    payload_ceiling = MAX_PAYLOAD_CEILING
     sweep_at_once = True
     """Whether a retention sweep deletes its due trees in one transaction (``op_sweep``);
     else one tree at a time, a few at once (etcd bounds a transaction's operations)."""

@@ -91,6 +91,7 @@ class Resonate:
         node_id: str | None = None,
         groups: Sequence[str] | None = None,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
+        max_payload: int | None = None,
     ) -> None:
         """``url`` (and ``token``) make a client of a node's HTTP API instead, which runs
         nothing itself: ``Resonate(url="http://host:8080", token=...)``; with ``route=True``
@@ -102,7 +103,13 @@ class Resonate:
         ``retention``: how long a finished invocation or promise is kept (7 days by
         default; a function's own ``retention`` wins), then deleted with everything it
         recorded; None keeps everything until deleted. Within it, the same id gives the
-        same result; after it, the id is free and starting it again runs anew."""
+        same result; after it, the id is free and starting it again runs anew.
+
+        ``max_payload``: the most bytes of JSON one argument list, result or promise value
+        may hold (the store's default when None: 2 MiB on memory and SQLite, 256 KiB on
+        etcd, which is also its most). A step or invocation whose result is larger fails
+        with ``PayloadTooLargeError`` (not retried); a start or promise call with larger
+        arguments or value raises it. Keep large data in a blob store and pass its key."""
         self.clock: Clock = clock or SystemClock()
         self._registry = Registry(Context)
         self._local: LocalBackend | None = None
@@ -123,6 +130,7 @@ class Resonate:
                     evict_after=evict_after,
                     max_active=max_active,
                     retention=check_retention(retention, "Resonate retention"),
+                    max_payload=max_payload,
                 ),
             )
             self._backend = self._local
@@ -159,6 +167,23 @@ class Resonate:
     @retention.setter
     def retention(self, value: float | dt.timedelta | None) -> None:
         self._engine.config.retention = check_retention(value, "Resonate retention")
+
+    @property
+    def max_payload(self) -> int:
+        """The payload limit in bytes (see ``Resonate(max_payload=)``); set it before the
+        app opens, at most the store's ``payload_ceiling``."""
+        return self._engine.max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        ceiling = self._engine.store.payload_ceiling
+        if value > ceiling:
+            raise ValueError(
+                f"{value:,} bytes is over what {self._engine.store!r} can take per payload "
+                f"({ceiling:,} bytes)"
+            )
+        EngineConfig(max_payload=value)  # its ValueError names what is wrong
+        self._engine.config.max_payload = value
 
     @property
     def cluster(self) -> ClusterNode | None:

@@ -96,3 +96,25 @@ async def load(ctx: Context, seed: int) -> int:
         if step == 0:
             await ctx.sleep(timedelta(milliseconds=500))
     return acc
+
+
+async def make_text(n: int, char: str) -> str:
+    return char * n
+
+
+@app.register
+async def blob(ctx: Context, n: int, char: str = "x") -> int:
+    """A step that returns ``n`` characters ``char``; returns their count."""
+    return len(await ctx.run(make_text, n, char))
+
+
+@app.register
+async def repeat(ctx: Context, text: str, times: int) -> str:
+    """Returns ``text`` ``times`` times over, as its own result (no step)."""
+    return text * times
+
+
+@app.register
+async def shout(ctx: Context, text: str, times: int) -> None:
+    """Fails with ``text`` ``times`` times over as its message."""
+    raise ValueError(text * times)

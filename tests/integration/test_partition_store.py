@@ -237,7 +237,8 @@ async def test_operations_on_a_tree_deleted_unread_wait_and_find_it_gone(
     cluster: tuple[str, Etcd, Nodes],
 ) -> None:
     """A read and a start of the same id, sent while the tree is deleted: the read finds
-    nothing, the start makes a new invocation, and no stale record stays in memory."""
+    nothing or the new invocation, the start makes a new invocation, and no stale record
+    stays in memory."""
     namespace, client, node = cluster
     store = _partition(namespace, await node("a"))
     assert await store.take()
@@ -254,7 +255,8 @@ async def test_operations_on_a_tree_deleted_unread_wait_and_find_it_gone(
     )
 
     assert deleted == 2
-    assert found is None
+    # Concurrent with the start: the new invocation or nothing, never the deleted one.
+    assert found is None or (found.state is PromiseState.PENDING and found.created_at == 1006)
     assert started.created
     record = await store.get_promise("wf")
     assert record is not None

@@ -8,7 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dawait import Context, Resonate
+from dawait.errors import PayloadTooLargeError, PromiseNotFoundError
 from dawait.testing import FakeClock
 from tests.integration.semantics.payloads import PAYMENT, PLACED, Order, Receipt
 from tests.integration.semantics.support import WAIT, Gate, promise_exists, sqlite_url
@@ -116,3 +119,35 @@ async def test_now_random_and_uuid_are_the_same_on_replay(clock: FakeClock) -> N
     assert runs[0] == runs[1]
     assert runs[0][0] == started_at
     assert result == str(runs[0][2])
+
+
+async def test_the_payload_limit_holds_embedded_and_a_step_over_it_is_not_retried(
+    store_url: str,
+) -> None:
+    calls: list[int] = []
+
+    async def big(n: int) -> str:
+        calls.append(n)
+        return "x" * n
+
+    async def wf(ctx: Context, n: int) -> str:
+        try:
+            return await ctx.run(big, n)
+        except PayloadTooLargeError as exc:
+            return f"caught: {exc}"
+
+    async with Resonate(store_url, max_payload=1000) as app:
+        assert app.max_payload == 1000
+        app.register(wf)
+        caught = await app.run("wf-big", wf, 999)
+        assert caught.startswith("caught: the result of step ")
+        assert ".big (wf-big:1): 1,001 bytes, over the store's payload limit of 1,000" in caught
+        assert calls == [999]  # not retried: it would be as large again
+        assert await app.run("wf-fits", wf, 998) == "x" * 998
+        with pytest.raises(PayloadTooLargeError, match=r"the arguments of \S+\.wf \(wf-args\): "):
+            await app.start("wf-args", wf, 10**1000)
+        with pytest.raises(PromiseNotFoundError):
+            await app.get("wf-args")
+        with pytest.raises(ValueError, match="max_payload must be a number of bytes >= 1"):
+            app.max_payload = 0
+    assert Resonate(store_url).max_payload == 2 * 1024 * 1024

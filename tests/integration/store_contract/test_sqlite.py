@@ -28,6 +28,7 @@ from dawait.runtime._sqlite_store import SCHEMA_VERSION
 from dawait.runtime._store import CreatePromise, PromiseCreated
 from dawait.runtime._store_ops import Tables
 from tests.integration.store_contract.support import ONE, TWO, a_schedule, all_pages, fire
+from tests.polling import eventually
 
 
 @pytest.fixture
@@ -296,9 +297,11 @@ async def test_no_operation_is_answered_before_its_commit_is_fsynced(
         await store.close()
 
 
-async def test_a_failed_fsync_fails_what_it_covered_and_breaks_the_store(
+async def test_a_failed_fsync_fails_what_it_covered_and_the_store_reopens_by_itself(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """While broken, every operation fails and ``problem()`` says why; once fsync works
+    again the store has reopened the file by itself, with everything acknowledged."""
     store = SQLiteStore(db)
     await store.open()
     await store.create_promise(CreatePromise(id="before"), now=0)
@@ -306,25 +309,50 @@ async def test_a_failed_fsync_fails_what_it_covered_and_breaks_the_store(
     fsync.error = OSError(5, "Input/output error")
     fsync.release.set()
     monkeypatch.setattr("dawait.runtime._sqlite_store.os.fsync", fsync)
+    # Reopening fails too while the fault lasts (as the file would).
+    monkeypatch.setattr(store, "_connect", _failing_connect)
+    try:
+        results = await asyncio.gather(
+            *(store.create_promise(CreatePromise(id=f"p{n}"), now=0) for n in range(5)),
+            return_exceptions=True,
+        )
 
-    results = await asyncio.gather(
-        *(store.create_promise(CreatePromise(id=f"p{n}"), now=0) for n in range(5)),
-        return_exceptions=True,
-    )
+        assert all(isinstance(result, StoreError) for result in results)
+        assert "fsync failed" in str(results[0])
+        assert "Input/output error" in str(results[0])
+        with pytest.raises(StoreError, match="fsync failed"):
+            await store.get_promise("before")
+        problem = store.problem()
+        assert problem is not None
+        assert "fsync failed" in problem
+        await asyncio.sleep(1.0)
+        assert store.reopened == 0
+        assert store.problem() is not None
 
-    assert all(isinstance(result, StoreError) for result in results)
-    assert "fsync failed" in str(results[0])
-    assert "Input/output error" in str(results[0])
-    with pytest.raises(StoreError, match="fsync failed"):
-        await store.get_promise("before")
-    monkeypatch.undo()
-    await store.close()
+        monkeypatch.undo()  # the fault is gone
+
+        async def healthy() -> bool:
+            return store.problem() is None
+
+        await eventually(healthy, "the store to reopen", within=10)
+        assert store.reopened == 1
+        assert await store.get_promise("before") is not None
+        created = await store.create_promise(CreatePromise(id="after"), now=0)
+        assert created.created
+    finally:
+        monkeypatch.undo()
+        await store.close()
     reopened = SQLiteStore(db)
     await reopened.open()
     try:
         assert await reopened.get_promise("before") is not None
+        assert await reopened.get_promise("after") is not None
     finally:
         await reopened.close()
+
+
+def _failing_connect() -> None:
+    raise StoreError("cannot open (injected)")
 
 
 async def test_an_operation_failing_after_writing_leaves_nothing_and_spares_its_batch(
