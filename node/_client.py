@@ -114,6 +114,7 @@ class HttpClient:
             ) as response:
                 payload = await response.read()
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error)
             raise NotStartedError(f"cannot reach the node at {base}: {reason}") from exc
@@ -125,6 +126,10 @@ class HttpClient:
             raise NotStartedError(f"cannot reach the node at {base}: {exc}") from exc
         if status >= 400:
             raise _error(status, payload)
+        if retry_after is not None:
+            # A long-poll answered at once (the node holds its most): whoever loops on it
+            # polls again after the node's hint, not at once.
+            await _pause(self._clock, retry_after)
         return model.model_validate_json(payload), status
 
     # -- the API ---------------------------------------------------------------------------
@@ -285,3 +290,11 @@ def _error(status: int, payload: bytes) -> DawaitError:
     if status == 503:
         return NotStartedError(body.message)
     return ApiError(status, body.error, body.message)
+
+
+async def _pause(clock: Clock, retry_after: str) -> None:
+    try:
+        seconds = min(max(float(retry_after), 0.0), 5.0)
+    except ValueError:
+        seconds = 1.0
+    await clock.sleep_until(clock.now() + round(seconds * 1000))

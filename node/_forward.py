@@ -4,8 +4,13 @@ owner reading it back from etcd).
 
 Peers authenticate with the cluster token (``--cluster-token``; the API token when none is
 set) and mark the request ``X-Dawait-Forwarded``, which a node never forwards again. When
-the owner cannot be reached the receiving node stores the invocation pending instead; the
-owner (or, if it died, its successor) runs it from there.
+the owner cannot be reached (refused, no connection within ``CONNECT_TIMEOUT``) the
+receiving node asks the partition's owner through the peer route instead, which follows
+ownership as it moves. When the owner took the request but gives no answer within the wait
+and ``ANSWER_SLACK`` (a frozen or overloaded process: the kernel accepts connections for a
+stopped one), the receiving node answers 503 ``unavailable`` with ``Retry-After``: the
+start may or may not have been taken, and since a start is idempotent by id the client
+sends it again (once the owner's lease ends its partitions move and the retry goes through).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ NODE = "X-Dawait-Node"
 """Response header: the node that handled the request."""
 
 CONNECT_TIMEOUT = 2.0
-"""Seconds to reach the owner before storing the invocation pending instead."""
+"""Seconds to reach the owner before asking through the peer route instead."""
+ANSWER_SLACK = 2.0
+"""Seconds past a start's wait that the owner has to answer it, else 503."""
 
 
 class Forwarder:
@@ -49,7 +56,7 @@ class Forwarder:
         headers = {FORWARDED: "1", "Content-Type": "application/json"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
-        timeout = aiohttp.ClientTimeout(total=wait + 10, sock_connect=CONNECT_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=wait + ANSWER_SLACK, sock_connect=CONNECT_TIMEOUT)
         try:
             async with self._session.request(
                 request.method,
@@ -72,6 +79,20 @@ class Forwarder:
                 )
                 forwarded.headers[NODE] = response.headers.get(NODE, owner.node_id)
                 return forwarded
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
+            log.warning("cannot forward to %s at %s: %r", owner.node_id, owner.address, exc)
+            return None
+        except TimeoutError:
+            log.warning("%s took a forwarded start and did not answer it", owner.node_id)
+            message = (
+                f"the owner of this invocation, node {owner.node_id}, did not answer within "
+                f"{wait + ANSWER_SLACK:g} s; retry (a start is idempotent by id)"
+            )
+            return web.json_response(
+                {"error": "unavailable", "message": message},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        except (aiohttp.ClientError, OSError) as exc:
             log.warning("cannot forward to %s at %s: %r", owner.node_id, owner.address, exc)
             return None

@@ -7,6 +7,7 @@ fault of the node itself, without a traceback). With a token configured, every e
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,11 +21,12 @@ from dawait._schedules import ScheduleInfo
 from dawait.cluster._peer import PEER_PATH, peer_handler
 from dawait.core._errors import DawaitError, ScheduleNotFoundError
 from dawait.core._ids import check_id_pattern
-from dawait.core._promise import PromiseState
+from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.node import _api_models as m
 from dawait.node._backend import NodeBackend
 from dawait.node._error_codes import error_code
 from dawait.node._forward import FORWARDED, NODE, Forwarder
+from dawait.node._limits import Guard
 from dawait.node._metrics import NodeMetrics
 from dawait.node._openapi import Route, openapi_document
 from dawait.node._settings import DEFAULT_MAX_BODY
@@ -33,6 +35,7 @@ from dawait.node._views import invocation_view, promise_view, result_view, tree
 __all__ = ["DEFAULT_MAX_BODY", "HttpError", "NodeApi"]
 
 log = logging.getLogger("dawait.http")
+FIRST = asyncio.FIRST_COMPLETED
 
 MAX_WAIT_SECONDS = 300.0
 _OPEN = frozenset({"/healthz", "/readyz"})
@@ -98,8 +101,11 @@ class NodeApi:
         metrics: NodeMetrics | None = None,
         cluster_token: str | None = None,
         open_metrics: bool = False,
+        guard: Guard | None = None,
     ) -> None:
         self.backend = backend
+        self.guard = guard
+        """Connection, long-poll and read-time limits (None: none, as in tests in-process)."""
         self.token = token
         self.open_paths = _OPEN | {"/metrics"} if open_metrics else _OPEN
         """Paths served without the token: health, and /metrics if ``open_metrics``."""
@@ -115,7 +121,10 @@ class NodeApi:
         self.routes = self._routes()
 
     def web_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=self.max_body)
+        middlewares: list[Any] = [self._errors, self._auth]
+        if self.guard is not None:
+            middlewares.append(self.guard.middleware)
+        app = web.Application(middlewares=middlewares, client_max_size=self.max_body)
         for route in self.routes:
             app.router.add_route(route.method, route.path, route.handler)
         cluster = self.backend.app.cluster
@@ -250,10 +259,13 @@ class NodeApi:
         record, created = await self.backend.start(
             body.id, body.function, body.args, body.kwargs, body.version
         )
+        headers: dict[str, str] = {}
         if wait > 0 and not record.state.settled:
             # Start and await in one round trip (what Resonate(url=...).run does).
-            record = await self.backend.result(body.id, wait)
-        return _json(invocation_view(record), 201 if created else 200)
+            record, headers = await self._long_poll(request, body.id, wait)
+        response = _json(invocation_view(record), 201 if created else 200)
+        response.headers.update(headers)
+        return response
 
     async def get_invocation(self, request: web.Request) -> web.Response:
         record = await self.backend.invocation(request.match_info["id"])
@@ -261,8 +273,34 @@ class NodeApi:
 
     async def invocation_result(self, request: web.Request) -> web.Response:
         wait = self._query_float(request, "wait", MAX_WAIT_SECONDS) or 0.0
-        record = await self.backend.result(request.match_info["id"], wait)
-        return _json(result_view(record))
+        record, headers = await self._long_poll(request, request.match_info["id"], wait)
+        response = _json(result_view(record))
+        response.headers.update(headers)
+        return response
+
+    async def _long_poll(
+        self, request: web.Request, id: str, wait: float
+    ) -> tuple[PromiseRecord, dict[str, str]]:
+        """The invocation once settled or after ``wait``; at once, with ``Retry-After``,
+        if the node holds its most long-polls (the client polls again later). A client
+        that hangs up ends its wait."""
+        guard = self.guard
+        if guard is None or wait <= 0:
+            return await self.backend.result(id, wait), {}
+        if guard.wait_budget(wait) <= 0:
+            return await self.backend.result(id, 0.0), {"Retry-After": "1"}
+        guard.waiting += 1
+        result = asyncio.ensure_future(self.backend.result(id, wait))
+        gone = guard.gone(request.protocol)
+        try:
+            waits: list[asyncio.Future[Any]] = [result, gone]
+            await asyncio.wait(waits, return_when=FIRST)
+            if not result.done():
+                raise ConnectionResetError("the client closed the connection")
+            return result.result(), {}
+        finally:
+            guard.waiting -= 1
+            result.cancel()
 
     async def cancel_invocation(self, request: web.Request) -> web.Response:
         record = await self.backend.cancel(request.match_info["id"])

@@ -22,6 +22,7 @@ from dawait import Resonate
 from dawait.core._retention import parse_retention
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
+from dawait.node._limits import Guard, Limits, quiet_accept_errors, raise_fd_limit
 from dawait.node._settings import ServeSettings, parse_size
 
 __all__ = ["AppLoadError", "ServeSettings", "UsageError", "load_app", "serve"]
@@ -89,6 +90,21 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     token = settings.token.get_secret_value() if settings.token else None
+    fds = raise_fd_limit()
+    limits = Limits.for_fds(
+        fds,
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+    )
+    log.info(
+        "descriptor limit %d: at most %d connections, %d of them long-polls",
+        fds,
+        limits.max_connections,
+        limits.max_waits,
+    )
+    quiet_accept_errors(loop)
+    guard = Guard(limits)
     try:
         async with app:
             backend = NodeBackend(app)
@@ -101,11 +117,14 @@ async def serve(
                 max_body=settings.max_body,
                 cluster_token=cluster_token,
                 open_metrics=settings.open_metrics,
+                guard=guard,
             )
             runner = web.AppRunner(
                 api.web_app(), access_log=None, shutdown_timeout=max(settings.grace_period, 0.1)
             )
             await runner.setup()
+            assert runner.server is not None
+            guard.install(runner.server)
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
             address = _address(runner, settings.host)

@@ -72,6 +72,20 @@ class ServeSettings(BaseSettings):
     max_body: Annotated[int, Flag(name=None)] = Field(
         default=DEFAULT_MAX_BODY, ge=1024, description="largest request body, in bytes"
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=2,
+        description="client connections held at once; more are answered 503 at once "
+        "(default: the descriptor limit, raised to the hard one, less an eighth)",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a connection has to send a request's headers (default 10)",
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="seconds a request has to send its body (default 30)"
+    )
     etcd: str | None = Field(
         default=None, description="join the cluster at these etcd endpoints (HOST:PORT,...)"
     )

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -83,6 +85,10 @@ class Node:
         assert code == 0, self.report(f"exited {code} after SIGTERM")
 
 
+def _limit_fds(fds: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fds, fds))
+
+
 @dataclass(slots=True)
 class Nodes:
     """Starts nodes in ``dir`` and kills, at the end, every one still running."""
@@ -90,8 +96,15 @@ class Nodes:
     dir: Path
     started: list[Node] = field(default_factory=list)
 
-    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Node:
-        """Start ``dawait serve ARGS`` from the repository root (so the app imports)."""
+    def spawn(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        fds: int | None = None,
+    ) -> Node:
+        """Start ``dawait serve ARGS`` from the repository root (so the app imports);
+        ``fds``: its descriptor limit, soft and hard."""
         out, err = self.dir / f"{name}.out", self.dir / f"{name}.err"
         environment = {**_base_env(), served_app.EFFECTS_ENV: str(self.effects)}
         with out.open("wb") as stdout, err.open("wb") as stderr:
@@ -102,14 +115,17 @@ class Nodes:
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
+                preexec_fn=None if fds is None else functools.partial(_limit_fds, fds),
             )
         node = Node(name=name, process=process, out=out, err=err)
         self.started.append(node)
         return node
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Node:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, fds: int | None = None
+    ) -> Node:
         """Start ``dawait serve ARGS``; return once it listens."""
-        node = self.spawn(name, *args, env=env)
+        node = self.spawn(name, *args, env=env, fds=fds)
         self.wait_listening(node)
         return node
 

@@ -1,0 +1,237 @@
+"""What keeps slow clients and a shortage of file descriptors from taking a node down.
+
+- **Descriptors.** At start the soft ``RLIMIT_NOFILE`` is raised to the hard one
+  (``raise_fd_limit``); of what that allows, the node keeps a reserve for its store, etcd,
+  peers and logs, takes at most ``max_connections`` client connections (the excess is
+  answered at once with 503 and closed, so that clients retry), and holds at most half of
+  those in long-polls (a wait beyond that is answered at once, with ``Retry-After``).
+- **Slow clients.** A connection must send a request's headers within ``header_timeout``
+  of opening (or of its last response), and a body within ``body_timeout`` once its
+  headers arrived; else it is closed (408 for a late body), so a slowloris cannot hold
+  descriptors. aiohttp has neither timeout of its own.
+- **The accept log.** When ``accept()`` fails for want of descriptors, asyncio logs it with a
+  traceback each time it retries; ``quiet_accept_errors`` logs it at most once per
+  ``ACCEPT_LOG_EVERY`` seconds, with how often it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from dawait.runtime._clock import SystemClock
+
+__all__ = [
+    "ACCEPT_LOG_EVERY",
+    "Guard",
+    "Limits",
+    "quiet_accept_errors",
+    "raise_fd_limit",
+]
+
+log = logging.getLogger("dawait.http")
+
+ACCEPT_LOG_EVERY = 10.0
+"""Seconds between two logs of ``accept()`` failing for want of descriptors."""
+RESERVED_FDS = 64
+"""Descriptors kept, at the least, for the store, etcd, peers and logs."""
+IDLE_TIMEOUT = 75.0
+"""Seconds a connection may stay idle between requests (aiohttp's keep-alive default)."""
+
+_CLOCK = SystemClock()
+_OUT_OF_RESOURCE = "socket.accept() out of system resource"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one (when allowed); the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, target, exc)
+    return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A node's limits on clients (``for_fds`` derives them from the descriptor limit)."""
+
+    max_connections: int
+    max_waits: int
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+    @classmethod
+    def for_fds(
+        cls,
+        fds: int,
+        *,
+        max_connections: int | None = None,
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+    ) -> Limits:
+        """Connections below ``fds`` less a reserve (an eighth, at least ``RESERVED_FDS``),
+        unless ``max_connections`` says; long-polls half of them."""
+        if max_connections is None:
+            max_connections = max(8, fds - max(RESERVED_FDS, fds // 8))
+        return cls(
+            max_connections=max_connections,
+            max_waits=max(1, max_connections // 2),
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+        )
+
+
+class Guard:
+    """Applies ``limits`` to the connections of one aiohttp server (see ``install``)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.waiting = 0
+        """Long-polls open now."""
+        self.refused = 0
+        """Connections answered 503 at once (over ``max_connections``)."""
+        self.timed_out = 0
+        """Connections closed for sending a request too slowly."""
+        self._timers: dict[RequestHandler, asyncio.TimerHandle] = {}
+        self._gone: dict[RequestHandler, asyncio.Future[None]] = {}
+        self._open = 0
+
+    def install(self, server: web.Server) -> None:
+        """Watch ``server``'s connections as they open and close."""
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self._open += 1
+            if self._open > self.limits.max_connections:
+                self.refused += 1
+                # Once aiohttp has set the connection up (closing it from inside its
+                # set-up breaks aiohttp's handler).
+                asyncio.get_running_loop().call_soon(self._refuse, transport)
+                return
+            self.expect_request(handler, self.limits.header_timeout)
+
+        def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
+            self._open -= 1
+            self._disarm(handler)
+            gone = self._gone.pop(handler, None)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
+            lost(handler, exc)
+
+        # aiohttp's RequestHandler calls these on its manager (the server) for every
+        # connection; wrapping them is the one place to see connections open.
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        body = (
+            b'{"error": "unavailable", "message": "the node holds its most connections '
+            b'(%d): retry"}' % self.limits.max_connections
+        )
+        transport.write(_BUSY % (len(body), body))
+        transport.close()
+
+    def expect_request(self, handler: RequestHandler, within: float) -> None:
+        """Close ``handler``'s connection unless a request's headers arrive ``within``."""
+        self._disarm(handler)
+        loop = asyncio.get_running_loop()
+        self._timers[handler] = loop.call_later(within, self._too_slow, handler)
+
+    def _too_slow(self, handler: RequestHandler) -> None:
+        self._timers.pop(handler, None)
+        self.timed_out += 1
+        transport = handler.transport
+        if transport is not None:
+            transport.abort()
+
+    def _disarm(self, handler: RequestHandler) -> None:
+        timer = self._timers.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """Headers arrived: the header timer stops; the body must come within
+        ``body_timeout``; after the response the next request's headers are awaited."""
+        protocol = request.protocol
+        self._disarm(protocol)
+        try:
+            if request.body_exists and request.can_read_body:
+                try:
+                    async with asyncio.timeout(self.limits.body_timeout):
+                        await request.read()
+                except TimeoutError:
+                    self.timed_out += 1
+                    raise web.HTTPRequestTimeout(
+                        text='{"error": "timeout", "message": "the request body did not '
+                        f'arrive within {self.limits.body_timeout:g} s"}}',
+                        content_type="application/json",
+                        headers={"Connection": "close"},
+                    ) from None
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            if protocol.transport is not None and not protocol.transport.is_closing():
+                self.expect_request(protocol, IDLE_TIMEOUT + self.limits.header_timeout)
+
+    def gone(self, handler: RequestHandler) -> asyncio.Future[None]:
+        """Done once ``handler``'s client has closed its connection (aiohttp lets a
+        handler run on after that: a long-poll would hold its place until its wait ends)."""
+        future = self._gone.get(handler)
+        if future is None:
+            future = self._gone[handler] = asyncio.get_running_loop().create_future()
+            transport = handler.transport
+            if transport is None or transport.is_closing():
+                future.set_result(None)
+        return future
+
+    def wait_budget(self, wait: float) -> float:
+        """The seconds a long-poll asking for ``wait`` may wait: 0 when ``max_waits`` are
+        open (the caller answers at once, with ``Retry-After``)."""
+        return wait if self.waiting < self.limits.max_waits else 0.0
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log ``accept()`` failing for want of descriptors at most once per
+    ``ACCEPT_LOG_EVERY`` seconds (asyncio logs each retry, with a traceback)."""
+    state = {"last": -ACCEPT_LOG_EVERY, "missed": 0}
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != _OUT_OF_RESOURCE:
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        state["missed"] += 1
+        now = _CLOCK.monotonic()
+        if now - state["last"] >= ACCEPT_LOG_EVERY:
+            log.error(
+                "cannot accept connections: %s (%d times in the last %g s; the node caps its "
+                "connections below the descriptor limit, so something else holds them)",
+                context.get("exception"),
+                state["missed"],
+                ACCEPT_LOG_EVERY,
+            )
+            state["last"], state["missed"] = now, 0
+
+    loop.set_exception_handler(handler)
