@@ -90,7 +90,11 @@ class NodeBackend:
         result: PromiseRecord = record
         return result
 
-    async def result(self, id: str, wait: float) -> PromiseRecord:
+    async def result(
+        self, id: str, wait: float, gone: asyncio.Future[None] | None = None
+    ) -> PromiseRecord:
+        """Invocation ``id`` once settled, or after ``wait`` seconds, or once ``gone`` (the
+        client hung up: ``ConnectionResetError``)."""
         engine = self._engine
         # Listen first, then read: a settle in between is not missed. No task is started:
         # the waiter and the stop signal are plain futures.
@@ -104,9 +108,13 @@ class NodeBackend:
                     return record
             # A request's wait is a wall-clock network timeout, not workflow time.
             waits: list[asyncio.Future[Any]] = [settled, self._stop_signal()]
+            if gone is not None:
+                waits.append(gone)
             await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if settled.done() and not settled.cancelled() and settled.exception() is None:
                 return settled.result()
+            if gone is not None and gone.done():
+                raise ConnectionResetError("the client closed the connection")
             return await self.invocation(id)
         finally:
             engine.drop_waiter(id, settled)

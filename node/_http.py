@@ -26,7 +26,7 @@ from dawait.node import _api_models as m
 from dawait.node._backend import NodeBackend
 from dawait.node._error_codes import error_code
 from dawait.node._forward import FORWARDED, NODE, Forwarder
-from dawait.node._limits import Guard
+from dawait.node._limits import BodyTimeout, Guard
 from dawait.node._metrics import NodeMetrics
 from dawait.node._openapi import Route, openapi_document
 from dawait.node._settings import DEFAULT_MAX_BODY
@@ -121,10 +121,7 @@ class NodeApi:
         self.routes = self._routes()
 
     def web_app(self) -> web.Application:
-        middlewares: list[Any] = [self._errors, self._auth]
-        if self.guard is not None:
-            middlewares.append(self.guard.middleware)
-        app = web.Application(middlewares=middlewares, client_max_size=self.max_body)
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=self.max_body)
         for route in self.routes:
             app.router.add_route(route.method, route.path, route.handler)
         cluster = self.backend.app.cluster
@@ -136,8 +133,15 @@ class NodeApi:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        guard = self.guard
+        if guard is not None:
+            guard.request_began(request)
         try:
             return await handler(request)
+        except BodyTimeout as exc:
+            response = _error_response(408, "timeout", str(exc))
+            response.force_close()
+            return response
         except HttpError as exc:
             return _error_response(exc.status, exc.error, exc.message, exc.field)
         except pydantic.ValidationError as exc:
@@ -170,6 +174,9 @@ class NodeApi:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return _error_response(500, "internal", "the node failed to handle this request")
+        finally:
+            if guard is not None:
+                guard.request_ended(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -183,6 +190,8 @@ class NodeApi:
             matches = [hmac.compare_digest(secret, t.encode()) for t in accepted]
             if scheme.lower() != "bearer" or not any(matches):
                 raise HttpError(401, "unauthorized", "missing or wrong bearer token")
+        if self.guard is not None:  # a slow body holds no handler (and no descriptor) long
+            await self.guard.read_body(request)
         response = await handler(request)
         if self.node_id is not None and NODE not in response.headers:
             response.headers[NODE] = self.node_id
@@ -290,17 +299,10 @@ class NodeApi:
         if guard.wait_budget(wait) <= 0:
             return await self.backend.result(id, 0.0), {"Retry-After": "1"}
         guard.waiting += 1
-        result = asyncio.ensure_future(self.backend.result(id, wait))
-        gone = guard.gone(request.protocol)
         try:
-            waits: list[asyncio.Future[Any]] = [result, gone]
-            await asyncio.wait(waits, return_when=FIRST)
-            if not result.done():
-                raise ConnectionResetError("the client closed the connection")
-            return result.result(), {}
+            return await self.backend.result(id, wait, guard.gone(request.protocol)), {}
         finally:
             guard.waiting -= 1
-            result.cancel()
 
     async def cancel_invocation(self, request: web.Request) -> web.Response:
         record = await self.backend.cancel(request.match_info["id"])

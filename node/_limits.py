@@ -8,7 +8,8 @@
 - **Slow clients.** A connection must send a request's headers within ``header_timeout``
   of opening (or of its last response), and a body within ``body_timeout`` once its
   headers arrived; else it is closed (408 for a late body), so a slowloris cannot hold
-  descriptors. aiohttp has neither timeout of its own.
+  descriptors (deadlines checked twice a second: no timer per request). aiohttp has
+  neither timeout of its own.
 - **The accept log.** When ``accept()`` fails for want of descriptors, asyncio logs it with a
   traceback each time it retries; ``quiet_accept_errors`` logs it at most once per
   ``ACCEPT_LOG_EVERY`` seconds, with how often it happened.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from dawait.runtime._clock import SystemClock
 
 __all__ = [
     "ACCEPT_LOG_EVERY",
+    "BodyTimeout",
     "Guard",
     "Limits",
     "quiet_accept_errors",
@@ -42,6 +43,8 @@ ACCEPT_LOG_EVERY = 10.0
 """Seconds between two logs of ``accept()`` failing for want of descriptors."""
 RESERVED_FDS = 64
 """Descriptors kept, at the least, for the store, etcd, peers and logs."""
+SWEEP_EVERY = 0.5
+"""Seconds between two looks for connections past their deadline."""
 IDLE_TIMEOUT = 75.0
 """Seconds a connection may stay idle between requests (aiohttp's keep-alive default)."""
 
@@ -96,6 +99,10 @@ class Limits:
         )
 
 
+class BodyTimeout(Exception):
+    """A request's body did not arrive within ``body_timeout`` (answered 408, closed)."""
+
+
 class Guard:
     """Applies ``limits`` to the connections of one aiohttp server (see ``install``)."""
 
@@ -107,7 +114,10 @@ class Guard:
         """Connections answered 503 at once (over ``max_connections``)."""
         self.timed_out = 0
         """Connections closed for sending a request too slowly."""
-        self._timers: dict[RequestHandler, asyncio.TimerHandle] = {}
+        self._deadlines: dict[RequestHandler, float] = {}
+        """When each connection waiting for a request's headers must have sent them
+        (monotonic seconds); swept once a second, so no timer is made per request."""
+        self._sweeper: asyncio.TimerHandle | None = None
         self._gone: dict[RequestHandler, asyncio.Future[None]] = {}
         self._open = 0
 
@@ -148,49 +158,52 @@ class Guard:
         transport.close()
 
     def expect_request(self, handler: RequestHandler, within: float) -> None:
-        """Close ``handler``'s connection unless a request's headers arrive ``within``."""
-        self._disarm(handler)
-        loop = asyncio.get_running_loop()
-        self._timers[handler] = loop.call_later(within, self._too_slow, handler)
+        """Close ``handler``'s connection unless a request's headers arrive ``within``
+        (give or take the second between sweeps)."""
+        self._deadlines[handler] = _CLOCK.monotonic() + within
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
-    def _too_slow(self, handler: RequestHandler) -> None:
-        self._timers.pop(handler, None)
-        self.timed_out += 1
-        transport = handler.transport
-        if transport is not None:
-            transport.abort()
+    def _sweep(self) -> None:
+        now = _CLOCK.monotonic()
+        late = [handler for handler, at in self._deadlines.items() if at <= now]
+        for handler in late:
+            del self._deadlines[handler]
+            self.timed_out += 1
+            transport = handler.transport
+            if transport is not None:
+                transport.abort()
+        self._sweeper = None
+        if self._deadlines:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
     def _disarm(self, handler: RequestHandler) -> None:
-        timer = self._timers.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
+        self._deadlines.pop(handler, None)
 
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Any]
-    ) -> web.StreamResponse:
-        """Headers arrived: the header timer stops; the body must come within
-        ``body_timeout``; after the response the next request's headers are awaited."""
+    def request_began(self, request: web.Request) -> None:
+        """Its headers arrived: the connection's deadline is lifted until it is answered."""
+        self._disarm(request.protocol)
+
+    def request_ended(self, request: web.Request) -> None:
+        """Answered: the next request's headers are due within the idle and header times."""
         protocol = request.protocol
-        self._disarm(protocol)
+        transport = protocol.transport
+        if transport is not None and not transport.is_closing():
+            self.expect_request(protocol, IDLE_TIMEOUT + self.limits.header_timeout)
+
+    async def read_body(self, request: web.Request) -> None:
+        """Read the body within ``body_timeout`` (``BodyTimeout`` otherwise); one that came
+        with the headers (most do) at once, without a timer."""
+        if not request.body_exists or request.content.is_eof():
+            return
         try:
-            if request.body_exists and request.can_read_body:
-                try:
-                    async with asyncio.timeout(self.limits.body_timeout):
-                        await request.read()
-                except TimeoutError:
-                    self.timed_out += 1
-                    raise web.HTTPRequestTimeout(
-                        text='{"error": "timeout", "message": "the request body did not '
-                        f'arrive within {self.limits.body_timeout:g} s"}}',
-                        content_type="application/json",
-                        headers={"Connection": "close"},
-                    ) from None
-            response: web.StreamResponse = await handler(request)
-            return response
-        finally:
-            if protocol.transport is not None and not protocol.transport.is_closing():
-                self.expect_request(protocol, IDLE_TIMEOUT + self.limits.header_timeout)
+            async with asyncio.timeout(self.limits.body_timeout):
+                await request.read()
+        except TimeoutError:
+            self.timed_out += 1
+            raise BodyTimeout(
+                f"the request body did not arrive within {self.limits.body_timeout:g} s"
+            ) from None
 
     def gone(self, handler: RequestHandler) -> asyncio.Future[None]:
         """Done once ``handler``'s client has closed its connection (aiohttp lets a
