@@ -108,6 +108,9 @@ class PartitionedStore:
     def problem(self) -> str | None:
         return self.node.problem()
 
+    def refusal(self) -> str | None:
+        return self.node.problem()
+
     async def open(self) -> None:
         await self.node.open()
 

@@ -205,7 +205,7 @@ class NodeBackend:
         """None when the node can take work, else what is wrong."""
         if not self._engine.running:
             return "the engine is not running"
-        problem = self._store_problem()
+        problem = self._engine.faults.problem() or self._engine.store.refusal()
         if problem is not None:
             return problem
         try:

@@ -44,6 +44,12 @@ class _EngineCollector(Collector):
                 if seen == event:
                     family.add_metric([function], count)
             yield family
+        errors = CounterMetricFamily(
+            "dawait_store_errors", "Store errors the engine met, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(metrics.store_errors.items()):
+            errors.add_metric([kind], count)
+        yield errors
         yield GaugeMetricFamily(
             "dawait_active_invocations", "Invocations held in memory", value=engine.active
         )

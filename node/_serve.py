@@ -20,10 +20,11 @@ from aiohttp import web
 
 from dawait import Resonate
 from dawait.core._retention import parse_retention
+from dawait.core._units import parse_size
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
 from dawait.node._limits import Guard, Limits, quiet_accept_errors, raise_fd_limit
-from dawait.node._settings import ServeSettings, parse_size
+from dawait.node._settings import ServeSettings
 
 __all__ = ["AppLoadError", "ServeSettings", "UsageError", "load_app", "serve"]
 

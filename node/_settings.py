@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dawait.core._retention import parse_retention
+from dawait.core._units import parse_size
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -32,18 +33,6 @@ DEFAULT_STORE = "sqlite:///.dawait/dawait.db"
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 """Above the memory and SQLite stores' payload limit (2 MiB), so a payload the store takes
 also fits in a request."""
-_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """``262144``, ``256KiB``, ``2MiB`` or ``1GiB`` as bytes; ``ValueError`` naming it."""
-    number = text.strip().rstrip("BbIiKkMmGg")
-    unit = text.strip()[len(number) :].lower()
-    if not number.isdigit() or unit not in _UNITS or int(number) < 1:
-        raise ValueError(
-            f"{text!r} is not a size: expected bytes, or a number with KiB, MiB or GiB"
-        )
-    return int(number) * _UNITS[unit]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

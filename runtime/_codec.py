@@ -30,13 +30,14 @@ from dawait.core._errors import (
     SerializationError,
     StepError,
 )
-from dawait.core._param import read_invocation
-from dawait.core._promise import PromiseRecord, PromiseState
+from dawait.core._param import call_target, read_invocation
+from dawait.core._promise import PromiseRecord, PromiseState, Value
 
 __all__ = [
     "ANY",
     "MAX_ERROR_MESSAGE",
     "Signature",
+    "check_request_size",
     "check_size",
     "decode_error",
     "decode_json",
@@ -94,6 +95,17 @@ def check_size(data: str, limit: int, what: str) -> str:
                 "(max_payload); keep large data in a blob store and pass its key"
             )
     return data
+
+
+def check_request_size(id: str, param: Value, value: Value, limit: int) -> None:
+    """``PayloadTooLargeError`` if a new promise's param or value is over ``limit``: the
+    arguments of an invocation (naming its function), else a promise's data or value."""
+    if param.data is not None and len(param.data) * 4 > limit:
+        function = call_target(param.data)[0]
+        what = f"the arguments of {function} ({id})" if function else f"the data of promise {id}"
+        check_size(param.data, limit, what)
+    if value.data is not None and len(value.data) * 4 > limit:
+        check_size(value.data, limit, f"the value of promise {id}")
 
 
 def decode_json(data: str | None, adapter: TypeAdapter[Any] = ANY, *, what: str) -> Any:

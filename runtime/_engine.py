@@ -15,17 +15,18 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from dawait.core._errors import NotStartedError, PromiseNotFoundError
+from dawait.core._errors import NotStartedError, PromiseNotFoundError, StoreError
 from dawait.core._param import call_target
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.core._retention import DEFAULT_RETENTION
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord
 from dawait.runtime._clock import Clock
-from dawait.runtime._codec import check_size
+from dawait.runtime._codec import check_request_size, check_size
+from dawait.runtime._faults import Faults
 from dawait.runtime._invocation import Invocation
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._ownership import Ownership, SoleOwnership
@@ -112,6 +113,7 @@ class Engine:
         self.schedules = ScheduleLoop(self)
         self.metrics = EngineMetrics()
         self.retention = Retention(self)
+        self.faults = Faults(self)
         self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
@@ -171,9 +173,11 @@ class Engine:
                 "dawait-schedules": ("firing schedules", self.schedules.fire_due),
                 "dawait-retention": ("deleting expired invocations", self.retention.sweep),
             }
-            for name, (what, one_pass) in loops.items():
-                group.create_task(self.keep_running(what, one_pass), name=name)
-            group.create_task(self._recover(), name="dawait-recover")
+            self.faults.run_loops(group, loops)
+            recovering = self.faults.keep_running(
+                "recovering invocations", self._recover, once=True
+            )
+            group.create_task(recovering, name="dawait-recover")
             await asyncio.Event().wait()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -202,20 +206,15 @@ class Engine:
         test that spares naming what it is in the common case."""
         return data is not None and len(data) * 4 > self.max_payload
 
-    def _check_request(self, request: CreatePromise) -> None:
-        param, value = request.param.data, request.value.data
-        if self.may_be_oversize(param):
-            function = call_target(param)[0]
-            what = f"the arguments of {function} ({request.id})" if function else None
-            check_size(param, self.max_payload, what or f"the data of promise {request.id}")
-        if self.may_be_oversize(value):
-            check_size(value, self.max_payload, f"the value of promise {request.id}")
-
     async def create_promise(self, request: CreatePromise) -> PromiseCreated:
         self._require_group()
-        self._check_request(request)
+        check_request_size(request.id, request.param, request.value, self.max_payload)
         request = self.retention.tag(request)
-        created = await self.store.create_promise(request, now=self.clock.now())
+        try:
+            created = await self.store.create_promise(request, now=self.clock.now())
+        except StoreError as exc:
+            self.faults.noted(exc)
+            raise
         if created.created:
             self._schedule_timeout(created.promise)
         return created
@@ -224,9 +223,13 @@ class Engine:
         self._require_group()
         if self.may_be_oversize(value.data):
             check_size(value.data, self.max_payload, f"the value of promise {id}")
-        settled = await self.store.settle_promise(
-            id, event=event, value=value, now=self.clock.now()
-        )
+        try:
+            settled = await self.store.settle_promise(
+                id, event=event, value=value, now=self.clock.now()
+            )
+        except StoreError as exc:
+            self.faults.noted(exc)
+            raise
         self._on_settled(settled)
         return settled
 
@@ -351,8 +354,9 @@ class Engine:
         them: a new invocation then starts without reading them back from the store.
         """
         self._require_group()
+        self.faults.admit()
         function, version = call_target(request.param.data)
-        self._check_request(request)
+        check_request_size(request.id, request.param, request.value, self.max_payload)
         if call is not None:
             function, version = call[0].name, call[0].version
         here = self.ownership.runs_here(request.id, function, version)
@@ -367,9 +371,13 @@ class Engine:
         here: bool,
         call: tuple[Registered, list[Any], dict[str, Any]] | None,
     ) -> InvocationCreated:
-        created = await self.store.create_invocation(
-            request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
-        )
+        try:
+            created = await self.store.create_invocation(
+                request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
+            )
+        except StoreError as exc:
+            self.faults.noted(exc)
+            raise
         if not here:
             # Another node runs it (it sees the pending task); wake waiters when it settles.
             if created.task is not None:
@@ -418,9 +426,18 @@ class Engine:
             self._actors[id] = actor
             group.create_task(self._run_actor(actor), name=f"dawait-invocation:{id}")
 
+    def actor(self, id: str) -> Invocation | None:
+        """The actor running invocation ``id`` here, if one is."""
+        return self._actors.get(id)
+
     async def _run_actor(self, actor: Invocation) -> None:
         try:
             await actor.run()
+        except StoreError as exc:  # nothing of the run recorded: run it again later
+            if not self.ownership.still_owns(actor.id):
+                self.metrics.event("dropped")
+            else:
+                self.faults.run_again_later(actor.id, exc)
         except Exception:
             if not self.ownership.still_owns(actor.id):
                 log.warning("invocation %s: owned by another node now; dropped here", actor.id)
@@ -430,6 +447,8 @@ class Engine:
                     "invocation %s failed inside the engine; it resumes on restart", actor.id
                 )
                 self.metrics.event("actor_crashes")
+        else:
+            self.faults.ran(actor.id)
         finally:
             self._actors.pop(actor.id, None)
             if actor.id in self._requeue:
@@ -515,25 +534,6 @@ class Engine:
         if self._next_timeout is None or record.timeout_at < self._next_timeout:
             self._next_timeout = record.timeout_at
             self._timer_wakeup.set()
-
-    async def keep_running(self, what: str, one_pass: Callable[[], Awaitable[None]]) -> None:
-        """Run ``one_pass`` of a background loop again and again, for as long as the engine
-        runs. A store failing (disk full, a dropped connection) must not end it: the error
-        is logged once until a pass succeeds again, and the pass retried every second."""
-        failing = False
-        while True:
-            try:
-                await one_pass()
-            except Exception:
-                if not failing:
-                    log.exception("%s failed; trying again every 1 s", what)
-                failing = True
-                self.metrics.event("loop_errors")
-                await self.clock.sleep_until(self.clock.now() + 1000)
-                continue
-            if failing:
-                log.info("%s works again", what)
-                failing = False
 
     async def _fire_due_timers(self) -> None:
         """Settle promises as their deadlines pass (timers resolve, the rest time out), then

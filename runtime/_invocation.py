@@ -80,6 +80,10 @@ class Invocation:
         self._evicting = False
         self._aborted = False
         self._finishing = False
+        self.store_error: StoreError | None = None
+        """The first store error a call made for this run met (``Faults.noted``): the run
+        then records nothing more, whatever its code did with the error, and is run again
+        (a store error is never an outcome)."""
 
     # -- what Context uses -----------------------------------------------------------------
 
@@ -214,6 +218,8 @@ class Invocation:
             except Exception as exc:
                 if not engine.ownership.still_owns(self.id):
                     raise  # another node runs it now: write nothing (the engine drops it)
+                if self.store_error is not None or isinstance(exc, StoreError):
+                    raise self.store_error or exc from None  # run again later (Faults)
                 retry += 1
                 delay = self._retry_delay(registered, exc, retry)
                 if delay is None:
@@ -223,6 +229,8 @@ class Invocation:
                 if not await self._backoff(delay):
                     return
                 continue
+            if self.store_error is not None:
+                raise self.store_error  # its code caught it: the result may be wrong
             try:
                 data = encode_json(
                     result, registered.signature.result, what=f"{registered.name} result"
@@ -354,6 +362,8 @@ class Invocation:
             if settled.outcome is SettleOutcome.SETTLED and self.registered is not None:
                 outcome = "completed" if event is Settle.RESOLVE else "failed"
                 self.engine.metrics.count(outcome, self.registered.name)
+        except StoreError:
+            raise  # the engine runs it again later
         except Exception:
             log.exception(
                 "invocation %s: cannot record its outcome; it resumes on restart", self.id

@@ -7,7 +7,7 @@ import bisect
 import collections
 from collections.abc import Sequence
 
-__all__ = ["ENGINE_EVENTS", "EngineMetrics", "Histogram"]
+__all__ = ["ENGINE_EVENTS", "EngineMetrics", "Histogram", "store_error_kind"]
 
 ENGINE_EVENTS = {
     "steps": ("dawait_steps", "Leaf steps completed and recorded"),
@@ -28,9 +28,13 @@ ENGINE_EVENTS = {
         "dawait_actor_crashes",
         "Invocations that failed inside the engine (they resume on restart)",
     ),
+    "store_retries": (
+        "dawait_invocation_store_retries",
+        "Invocation runs ended by a store error, nothing recorded, and run again later",
+    ),
     "loop_errors": (
         "dawait_loop_errors",
-        "Timer, schedule or retention passes that failed on a store error (retried after 1 s)",
+        "Recovery, timer, schedule or retention passes that failed on a store error (retried)",
     ),
     "retention_deleted": (
         "dawait_retention_deleted",
@@ -42,6 +46,25 @@ ENGINE_EVENTS = {
     ),
 }
 """Every event the engine counts: its key, and its Prometheus counter (name, help)."""
+
+
+_KINDS = (
+    ("disk_full", ("disk is full", "no space left", "free space")),
+    ("read_only", ("readonly", "read-only")),
+    ("io_error", ("i/o error", "fsync", "input/output")),
+    ("busy", ("locked", "busy")),
+    ("over_quota", ("database space exceeded", "nospace")),
+    ("unavailable", ("unavailable", "cannot reach", "no answer", "deadline")),
+)
+
+
+def store_error_kind(error: BaseException) -> str:
+    """What kind of store error ``error`` is, from its message (a metric label)."""
+    text = str(error).lower()
+    for kind, marks in _KINDS:
+        if any(mark in text for mark in marks):
+            return kind
+    return "other"
 
 
 class Histogram:
@@ -76,6 +99,8 @@ class EngineMetrics:
         """Event (a key of ``ENGINE_EVENTS``) -> count."""
         self.by_function: collections.Counter[tuple[str, str]] = collections.Counter()
         """(event, function) -> count; events: started, completed, failed."""
+        self.store_errors: collections.Counter[str] = collections.Counter()
+        """Store errors the engine met, by kind (``store_error_kind``)."""
         self.commit_seconds = Histogram(
             (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
         )

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 from dawait.core._errors import StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._metrics import EngineMetrics
+from dawait.runtime._sqlite_health import DiskHealth
 from dawait.runtime._sqlite_tables import SCHEMA, SCHEMA_VERSION, UPGRADES, SQLiteTables
 from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
 
@@ -67,9 +68,11 @@ _MAX_BATCH = 2048
 class SQLiteStore(TablesStore):
     """Records in one SQLite file (WAL), with group commit; see the module docstring."""
 
-    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: str | Path, *, fsync: bool = True, reserve: int | None = None) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.health = DiskHealth(self, reserve)
+        """Write faults and free space (``problem()``, ``refusal()``)."""
         self._conn: sqlite3.Connection | None = None
         self._tables: SQLiteTables | None = None
         self._syncer: concurrent.futures.ThreadPoolExecutor | None = None
@@ -117,11 +120,18 @@ class SQLiteStore(TablesStore):
         self._broken = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self.health.start()
 
     def problem(self) -> str | None:
-        return None if self._broken is None else f"{self._broken} (reopening)"
+        if self._broken is not None:
+            return f"{self._broken} (reopening)"
+        return self.health.write_error
+
+    def refusal(self) -> str | None:
+        return self.problem() or self.health.refusal()
 
     async def close(self) -> None:
+        await self.health.stop()
         if self._reopening is not None:
             self._reopening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -286,6 +296,8 @@ class SQLiteStore(TablesStore):
                 if isinstance(exc, sqlite3.OperationalError) and "I/O error" in str(exc):
                     self._break(error)  # what SQLite wrote is in doubt: read the file anew
         if wrote:
+            if self.health.write_error is not None:
+                self.health.wrote()
             self._committed_seq += 1
             self.batch_sizes.append(len(batch))
             if len(self.batch_sizes) > 4096:
@@ -417,6 +429,7 @@ class SQLiteStore(TablesStore):
 
 
 def _store_error(store: SQLiteStore, exc: BaseException) -> StoreError:
+    store.health.failed(exc)
     error = StoreError(f"{store.path}: {exc}")
     error.__cause__ = exc
     return error

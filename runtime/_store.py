@@ -151,6 +151,11 @@ class Store(Protocol):
         """None while the store can take work, else what is wrong (the node is not ready)."""
         ...
 
+    def refusal(self) -> str | None:
+        """None while the store takes new invocations, else why not (``problem()``, or a
+        disk below its free-space reserve: running invocations still write)."""
+        ...
+
     async def open(self) -> None:
         """Make the store ready (create files and schema); called once before use."""
         ...

@@ -406,6 +406,9 @@ class TablesStore:
     def problem(self) -> str | None:
         return None
 
+    def refusal(self) -> str | None:
+        return None
+
     async def open(self) -> None:
         return None
 

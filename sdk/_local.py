@@ -40,6 +40,7 @@ from dawait.core._promise import (
     Value,
 )
 from dawait.core._schedule import Cron, ScheduleRecord
+from dawait.core._units import parse_size
 from dawait.runtime._calls import TAG_EXTERNAL
 from dawait.runtime._clock import Clock
 from dawait.runtime._codec import ANY, decode_outcome, encode_error, encode_json
@@ -58,7 +59,8 @@ __all__ = ["LocalBackend", "open_store"]
 
 def open_store(store: Store | str | None) -> Store:
     """A store from a URL: ``None`` or ``memory://`` (RAM), ``sqlite:///relative/app.db``,
-    ``sqlite:////absolute/app.db`` (``?fsync=false`` relaxes SQLite's fsync per commit), or
+    ``sqlite:////absolute/app.db`` (``?fsync=false`` relaxes SQLite's fsync per commit;
+    ``?reserve=64MiB`` sets the free space below which new invocations are refused), or
     ``etcd://HOST:PORT[,HOST:PORT...][?namespace=NS]`` (one node per namespace for now)."""
     if store is None:
         return MemoryStore()
@@ -75,9 +77,14 @@ def open_store(store: Store | str | None) -> Store:
                 f"store {store!r}: expected sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
         fsync = options.pop("fsync", "true").lower()
+        reserve = options.pop("reserve", None)
         if fsync not in ("true", "false") or options:
-            raise ValueError(f"store {store!r}: the only option is fsync=true|false")
-        return SQLiteStore(Path(path), fsync=fsync == "true")
+            raise ValueError(f"store {store!r}: the options are fsync=true|false and reserve=SIZE")
+        try:
+            kept = None if reserve is None else parse_size(reserve)
+        except ValueError as exc:
+            raise ValueError(f"store {store!r}: reserve: {exc}") from None
+        return SQLiteStore(Path(path), fsync=fsync == "true", reserve=kept)
     if url.scheme == "etcd":
         from dawait.cluster._etcd_store import EtcdStore
 

@@ -1,0 +1,130 @@
+"""Whether a SQLite store can write, told truthfully, and headroom before its disk is full.
+
+- **Write errors.** A write refused for want of space, a read-only file or an I/O error
+  makes the store's ``problem()`` say so (the node answers ``/readyz`` 503 with it). While
+  it lasts, a probe write (one page: ``PRAGMA user_version``) is tried every second, so
+  readiness comes back by itself once the store can write, with or without traffic.
+- **Headroom.** Every second the free space of the file's filesystem is read
+  (``statvfs``, not per write). Below ``reserve`` bytes the store refuses *new*
+  invocations (``refusal()``: the engine asks it for starts made from outside), naming the
+  free and reserved bytes, while running invocations go on writing their steps and
+  results: in-flight work finishes instead of failing. The default reserve is 64 MiB, or a
+  tenth of a smaller filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+from typing import TYPE_CHECKING
+
+from dawait.core._units import format_size
+from dawait.runtime._clock import SystemClock
+
+if TYPE_CHECKING:
+    from dawait.runtime._sqlite_store import SQLiteStore
+    from dawait.runtime._sqlite_tables import SQLiteTables
+
+__all__ = ["DEFAULT_RESERVE", "DiskHealth", "is_write_fault"]
+
+log = logging.getLogger("dawait.sqlite")
+
+DEFAULT_RESERVE = 64 * 1024 * 1024
+"""Free bytes kept on the store's filesystem: below them new invocations are refused."""
+EVERY = 1000
+"""Milliseconds between two looks at free space (and two probe writes while failing)."""
+
+_CLOCK = SystemClock()
+_WRITE_FAULTS = ("disk is full", "readonly", "read-only", "i/o error", "no space")
+
+
+def is_write_fault(error: BaseException) -> bool:
+    """Whether ``error`` says the file cannot be written (full, read-only, I/O)."""
+    return isinstance(error, sqlite3.Error) and any(
+        fault in str(error).lower() for fault in _WRITE_FAULTS
+    )
+
+
+def _probe(tables: SQLiteTables, version: int) -> None:
+    tables.conn.execute(f"PRAGMA user_version = {int(version)}")
+
+
+class DiskHealth:
+    """The write health and free space of ``store`` (see the module docstring)."""
+
+    def __init__(self, store: SQLiteStore, reserve: int | None) -> None:
+        self.store = store
+        self.reserve = reserve
+        """Bytes kept free (None: the default, 64 MiB or a tenth of the filesystem)."""
+        self.write_error: str | None = None
+        self.free: int | None = None
+        """Free bytes on the filesystem at the last look (None: not looked yet)."""
+        self._default_reserve: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._watch(), name=f"dawait-sqlite-health:{self.store.path.name}"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def failed(self, error: BaseException) -> None:
+        """A write failed with ``error``: note it if it is a fault of the file."""
+        if is_write_fault(error) and self.write_error is None:
+            self.write_error = f"{self.store.path}: cannot write: {error}"
+            log.error("%s (new invocations are refused until it can)", self.write_error)
+
+    def wrote(self) -> None:
+        """A write went through."""
+        if self.write_error is not None:
+            log.warning("%s: writes go through again", self.store.path)
+            self.write_error = None
+
+    def refusal(self) -> str | None:
+        """Why new invocations are refused now (None: they are not)."""
+        if self.write_error is not None:
+            return self.write_error
+        reserve = self._reserve()
+        if self.free is not None and reserve is not None and self.free < reserve:
+            return (
+                f"{self.store.path}: {format_size(self.free)} free on its filesystem, below the "
+                f"{format_size(reserve)} reserved (sqlite:///...?reserve=): new invocations are "
+                "refused while running ones finish; free some space"
+            )
+        return None
+
+    def _reserve(self) -> int | None:
+        return self.reserve if self.reserve is not None else self._default_reserve
+
+    async def _watch(self) -> None:
+        from dawait.runtime._sqlite_tables import SCHEMA_VERSION
+
+        while True:
+            self._look()
+            if self.write_error is not None:
+                try:
+                    await self.store._transact(_probe, SCHEMA_VERSION)
+                except Exception:  # still failing: noted by the store, tried again
+                    pass
+                else:
+                    self.wrote()
+            await _CLOCK.sleep_until(_CLOCK.now() + EVERY)
+
+    def _look(self) -> None:
+        try:
+            stat = os.statvfs(self.store.path.parent)
+        except OSError:
+            return
+        self.free = stat.f_bavail * stat.f_frsize
+        if self._default_reserve is None:
+            self._default_reserve = min(DEFAULT_RESERVE, stat.f_blocks * stat.f_frsize // 10)
