@@ -4,6 +4,13 @@
   makes the store's ``problem()`` say so (the node answers ``/readyz`` 503 with it). While
   it lasts, a probe write (one page: ``PRAGMA user_version``) is tried every second, so
   readiness comes back by itself once the store can write, with or without traffic.
+- **Files checked.** Every second the database and its WAL at their paths must be the
+  files the store opened (same device and inode). If one was deleted or replaced (a cleanup
+  script, a volume re-attached), the store refuses operations, saves what its open handles
+  hold (a checkpoint copies the deleted WAL into the database; a deleted or replaced
+  database is copied whole, through the open connection, to a new file at its path, what
+  was there renamed aside), reopens, and logs an error naming the file. Nothing
+  acknowledged is lost, also across a kill -9 after.
 - **Headroom.** Every second the free space of the file's filesystem is read
   (``statvfs``, not per write). Below ``reserve`` bytes the store refuses *new*
   invocations (``refusal()``: the engine asks it for starts made from outside), naming the
@@ -19,6 +26,8 @@ import contextlib
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dawait.core._units import format_size
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from dawait.runtime._sqlite_store import SQLiteStore
     from dawait.runtime._sqlite_tables import SQLiteTables
 
-__all__ = ["DEFAULT_RESERVE", "DiskHealth", "is_write_fault"]
+__all__ = ["DEFAULT_RESERVE", "DiskHealth", "is_write_fault", "read_only"]
 
 log = logging.getLogger("dawait.sqlite")
 
@@ -48,6 +57,61 @@ def is_write_fault(error: BaseException) -> bool:
     )
 
 
+def read_only(path: Path) -> bool:
+    """Whether ``path`` (or its directory, or its filesystem) cannot be written."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return (path.exists() and not os.access(path, os.W_OK)) or not os.access(path.parent, os.W_OK)
+
+
+def _identity(path: Path | str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _save_wal(conn: sqlite3.Connection) -> None:
+    """The WAL's path is gone but the connection still has it open: copy what it holds
+    into the database (which a checkpoint syncs)."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _save_database(path: Path) -> Callable[[sqlite3.Connection], None]:
+    """The database's path is gone or holds another file: write what the open connection
+    reads to a new file there (what was at the path is kept aside, renamed)."""
+
+    def save(conn: sqlite3.Connection) -> None:
+        rescue = path.with_name(path.name + ".rescue")
+        copy = sqlite3.connect(rescue)
+        try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+        fd = os.open(rescue, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        stamp = _CLOCK.now()
+        for suffix in ("", "-wal", "-shm"):
+            other = path.with_name(path.name + suffix)
+            if other.exists():
+                os.replace(other, other.with_name(f"{other.name}.replaced-{stamp}"))
+        os.replace(rescue, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    return save
+
+
 def _probe(tables: SQLiteTables, version: int) -> None:
     tables.conn.execute(f"PRAGMA user_version = {int(version)}")
 
@@ -64,8 +128,30 @@ class DiskHealth:
         """Free bytes on the filesystem at the last look (None: not looked yet)."""
         self._default_reserve: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._files: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
+        """The database's and the WAL's (device, inode) as opened."""
+
+    def opened(self) -> None:
+        """Note which files the store has open (at open and after a reopen)."""
+        wal_fd = self.store._wal_fd
+        wal = None
+        if wal_fd is not None:
+            stat = os.fstat(wal_fd)
+            wal = (stat.st_dev, stat.st_ino)
+        self._files = (_identity(self.store.path), wal)
+
+    def _check_files(self) -> None:
+        """The same files at their paths as were opened, else save and reopen."""
+        database, wal = self._files
+        path = self.store.path
+        if database is not None and _identity(path) != database:
+            gone = "was deleted" if not path.exists() else "was replaced by another file"
+            self.store.file_lost(f"{path} {gone} under the node", _save_database(path))
+        elif wal is not None and _identity(f"{path}-wal") != wal:
+            self.store.file_lost(f"{path}-wal was deleted or replaced under the node", _save_wal)
 
     def start(self) -> None:
+        self.opened()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._watch(), name=f"dawait-sqlite-health:{self.store.path.name}"
@@ -111,6 +197,8 @@ class DiskHealth:
 
         while True:
             self._look()
+            if self.store.problem() is None or self.write_error is not None:
+                self._check_files()
             if self.write_error is not None:
                 try:
                     await self.store._transact(_probe, SCHEMA_VERSION)

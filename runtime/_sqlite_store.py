@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 from dawait.core._errors import StoreError
 from dawait.runtime._clock import SystemClock
 from dawait.runtime._metrics import EngineMetrics
-from dawait.runtime._sqlite_health import DiskHealth
+from dawait.runtime._sqlite_health import DiskHealth, read_only
 from dawait.runtime._sqlite_tables import SCHEMA, SCHEMA_VERSION, UPGRADES, SQLiteTables
 from dawait.runtime._store_ops import Done, TablesStore, answer, fail, run_op
 
@@ -92,6 +92,8 @@ class SQLiteStore(TablesStore):
         their own commit started, None if they only read)."""
         self._broken: StoreError | None = None
         self._reopening: asyncio.Task[None] | None = None
+        self._rescue: Callable[[sqlite3.Connection], None] | None = None
+        """What to save through the old connection before it closes (``file_lost``)."""
         self.reopened = 0
         """Times the file was reopened after the store broke (for tests and metrics)."""
         self.metrics: EngineMetrics | None = None
@@ -195,6 +197,7 @@ class SQLiteStore(TablesStore):
                 self._committed_seq = self._synced_seq = 0
                 self._broken = None
                 self.reopened += 1
+                self.health.opened()
                 log.warning("%s: reopened; taking operations again", self.path)
                 assert self._idle is not None
                 self._answer()
@@ -202,12 +205,27 @@ class SQLiteStore(TablesStore):
         finally:
             self._reopening = None
 
+    def file_lost(self, reason: str, rescue: Callable[[sqlite3.Connection], None]) -> None:
+        """The database or its WAL is no longer the file at its path (deleted, replaced):
+        refuse operations, save what the open connection holds (``rescue``), reopen."""
+        if self._broken is not None:
+            return
+        log.error("%s; saving what the open file holds, then reopening", reason)
+        self._rescue = rescue
+        self._break(StoreError(f"{reason} (saving what it held and reopening)"))
+
     def _swap(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
         """On the syncer thread: the old connection closed (whatever it says), a new one."""
         if conn is not None:
             with contextlib.suppress(sqlite3.Error, OSError):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            rescue, self._rescue = self._rescue, None
+            if rescue is not None:
+                try:
+                    rescue(conn)
+                except (sqlite3.Error, OSError) as exc:
+                    log.error("%s: could not save what the open file held: %s", self.path, exc)
             with contextlib.suppress(sqlite3.Error, OSError):
                 self._disconnect(conn)
             self._wal_fd = None
@@ -423,9 +441,21 @@ class SQLiteStore(TablesStore):
                 raise StoreError(
                     f"{self.path} is in use by another process: one dawait app per SQLite file"
                 ) from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open {self.path}: {_in_words(self.path, exc)}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open {self.path}: {_in_words(self.path, exc)}") from exc
+
+
+def _in_words(path: Path, exc: sqlite3.Error) -> str:
+    """What SQLite's error at open means, for the operator."""
+    text = str(exc)
+    if "not a database" in text:
+        return f"it is not a SQLite database ({text})"
+    if "malformed" in text:
+        return f"the file is damaged ({text}): restore it from a backup"
+    if read_only(path):
+        return f"it is read-only (the file, its directory or its filesystem) ({text})"
+    return text
 
 
 def _store_error(store: SQLiteStore, exc: BaseException) -> StoreError:
