@@ -178,7 +178,9 @@ class Peering:
                 return {}
             if call == "watch":
                 promise_id = body["promise"]
-                record = await self.node.router.get_promise(promise_id, now=engine.clock.now())
+                record = await self.node.router.get_promise(
+                    promise_id, now=engine.timers.expiry_now()
+                )
                 if record is None:
                     raise PromiseNotFoundError(f"no promise with id {promise_id!r}")
                 if not record.state.settled:

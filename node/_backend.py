@@ -139,7 +139,11 @@ class NodeBackend:
         self, *, state: PromiseState | None, function: str | None, limit: int, cursor: str | None
     ) -> tuple[Sequence[PromiseRecord], str | None]:
         page = await self._engine.store.search_invocations(
-            state=state, function=function, limit=limit, cursor=cursor, now=self._engine.clock.now()
+            state=state,
+            function=function,
+            limit=limit,
+            cursor=cursor,
+            now=self._engine.timers.expiry_now(),
         )
         return page.promises, page.cursor
 

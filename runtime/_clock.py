@@ -15,6 +15,10 @@ from typing import Protocol
 
 __all__ = ["Clock", "FakeClock", "SystemClock", "deadline_scope"]
 
+_SLACK = 50
+"""Milliseconds a wake-up may come before its wall-clock deadline and still be slept off
+(beyond that the wall clock went back meanwhile: the monotonic wait is what counts)."""
+
 
 class Clock(Protocol):
     def now(self) -> int:
@@ -22,7 +26,8 @@ class Clock(Protocol):
         ...
 
     async def sleep_until(self, deadline: int) -> None:
-        """Return once ``now() >= deadline``."""
+        """Return once ``now() >= deadline``, or, on the system clock, once the time left
+        when called has passed on the monotonic clock (the wall clock may step meanwhile)."""
         ...
 
     def monotonic(self) -> float:
@@ -37,8 +42,16 @@ class SystemClock:
         return time.time_ns() // 1_000_000
 
     async def sleep_until(self, deadline: int) -> None:
-        while (remaining := deadline - self.now()) > 0:
-            await asyncio.sleep(remaining / 1000)
+        """Sleep for what is left until ``deadline`` now, on the monotonic clock: a step of
+        the wall clock meanwhile neither lengthens nor shortens the wait (a residue of up to
+        ``_SLACK`` ms left by timer granularity is slept off)."""
+        remaining = deadline - self.now()
+        if remaining <= 0:
+            return
+        await asyncio.sleep(remaining / 1000)
+        left = deadline - self.now()
+        if 0 < left <= _SLACK:
+            await asyncio.sleep(left / 1000)
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -42,6 +42,7 @@ from dawait.runtime._store import (
     SchedulePage,
     Store,
 )
+from dawait.runtime._timers import TimerLoop
 
 if TYPE_CHECKING:
     from dawait.runtime._invocation import Start
@@ -51,7 +52,6 @@ __all__ = ["Engine", "EngineConfig"]
 
 log = logging.getLogger("dawait.engine")
 
-_EXPIRE_BATCH = 1000
 _RECOVER_BATCH = 1000
 
 
@@ -114,6 +114,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.retention = Retention(self)
         self.faults = Faults(self)
+        self.timers = TimerLoop(self)
         self.use_store(store)
         self._quiescing = False
         self._idle = asyncio.Event()
@@ -169,7 +170,7 @@ class Engine:
             self._group = group
             started.set_result(None)
             loops = {
-                "dawait-timers": ("firing timers", self._fire_due_timers),
+                "dawait-timers": ("firing timers", self.timers.fire_due),
                 "dawait-schedules": ("firing schedules", self.schedules.fire_due),
                 "dawait-retention": ("deleting expired invocations", self.retention.sweep),
             }
@@ -216,6 +217,7 @@ class Engine:
             self.faults.noted(exc)
             raise
         if created.created:
+            self.timers.arm(created.promise)
             self._schedule_timeout(created.promise)
         return created
 
@@ -235,14 +237,14 @@ class Engine:
 
     async def get_promise(self, id: str) -> PromiseRecord | None:
         self._require_group()
-        return await self.store.get_promise(id, now=self.clock.now())
+        return await self.store.get_promise(id, now=self.timers.expiry_now())
 
     async def search_promises(
         self, pattern: str, *, state: PromiseState | None, limit: int, cursor: str | None = None
     ) -> PromisePage:
         self._require_group()
         return await self.store.search_promises(
-            pattern, state=state, limit=limit, cursor=cursor, now=self.clock.now()
+            pattern, state=state, limit=limit, cursor=cursor, now=self.timers.expiry_now()
         )
 
     async def wait_settled(self, id: str) -> PromiseRecord:
@@ -286,6 +288,7 @@ class Engine:
 
     def _on_settled(self, settled: PromiseSettled) -> None:
         record = settled.promise
+        self.timers.disarm(record.id)
         self.ownership.settled(record)
         self.retention.settled(record)
         for future in self._waiters.pop(record.id, ()):
@@ -534,28 +537,6 @@ class Engine:
         if self._next_timeout is None or record.timeout_at < self._next_timeout:
             self._next_timeout = record.timeout_at
             self._timer_wakeup.set()
-
-    async def _fire_due_timers(self) -> None:
-        """Settle promises as their deadlines pass (timers resolve, the rest time out), then
-        sleep until the next deadline."""
-        await self.ownership.timers.wait()
-        self._timer_wakeup.clear()
-        expired = await self.store.expire_promises(now=self.clock.now(), limit=_EXPIRE_BATCH)
-        for settled in expired:
-            self.metrics.event("timeouts_fired")
-            self._on_settled(settled)
-        if len(expired) == _EXPIRE_BATCH:
-            await asyncio.sleep(0)
-            return
-        # Until the store answers, any new deadline must wake this loop: a timer created
-        # meanwhile (here, or by another node and seen through the store's watch) may be
-        # missing from the answer, and the deadline kept from before may have fired.
-        self._next_timeout = None
-        self._next_timeout = await self.store.next_timeout()
-        await self._sleep_until_timeout()
-
-    async def _sleep_until_timeout(self) -> None:
-        await self.sleep_until(self._next_timeout, self._timer_wakeup)
 
     async def sleep_until(self, deadline: int | None, wakeup: asyncio.Event) -> None:
         """Return at ``deadline`` (never, when None), or earlier once ``wakeup`` is set."""

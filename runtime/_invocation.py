@@ -248,7 +248,7 @@ class Invocation:
     async def _load(self) -> Start | None:
         """Read the invocation back from the store and take its task; None if done."""
         engine = self.engine
-        record = await engine.store.get_promise(self.id, now=engine.clock.now())
+        record = await engine.store.get_promise(self.id, now=engine.timers.expiry_now())
         if record is None or record.state.settled:
             return None
         task = await engine.store.get_task(self.id)
@@ -393,7 +393,7 @@ class Invocation:
             awaited = list(self._remote)
             try:
                 suspended = await self.engine.store.suspend_task(
-                    self.id, awaited=awaited, now=clock.now()
+                    self.id, awaited=awaited, now=self.engine.timers.expiry_now()
                 )
                 if self.stopping:
                     return
@@ -420,7 +420,7 @@ class Invocation:
         the only sign of it. Read again, from the store.
         """
         engine = self.engine
-        now = engine.clock.now()
+        now = engine.timers.expiry_now()
         records = await asyncio.gather(*(engine.store.get_promise(id, now=now) for id in awaited))
         settled = {r.id: r for r in records if r is not None and r.state.settled}
         for id, future in self._waiters:

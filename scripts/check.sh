@@ -29,4 +29,10 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
     case "$before" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
   done
 fi
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v apt-get >/dev/null; then
+  # The clock tests step a node's wall clock with libfaketime (tests/integration/test_clock_steps.py).
+  echo "== libfaketime (apt-get install faketime)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y faketime \
+    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y faketime; }
+fi
 echo "== pytest";      .venv/bin/pytest "$@"
