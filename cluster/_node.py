@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dawait.cluster._clock_offset import DEFAULT_MAX_OFFSET, ClockWatch
 from dawait.cluster._etcd import Compare, EtcdError, Write, cancel_task
 from dawait.cluster._etcd_records import LAYOUT, Member, dumps, partition_prefix
 from dawait.cluster._etcd_store import EtcdStore
@@ -78,6 +79,7 @@ class ClusterNode:
         *,
         partitions: int | None = None,
         compact_every: int = 300,
+        max_offset: float = DEFAULT_MAX_OFFSET,
     ) -> None:
         if ns.node_id is None:
             raise ValueError(f"{ns!r} has no node id: it is not a cluster node's store")
@@ -95,6 +97,8 @@ class ClusterNode:
         """Set while this node is a member: it fires the timers of its partitions."""
         self.owned: dict[Partition, PartitionStore] = {}
         self.peering = Peering(self)
+        self.clock_watch = ClockWatch(self, max_offset)
+        """This node's measured clock offset from its peers (it stands aside past the bound)."""
         self.joint = Joint(ns.etcd)
         self.router = PartitionedStore(self)
         engine.use_store(self.router)
@@ -143,6 +147,7 @@ class ClusterNode:
     def start(self) -> None:
         self.stopped = False
         self.spawn(self._run(), "dawait-cluster")
+        self.spawn(self.clock_watch.run(), "dawait-clock-offset")
         for store in self.open_partitions():
             self.peering.deliver_soon(store)
 
@@ -214,7 +219,10 @@ class ClusterNode:
         return self.ns.view.leader
 
     def problem(self) -> str | None:
-        """Why this node cannot take work now (etcd unreachable, lease lost), or None."""
+        """Why this node cannot take work now (etcd unreachable, lease lost, its clock
+        out of bound), or None."""
+        if self.clock_watch.out_of_bound is not None:
+            return self.clock_watch.out_of_bound
         for store in [self.ns, *self.owned.values()]:
             problem = store.problem()
             if problem is not None:
@@ -471,6 +479,10 @@ class ClusterNode:
     async def _rejoin(self) -> None:
         delay = 0.2
         while not self.stopped:
+            if self.clock_watch.out_of_bound is not None:  # stands aside until back in bound
+                clock = self.engine.clock
+                await clock.sleep_until(clock.now() + 500)
+                continue
             try:
                 await self.ns.rejoin()
             except Exception as exc:  # etcd unreachable, the old record not yet expired...

@@ -188,6 +188,8 @@ class Peering:
                 return {"promise": promise_json(record)}
             if call == "delete":
                 return {"deleted": await self.node.router.delete_tree(body["id"])}
+            if call == "time":  # for a peer's measure of its clock offset
+                return {"now": engine.clock.now()}
             if call == "notify":
                 engine.promise_changed(None, record_from_json(body["promise"]))
                 return {}

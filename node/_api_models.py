@@ -205,6 +205,11 @@ class NodeList(BaseModel):
     """Each registered function's group, as the answering node's app has it."""
     balanced: bool = True
     """Whether the answering node owns exactly the partitions it should (none moving)."""
+    clock_offset_ms: float | None = None
+    """How far the answering node's wall clock is ahead of its peers' majority (measured
+    over the peer RPC; null: not measured yet, or no peer)."""
+    clock_error_ms: float | None = None
+    """The error bound of that measurement (half the median round trip)."""
 
     def owner(self, id: str, function: str) -> str | None:
         """The node id owning the partition of invocation ``id`` of ``function``."""

@@ -64,6 +64,8 @@ class NodeBackend:
         cluster = self.app.cluster
         if cluster is None:
             return m.NodeList(cluster=False, items=[])
+        watch = cluster.clock_watch
+        offset = watch.offset
         return m.NodeList(
             cluster=True,
             items=[
@@ -81,6 +83,8 @@ class NodeBackend:
             owners=cluster.owners(),
             function_groups=cluster.function_groups(),
             balanced=cluster.balanced,
+            clock_offset_ms=None if offset is None else round(offset * 1000, 1),
+            clock_error_ms=None if offset is None else round(watch.error * 1000, 1),
         )
 
     async def invocation(self, id: str) -> PromiseRecord:
@@ -106,6 +110,8 @@ class NodeBackend:
                 record = await self.invocation(id)
                 if record.state.settled or wait <= 0 or self._stopping.is_set():
                     return record
+                # Settled elsewhere (a cluster: another node owns it): ask to be told.
+                engine.ownership.watch(id)
             # A request's wait is a wall-clock network timeout, not workflow time.
             waits: list[asyncio.Future[Any]] = [settled, self._stop_signal()]
             if gone is not None:

@@ -50,6 +50,13 @@ class _EngineCollector(Collector):
         for kind, count in sorted(metrics.store_errors.items()):
             errors.add_metric([kind], count)
         yield errors
+        cluster = self.backend.app.cluster
+        if cluster is not None and cluster.clock_watch.offset is not None:
+            yield GaugeMetricFamily(
+                "dawait_clock_offset_seconds",
+                "How far this node's wall clock is ahead of its peers' majority",
+                value=cluster.clock_watch.offset,
+            )
         yield GaugeMetricFamily(
             "dawait_active_invocations", "Invocations held in memory", value=engine.active
         )

@@ -77,6 +77,7 @@ async def serve(
             lease_ttl=settings.lease_ttl,
             partitions=settings.partitions,
             compact_every=settings.etcd_compact_every,
+            max_offset=settings.max_clock_offset,
         )
     else:
         app.use_store(settings.store)

@@ -102,6 +102,13 @@ class ServeSettings(BaseSettings):
         description="partitions per function group of a new namespace (default 64); fixed "
         "once the namespace exists",
     )
+    max_clock_offset: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="seconds a node's clock may be off the majority's before it stands aside "
+        "(default 0.5)",
+    )
     etcd_compact_every: int = Field(
         default=300,
         ge=0,

@@ -139,6 +139,7 @@ class LocalBackend:
         lease_ttl: int,
         partitions: int | None = None,
         compact_every: int = 300,
+        max_offset: float = 0.5,
     ) -> None:
         from dawait.cluster._etcd_records import namespace_prefix
         from dawait.cluster._etcd_store import EtcdStore
@@ -163,7 +164,11 @@ class LocalBackend:
             lease_ttl=lease_ttl,
         )
         self.cluster = ClusterNode(
-            self.engine, store, partitions=partitions, compact_every=compact_every
+            self.engine,
+            store,
+            partitions=partitions,
+            compact_every=compact_every,
+            max_offset=max_offset,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

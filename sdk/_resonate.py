@@ -205,6 +205,7 @@ class Resonate:
         lease_ttl: int = 5,
         partitions: int | None = None,
         compact_every: int = 300,
+        max_offset: float = 0.5,
     ) -> None:
         """Make this app a node of the cluster coordinated by ``etcd`` (before it opens).
 
@@ -214,7 +215,9 @@ class Resonate:
         registers, by default), runs what is in them and fires their timers, and takes over
         from nodes that die. ``address`` is where peers reach its HTTP API (``dawait serve``
         sets it); ``node_id`` defaults to ``{hostname}-{pid}``. The leader compacts etcd's
-        history older than ``compact_every`` seconds (0: never).
+        history older than ``compact_every`` seconds (0: never). A node whose wall clock is
+        more than ``max_offset`` seconds off the majority of three or more nodes stands
+        aside until it is back within it (cluster/_clock_offset.py).
         """
         self.local.join(
             etcd,
@@ -225,6 +228,7 @@ class Resonate:
             lease_ttl=lease_ttl,
             partitions=partitions,
             compact_every=compact_every,
+            max_offset=max_offset,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

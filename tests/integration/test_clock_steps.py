@@ -8,10 +8,14 @@ import asyncio
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from dawait.node._client import HttpClient
-from tests.integration.served import APP, Nodes
+from tests.etcd import EtcdCluster, free_ports
+from tests.integration.clustering import live_nodes, outcome, serve_args
+from tests.integration.served import APP, TOKEN, Nodes
+from tests.polling import eventually
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
@@ -73,3 +77,73 @@ async def test_a_step_forward_fires_no_sleep_early(nodes: Nodes) -> None:
         before = await api.result("before", wait=10)
         assert before.state == "resolved"
         assert loop.time() - began >= 3.9
+
+
+async def test_a_cluster_node_whose_clock_is_an_hour_ahead_stands_aside(
+    nodes: Nodes, etcd: EtcdCluster
+) -> None:
+    """Three nodes, the first (started first: the leader) an hour ahead. It once fired 9 of
+    12 sleeps of 30 s started through the two correct nodes within 15 s; now it stands
+    aside, unready with its offset, and no sleep fires early; back in time, it rejoins."""
+    offset = nodes.dir / "offset"
+    offset.write_text("+1h\n")
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    namespace = f"skew-{os.getpid()}"
+    ports = free_ports(3)
+    members = []
+    for k, port in enumerate(ports):
+        args = serve_args(etcd, namespace, f"n{k}", port, "default")
+        members.append(nodes.spawn(f"n{k}", *args, "--app", APP, env=env if k == 0 else None))
+        nodes.wait_listening(members[-1])
+    skewed, good = members[0], members[1:]
+    clients = [HttpClient(node.url, token=TOKEN, timeout=30) for node in members]
+    for client in clients:
+        await client.open()
+    try:
+
+        async def aside() -> bool:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{skewed.url}/readyz") as ready,
+            ):
+                return ready.status == 503 and "off the majority" in await ready.text()
+
+        await eventually(aside, "the skewed node to stand aside", within=30)
+        listing = await clients[0].nodes()
+        assert listing.clock_offset_ms is not None
+        assert abs(listing.clock_offset_ms - 3_600_000) < 1_000
+        await live_nodes(clients[1], 2)
+        assert abs((await clients[1].nodes()).clock_offset_ms or 0) < 500
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for i in range(12):
+            await clients[1 + i % 2].start(f"nap{i}", "nap", [3.0], {})
+        took = []
+        for i in range(12):
+            assert await outcome(clients[1 + i % 2], f"nap{i}", within=20) == "rested"
+            took.append(loop.time() - began)
+        assert min(took) >= 2.9, took  # none early
+        assert max(took) < 10, took
+
+        step(offset, "+0")
+        await live_nodes(clients[1], 3)  # it rejoined
+
+        async def ready() -> bool:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{skewed.url}/readyz") as response,
+            ):
+                return response.status == 200
+
+        await eventually(ready, "the node to be ready again", within=30)
+    finally:
+        for client in clients:
+            await client.close()
+        nodes.kill_all()
+    assert all("off the majority" not in node.stderr() for node in good)

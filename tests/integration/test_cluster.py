@@ -522,3 +522,18 @@ async def test_delete_through_a_node_that_owns_neither_removes_the_tree_from_etc
     _view, created = await cluster.clients[1].start(id, "mixed", [5, 0.0], {})
     assert created
     assert await outcome(cluster.clients[2], id, within=10) == mixed_result(5)
+
+
+async def test_a_long_poll_on_a_node_that_does_not_own_the_invocation_answers_when_it_settles(
+    cluster: Cluster,
+) -> None:
+    """The node asks the owner to tell it (it used to answer only when the wait ran out)."""
+    await live_nodes(cluster.clients[0], 3)
+    listing = await cluster.clients[0].nodes()
+    id = next(f"lp{i}" for i in itertools.count() if listing.owner(f"lp{i}", "mixed") == "n2")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await cluster.clients[0].start(id, "mixed", [3, 1.0], {})
+    result = await cluster.clients[0].result(id, wait=20)
+    assert (result.state, result.result) == ("resolved", mixed_result(3))
+    assert loop.time() - began < 8.0  # notified by the owner, not at the wait's end (20 s)
