@@ -7,7 +7,8 @@ the offsets, its own (0) counted. With three or more nodes, a node whose offset 
 ``max_offset`` plus the error stands aside: it gives up its lease at once (its partitions,
 their timers and the leadership go to the others, who take them as after a crash), answers
 ``/readyz`` 503 with the offset measured, takes no new work, and rejoins once back within
-the bound. With fewer nodes there is no majority: the offset is measured and shown only.
+the bound. A joining node measures before it takes any partition. With fewer than three
+nodes there is no majority: the offset is measured and shown only.
 Every node exports its offset (``dawait_clock_offset_seconds``) and ``GET /nodes`` shows it.
 """
 

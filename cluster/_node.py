@@ -126,8 +126,15 @@ class ClusterNode:
         except BaseException:
             await self.ns.close()
             raise
-        self.timers.set()
-        await self.rebalance()
+        # A node joining with its clock off stands aside before it takes anything (and so
+        # before it records a deadline); a lone node has no one to measure against.
+        try:
+            await self.clock_watch.measure()
+        except Exception as exc:
+            log.debug("node %s: cannot measure its clock offset yet: %r", self.node_id, exc)
+        if self.clock_watch.out_of_bound is None:
+            self.timers.set()
+            await self.rebalance()
 
     async def close(self) -> None:
         """Hand every partition over, then leave (the lease revoked)."""

@@ -107,12 +107,12 @@ async def serve(
     )
     quiet_accept_errors(loop)
     guard = Guard(limits)
+    cluster_token = settings.cluster_token.get_secret_value() if settings.cluster_token else None
+    if app.cluster is not None:  # peers are asked while the app opens (its clock offset)
+        app.cluster.peering.peers.token = cluster_token or token
     try:
         async with app:
             backend = NodeBackend(app)
-            cluster_token = (
-                settings.cluster_token.get_secret_value() if settings.cluster_token else None
-            )
             api = NodeApi(
                 backend,
                 token=token,

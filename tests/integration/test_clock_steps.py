@@ -79,12 +79,14 @@ async def test_a_step_forward_fires_no_sleep_early(nodes: Nodes) -> None:
         assert loop.time() - began >= 3.9
 
 
+@pytest.mark.parametrize("skewed_at", [0, 2], ids=["leader", "joiner"])
 async def test_a_cluster_node_whose_clock_is_an_hour_ahead_stands_aside(
-    nodes: Nodes, etcd: EtcdCluster
+    nodes: Nodes, etcd: EtcdCluster, skewed_at: int
 ) -> None:
-    """Three nodes, the first (started first: the leader) an hour ahead. It once fired 9 of
-    12 sleeps of 30 s started through the two correct nodes within 15 s; now it stands
-    aside, unready with its offset, and no sleep fires early; back in time, it rejoins."""
+    """Three nodes, one an hour ahead: started first (the leader), or joining the other
+    two. It once fired 9 of 12 sleeps of 30 s started through the two correct nodes within
+    15 s; now it stands aside, unready with its offset, and no sleep fires early; a joiner
+    takes no partition first; back in time, it rejoins."""
     offset = nodes.dir / "offset"
     offset.write_text("+1h\n")
     env = {
@@ -93,14 +95,17 @@ async def test_a_cluster_node_whose_clock_is_an_hour_ahead_stands_aside(
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
-    namespace = f"skew-{os.getpid()}"
+    namespace = f"skew{skewed_at}-{os.getpid()}"
     ports = free_ports(3)
     members = []
     for k, port in enumerate(ports):
         args = serve_args(etcd, namespace, f"n{k}", port, "default")
-        members.append(nodes.spawn(f"n{k}", *args, "--app", APP, env=env if k == 0 else None))
+        skew = env if k == skewed_at else None
+        members.append(nodes.spawn(f"n{k}", *args, "--app", APP, env=skew))
         nodes.wait_listening(members[-1])
-    skewed, good = members[0], members[1:]
+    skewed = members[skewed_at]
+    good = [node for node in members if node is not skewed]
+    clients_of_good = [k for k in range(3) if k != skewed_at]
     clients = [HttpClient(node.url, token=TOKEN, timeout=30) for node in members]
     for client in clients:
         await client.open()
@@ -114,25 +119,33 @@ async def test_a_cluster_node_whose_clock_is_an_hour_ahead_stands_aside(
                 return ready.status == 503 and "off the majority" in await ready.text()
 
         await eventually(aside, "the skewed node to stand aside", within=30)
-        listing = await clients[0].nodes()
+        listing = await clients[skewed_at].nodes()
         assert listing.clock_offset_ms is not None
         assert abs(listing.clock_offset_ms - 3_600_000) < 1_000
-        await live_nodes(clients[1], 2)
-        assert abs((await clients[1].nodes()).clock_offset_ms or 0) < 500
+        first, second = (clients[k] for k in clients_of_good)
+        await live_nodes(first, 2)
+        assert abs((await first.nodes()).clock_offset_ms or 0) < 500
+        if skewed_at == 2:  # it stood aside before taking anything
+            assert "owns" not in skewed.stderr()
+
+        async def balanced() -> bool:
+            return all([(await c.nodes()).balanced for c in (first, second)])
+
+        await eventually(balanced, "the two to own every partition", within=20)
 
         loop = asyncio.get_running_loop()
         began = loop.time()
         for i in range(12):
-            await clients[1 + i % 2].start(f"nap{i}", "nap", [3.0], {})
+            await (first, second)[i % 2].start(f"nap{i}", "nap", [3.0], {})
         took = []
         for i in range(12):
-            assert await outcome(clients[1 + i % 2], f"nap{i}", within=20) == "rested"
+            assert await outcome((first, second)[i % 2], f"nap{i}", within=20) == "rested"
             took.append(loop.time() - began)
         assert min(took) >= 2.9, took  # none early
         assert max(took) < 10, took
 
         step(offset, "+0")
-        await live_nodes(clients[1], 3)  # it rejoined
+        await live_nodes(first, 3)  # it rejoined
 
         async def ready() -> bool:
             async with (
