@@ -296,7 +296,7 @@ class NodeApi:
         guard = self.guard
         if guard is None or wait <= 0:
             return await self.backend.result(id, wait), {}
-        if guard.wait_budget(wait) <= 0:
+        if guard.waits_full:
             return await self.backend.result(id, 0.0), {"Retry-After": "1"}
         guard.waiting += 1
         try:

@@ -216,10 +216,10 @@ class Guard:
                 future.set_result(None)
         return future
 
-    def wait_budget(self, wait: float) -> float:
-        """The seconds a long-poll asking for ``wait`` may wait: 0 when ``max_waits`` are
-        open (the caller answers at once, with ``Retry-After``)."""
-        return wait if self.waiting < self.limits.max_waits else 0.0
+    @property
+    def waits_full(self) -> bool:
+        """Whether ``max_waits`` long-polls are open (a new one is answered at once)."""
+        return self.waiting >= self.limits.max_waits
 
 
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -166,18 +166,12 @@ class ServeSettings(BaseSettings):
             raise ValueError("a cluster node (--etcd) needs --port (not 0) or --advertise")
         return self
 
-    @field_validator("retention")
+    @field_validator("retention", "max_payload")
     @classmethod
-    def _a_retention(cls, value: str | None) -> str | None:
+    def _parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Checked here, parsed where used (``serve``): its ValueError names what is wrong."""
         if value is not None:
-            parse_retention(value)  # its ValueError names what is wrong
-        return value
-
-    @field_validator("max_payload")
-    @classmethod
-    def _a_size(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)  # its ValueError names what is wrong
+            (parse_retention if info.field_name == "retention" else parse_size)(value)
         return value
 
     @field_validator("app")

@@ -211,11 +211,8 @@ class Engine:
         self._require_group()
         check_request_size(request.id, request.param, request.value, self.max_payload)
         request = self.retention.tag(request)
-        try:
+        with self.faults.noting():
             created = await self.store.create_promise(request, now=self.clock.now())
-        except StoreError as exc:
-            self.faults.noted(exc)
-            raise
         if created.created:
             self.timers.arm(created.promise)
             self._schedule_timeout(created.promise)
@@ -225,13 +222,10 @@ class Engine:
         self._require_group()
         if self.may_be_oversize(value.data):
             check_size(value.data, self.max_payload, f"the value of promise {id}")
-        try:
+        with self.faults.noting():
             settled = await self.store.settle_promise(
                 id, event=event, value=value, now=self.clock.now()
             )
-        except StoreError as exc:
-            self.faults.noted(exc)
-            raise
         self._on_settled(settled)
         return settled
 
@@ -374,13 +368,10 @@ class Engine:
         here: bool,
         call: tuple[Registered, list[Any], dict[str, Any]] | None,
     ) -> InvocationCreated:
-        try:
+        with self.faults.noting():
             created = await self.store.create_invocation(
                 request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
             )
-        except StoreError as exc:
-            self.faults.noted(exc)
-            raise
         if not here:
             # Another node runs it (it sees the pending task); wake waiters when it settles.
             if created.task is not None:

@@ -12,8 +12,9 @@ episode, retried with backoff. Every store error met is counted by kind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dawait.core._errors import StoreError
@@ -65,6 +66,15 @@ class Faults:
         children go on) while the store refuses new work: ``StoreError`` saying why."""
         if ACTING_FOR.get() is None and (refusal := self.engine.store.refusal()) is not None:
             raise StoreError(f"this node takes no new invocations now: {refusal}")
+
+    @contextlib.contextmanager
+    def noting(self) -> Iterator[None]:
+        """Around a store call: a ``StoreError`` it raises is ``noted`` (and raised on)."""
+        try:
+            yield
+        except StoreError as exc:
+            self.noted(exc)
+            raise
 
     def noted(self, error: StoreError) -> None:
         """``error`` happened in a store call: count it, and if the current task acts for

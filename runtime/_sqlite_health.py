@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from dawait.core._units import format_size
 from dawait.runtime._clock import SystemClock
+from dawait.runtime._sqlite_tables import SCHEMA_VERSION, SQLiteTables
 
 if TYPE_CHECKING:
     from dawait.runtime._sqlite_store import SQLiteStore
@@ -193,11 +194,9 @@ class DiskHealth:
         return self.reserve if self.reserve is not None else self._default_reserve
 
     async def _watch(self) -> None:
-        from dawait.runtime._sqlite_tables import SCHEMA_VERSION
-
         while True:
             self._look()
-            if self.store.problem() is None or self.write_error is not None:
+            if self.store._broken is None:  # not while it reopens
                 self._check_files()
             if self.write_error is not None:
                 try:

@@ -11,10 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from dawait.errors import PromiseNotFoundError
 from dawait.node._client import HttpClient
 from tests.etcd import EtcdCluster, free_ports
 from tests.integration.clustering import live_nodes, outcome, serve_args
-from tests.integration.served import APP, TOKEN, Nodes
+from tests.integration.served import APP, TOKEN, Node, Nodes
 from tests.polling import eventually
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -31,25 +32,43 @@ def step(offset_file: Path, offset: str) -> None:
     os.replace(new, offset_file)
 
 
-def faked(nodes: Nodes, offset_file: Path) -> object:
-    offset_file.write_text("+0\n")
-    env = {
+def faketime_env(offset_file: Path, offset: str = "+0") -> dict[str, str]:
+    """The environment of a process whose wall clock is real time plus what
+    ``offset_file`` says (``step`` changes it), its monotonic clock untouched."""
+    offset_file.write_text(offset + "\n")
+    return {
         "LD_PRELOAD": str(LIBFAKETIME),
         "FAKETIME_TIMESTAMP_FILE": str(offset_file),
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
+
+
+def faked(nodes: Nodes, offset_file: Path) -> Node:
     store = f"sqlite:///{nodes.dir / 'app.db'}"
+    env = faketime_env(offset_file)
     return nodes.start("n", "--app", APP, "--port", "0", "--store", store, env=env)
+
+
+async def _armed(api: HttpClient, timer: str) -> None:
+    """Once the sleep's timer is recorded (so the step comes while it runs)."""
+
+    async def recorded() -> bool:
+        try:
+            return (await api.promise(timer)).state == "pending"
+        except PromiseNotFoundError:
+            return False
+
+    await eventually(recorded, f"timer {timer} to be recorded", within=10)
 
 
 async def test_a_sleep_is_not_delayed_by_the_wall_clock_stepping_back(nodes: Nodes) -> None:
     """It waited about an hour after a step back of one hour (NTP, a VM resume)."""
     offset = nodes.dir / "offset"
     node = faked(nodes, offset)
-    async with HttpClient(node.url, timeout=30) as api:  # type: ignore[attr-defined]
+    async with HttpClient(node.url, timeout=30) as api:
         await api.start("back", "nap", [3.0], {})
-        await asyncio.sleep(0.5)
+        await _armed(api, "back:1")
         step(offset, "-1h")
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -64,10 +83,10 @@ async def test_a_step_forward_fires_no_sleep_early(nodes: Nodes) -> None:
     offset = nodes.dir / "offset"
     node = faked(nodes, offset)
     loop = asyncio.get_running_loop()
-    async with HttpClient(node.url, timeout=30) as api:  # type: ignore[attr-defined]
+    async with HttpClient(node.url, timeout=30) as api:
         began = loop.time()
         await api.start("before", "nap", [4.0], {})
-        await asyncio.sleep(0.5)
+        await _armed(api, "before:1")
         step(offset, "+1h")
         await api.start("after", "nap", [1.0], {})  # wakes the timer loop after the step
         after = await api.result("after", wait=10)
@@ -88,13 +107,7 @@ async def test_a_cluster_node_whose_clock_is_an_hour_ahead_stands_aside(
     15 s; now it stands aside, unready with its offset, and no sleep fires early; a joiner
     takes no partition first; back in time, it rejoins."""
     offset = nodes.dir / "offset"
-    offset.write_text("+1h\n")
-    env = {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_TIMESTAMP_FILE": str(offset),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    env = faketime_env(offset, "+1h")
     namespace = f"skew{skewed_at}-{os.getpid()}"
     ports = free_ports(3)
     members = []
