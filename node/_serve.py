@@ -8,6 +8,7 @@ lost either way: whatever was still pending resumes when a node opens the store 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import importlib
 import logging
@@ -24,7 +25,7 @@ from dawait.core._units import parse_size
 from dawait.node._backend import NodeBackend
 from dawait.node._http import NodeApi
 from dawait.node._limits import Guard, Limits, quiet_accept_errors, raise_fd_limit
-from dawait.node._settings import ServeSettings
+from dawait.node._settings import DEFAULT_STORE, ServeSettings
 
 __all__ = ["AppLoadError", "ServeSettings", "UsageError", "load_app", "serve"]
 
@@ -80,7 +81,7 @@ async def serve(
             max_offset=settings.max_clock_offset,
         )
     else:
-        app.use_store(settings.store)
+        _choose_store(app, settings.store)
     if settings.max_payload is not None:
         try:
             app.max_payload = parse_size(settings.max_payload)
@@ -128,9 +129,13 @@ async def serve(
             assert runner.server is not None
             guard.install(runner.server)
             site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise UsageError(_bind_failure(settings.host, settings.port, exc)) from None
             address = _address(runner, settings.host)
-            log.info("dawait node serving %s on %s", settings.app, address)
+            log.info("dawait node serving %s on %s from %r", settings.app, address, app.store)
             if on_ready is not None:
                 on_ready(address)
             await stop.wait()
@@ -145,6 +150,38 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+def _choose_store(app: Resonate, asked: str | None) -> None:
+    """Serve ``--store`` if given (saying so when the app was made with another), else the
+    store the app was made with, else the default SQLite file."""
+    made_with = app.local.made_with
+    if asked is None:
+        if made_with is not None or app.cluster is not None:  # Resonate(etcd=...) joined
+            return
+        asked = DEFAULT_STORE
+    elif made_with is not None and made_with != asked:
+        log.warning(
+            "serving --store %s, not the store the app was made with (%s): invocations "
+            "recorded in that one are not seen here",
+            asked,
+            made_with,
+        )
+    try:
+        app.use_store(asked)
+    except ValueError as exc:
+        raise UsageError(f"--store: {exc}") from None
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} of {host} is in use (another dawait node?): choose another with "
+            "--port (0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"port {port} of {host}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def _tune_interpreter() -> None:

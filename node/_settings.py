@@ -49,7 +49,10 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DAWAIT_", extra="ignore")
 
     app: str = Field(description="MODULE:ATTR of the Resonate app (env DAWAIT_APP)")
-    store: str = Field(default=DEFAULT_STORE, description=f"store URL (default {DEFAULT_STORE})")
+    store: str | None = Field(
+        default=None,
+        description=f"store URL (default: the app's, else {DEFAULT_STORE})",
+    )
     host: str = Field(default="127.0.0.1", description="listen address (default 127.0.0.1)")
     port: int = Field(default=8080, ge=0, le=65535, description="listen port (default 8080)")
     token: SecretStr | None = Field(

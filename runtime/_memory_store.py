@@ -251,6 +251,9 @@ class MemoryStore(TablesStore):
     def __init__(self) -> None:
         self.tables = MemoryTables()
 
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         return op(self.tables, *args)
 

@@ -116,6 +116,8 @@ class LocalBackend:
         self.clock = clock
         self.registry = registry
         self.engine = Engine(open_store(store), clock, registry, config=config)
+        self.made_with = store
+        """The store the app was made with (None: none named, the memory store)."""
         self.cluster: ClusterNode | None = None
         self._groups: tuple[str, ...] | None = None
 

@@ -21,9 +21,10 @@ from collections import Counter, defaultdict
 import aiohttp
 import pytest
 
+from dawait import Resonate
 from dawait.errors import NotStartedError, PromiseNotFoundError
 from dawait.node._client import HttpClient
-from tests.integration import served_app
+from tests.integration import served_app, served_store_app
 from tests.integration.served import (
     APP,
     CLI_TIMEOUT,
@@ -364,3 +365,55 @@ async def test_sigterm_while_a_client_waits_for_a_result_exits_within_the_grace_
         finally:
             writer.close()
     assert code == 0, node.report(f"exited {code}")
+
+
+# -- the store served, and start-up errors ---------------------------------------------------
+
+STORE_APP = "tests.integration.served_store_app:app"
+
+
+async def test_serve_serves_the_store_the_app_was_made_with(nodes: Nodes) -> None:
+    store = f"sqlite:///{nodes.dir / 'app.db'}"
+    embedded = Resonate(store=store)
+    embedded.register(served_store_app.greet)
+    async with embedded:  # run embedded: left waiting for its approval
+        await embedded.start("g-1", served_store_app.greet, "ada")
+        await embedded.promises.create("dummy", timeout=None)  # the store is written
+    node = nodes.start("app-store", "--app", STORE_APP, "--port", "0",
+                       env={served_store_app.STORE_ENV: store})  # fmt: skip
+    assert f"from SQLiteStore({str(nodes.dir / 'app.db')!r})" in node.stderr(), node.report(
+        "the store served is not logged"
+    )
+    async with HttpClient(node.url, timeout=10) as api:
+        assert (await api.invocation("g-1")).state == "pending"  # resumed, not unknown
+        await api.resolve("g-1-ok", "approved")
+        assert (await api.result("g-1", wait=WAIT_TIMEOUT)).result == "hello ada, approved"
+    await node.stop()
+    # --store wins, and says that it is not the app's store.
+    other = nodes.start("other-store", "--app", STORE_APP, "--port", "0", "--store",
+                        nodes.store, env={served_store_app.STORE_ENV: store})  # fmt: skip
+    assert "not the store the app was made with" in other.stderr(), other.report("no warning")
+    async with HttpClient(other.url, timeout=10) as api:
+        with pytest.raises(PromiseNotFoundError):
+            await api.invocation("g-1")
+    await other.stop()
+
+
+async def test_serve_refuses_an_unknown_store_in_one_line(nodes: Nodes) -> None:
+    node = nodes.spawn("bogus-store", "--app", APP, "--port", "0", "--store", "bogus://x")
+    code = await node.exit_code(within=CLI_TIMEOUT)
+    assert "dawait serve: --store: store 'bogus://x': unknown scheme 'bogus'" in node.stderr()
+    assert "Traceback" not in node.stderr(), node.report("a traceback")
+    assert code == 2, node.report(f"exit {code}")
+
+
+async def test_serve_on_a_port_in_use_says_so_in_one_line(nodes: Nodes) -> None:
+    first = nodes.start_with("first")
+    port = first.url.rsplit(":", 1)[1]
+    second = nodes.spawn("second", "--app", APP, "--port", port, "--store",
+                         f"sqlite:///{nodes.dir / 'second.db'}")  # fmt: skip
+    code = await second.exit_code(within=CLI_TIMEOUT)
+    assert f"dawait serve: port {port} of 127.0.0.1 is in use" in second.stderr()
+    assert "Traceback" not in second.stderr(), second.report("a traceback")
+    assert code == 2, second.report(f"exit {code}")
+    await first.stop()
