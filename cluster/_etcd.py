@@ -69,12 +69,14 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    """A read: the key ``key``, or with ``prefix`` every key under it (at most ``limit``,
-    in key order; 0: no limit)."""
+    """A read: the key ``key``, or with ``prefix`` every key under it, or with ``within``
+    every key from ``key`` on under that prefix (at most ``limit``, in key order; 0: no
+    limit)."""
 
     key: str
     prefix: bool = False
     limit: int = 0
+    within: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,10 @@ class Etcd:
         ops = []
         for wanted in ranges:
             key = wanted.key.encode()
-            end = _prefix_end(key) if wanted.prefix else b""
+            if wanted.within is not None:
+                end = _prefix_end(wanted.within.encode())
+            else:
+                end = _prefix_end(key) if wanted.prefix else b""
             ops.append(
                 rpc.RequestOp(
                     request_range=rpc.RangeRequest(key=key, range_end=end, limit=wanted.limit)

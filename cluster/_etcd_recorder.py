@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dawait.cluster._etcd_records import dumps, encode_promise, encode_schedule, encode_task
+from dawait.core._listing import InvocationQuery, ListCursor
+from dawait.core._param import call_target
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.core._schedule import ScheduleRecord
 from dawait.core._task import TaskRecord
@@ -157,14 +159,26 @@ class Recorder:
     def put_task(self, task: TaskRecord, *, new: bool) -> None:
         self._write(self.keys.task(task.id), encode_task(task))
         self.t.put_task(task, new=new)
+        if new and self.store.lists_from_etcd:
+            self.index_creation(task.id, present=True)
+
+    def index_creation(self, id: str, *, present: bool) -> None:
+        """Keep the creation index (``o/`` keys: listings read it, newest first) in line
+        with invocation ``id``'s task being created or deleted. Written blind, as the
+        retention index is."""
+        record = self.t.promises.get(id)
+        if record is not None:
+            key = self.keys.creation(record.created_at, id)
+            func = call_target(record.param.data)[0]
+            self.store.batches.batch.writes[key] = dumps({"func": func}) if present else None
 
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         return self.t.runnable_tasks(after, limit)
 
     def invocation_promises(
-        self, function: str | None, after: str | None, limit: int
+        self, query: InvocationQuery, after: ListCursor | None, limit: int
     ) -> list[PromiseRecord]:
-        return self.t.invocation_promises(function, after, limit)
+        return self.t.invocation_promises(query, after, limit)
 
     # callbacks
 
@@ -214,6 +228,8 @@ class Recorder:
             return
         Recorder.drop_callbacks(self, id)
         self._write(key, None)
+        if self.store.lists_from_etcd:
+            self.index_creation(id, present=False)
         self.t.delete_task(id)
 
     # schedules

@@ -100,6 +100,14 @@ def decode_schedule(raw: bytes) -> ScheduleRecord:
     return schedule_from_row(json.loads(raw))
 
 
+_LAST_MS = 10**15 - 1
+
+
+def creation_mark(created_at: int) -> str:
+    """How a creation time is written in an ``o/`` key (descending as times ascend)."""
+    return f"{_LAST_MS - created_at:015d}"
+
+
 class Keys:
     """Where each record lives under the namespace's prefix."""
 
@@ -123,6 +131,11 @@ class Keys:
         """The retention index: root ``id`` is due for deletion at ``at`` (epoch ms, padded
         so that keys sort by time)."""
         return f"{self.prefix}r/{at:015d}/{id}"
+
+    def creation(self, created_at: int, id: str) -> str:
+        """The creation index: invocation ``id`` was created at ``created_at`` (epoch ms,
+        counted down from ``_LAST_MS`` so that keys sort newest first, then by id)."""
+        return f"{self.prefix}o/{creation_mark(created_at)}/{id}"
 
     def member(self, node_id: str) -> str:
         return f"{self.prefix}n/{node_id}"

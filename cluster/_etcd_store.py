@@ -62,6 +62,9 @@ class EtcdStore(TablesStore):
     """Records in etcd under ``/dawait/{namespace}/``; see the module docstring."""
 
     sweep_at_once = False
+    lists_from_etcd = False
+    """Whether listings read the creation index in etcd (``o/``, cluster/_listing.py)
+    rather than the replica."""
     max_payload = payload_ceiling = ETCD_MAX_PAYLOAD
 
     def __init__(

@@ -61,14 +61,17 @@ def calls_prefix(id: str) -> str:
     return f"{id}{'.' if ':' in id else ':'}"
 
 
-def op_delete_indexed(t: Recorder, id: str, at: int) -> None:
+def op_delete_indexed(t: Recorder, id: str, at: int, created: int | None) -> None:
     """Delete the tree of settled root ``id``, not in memory, as its index entry at ``at``
-    says it may go: its promise and task, every key under its calls' prefix, and the entry.
-    Blind, not compared: only the owner writes a partition (its lock is compared), and no
-    operation on the tree runs meanwhile (``Deletions.delete_tree``)."""
+    says it may go: its promise and task (and its creation index entry, if an invocation
+    created at ``created``), every key under its calls' prefix, and the entry. Blind, not
+    compared: only the owner writes a partition (its lock is compared), and no operation on
+    the tree runs meanwhile (``Deletions.delete_tree``)."""
     keys, batch = t.keys, t.store.batches.batch
     for key in (keys.promise(id), keys.task(id), keys.deletion(at, id)):
         batch.writes[key] = None
+    if created is not None:
+        batch.writes[keys.creation(created, id)] = None
     batch.prefixes.append(keys.promise(calls_prefix(id)))
 
 
@@ -125,7 +128,8 @@ class Deletions:
                     return None  # a root of its own is kept until its own deadline
                 calls += 1
         caller = record.branch if record.branch not in (None, id) else None
-        return dumps({"calls": calls, "caller": caller})
+        created = record.created_at if id in t.tasks else None  # an invocation: listed
+        return dumps({"calls": calls, "caller": caller, "created": created})
 
     async def not_deleting(self, root: str) -> None:
         """Once the tree of ``root`` is not being deleted unread (``deleting``)."""
@@ -225,7 +229,10 @@ class Deletions:
             if self._untouched(root):  # still, after the wait
                 deleting = self.deleting[root] = asyncio.Event()
                 try:
-                    await store.batches.transact(op_delete_indexed, id, at)
+                    created = plan.get("created")
+                    if not isinstance(created, int):
+                        created = None
+                    await store.batches.transact(op_delete_indexed, id, at, created)
                 finally:
                     del self.deleting[root]
                     deleting.set()

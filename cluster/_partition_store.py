@@ -43,6 +43,7 @@ from dawait.cluster._etcd_recorder import Batch, Recorder
 from dawait.cluster._etcd_records import decode_promise, decode_task, dumps, partition_prefix
 from dawait.cluster._etcd_replica import Replica
 from dawait.cluster._etcd_store import EtcdStore
+from dawait.cluster._listing import index_unlisted
 from dawait.cluster._partition_deletion import Deletions
 from dawait.core._errors import (
     InvocationConflictError,
@@ -265,6 +266,7 @@ class PartitionStore(EtcdStore):
 
     membership: _Hold
     mirror: _Replica
+    lists_from_etcd = True
 
     def __init__(
         self,
@@ -369,8 +371,8 @@ class PartitionStore(EtcdStore):
         roots = set()
         for key, value in batch.writes.items():
             kind, _, id = key[len(self.keys.prefix) :].partition("/")
-            if value is None or kind == "r":  # no watch to order against: absent is
-                revisions.pop(key, None)  # absent; and index keys are written blind
+            if value is None or kind in ("r", "o"):  # no watch to order against: absent
+                revisions.pop(key, None)  # is absent; and index keys are written blind
             if kind in ("p", "t"):
                 roots.add(root_of(id))
         self.evict(roots)
@@ -499,9 +501,10 @@ class PartitionStore(EtcdStore):
             return True
         if not await self.membership.take_partition():
             return False
-        await self.mirror.reload()
+        stored = await self.mirror.reload()
         if self.membership.lost_after_reload():
             return False
+        await index_unlisted(self, stored)
         self.membership.broken = None
         self.is_open = True
         return True

@@ -28,9 +28,10 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dawait.cluster._etcd import EtcdError, KeyValue
+from dawait.cluster._etcd import EtcdError, KeyValue, Range
 from dawait.cluster._etcd_records import decode_promise, decode_task, partition_prefix
 from dawait.cluster._etcd_store import ETCD_MAX_PAYLOAD
+from dawait.cluster._listing import SCAN_LIMIT, list_invocations
 from dawait.cluster._partition_store import (
     PartitionStore,
     op_await,
@@ -46,7 +47,7 @@ from dawait.cluster._peer import (
 )
 from dawait.core._errors import PromiseNotFoundError, StoreError
 from dawait.core._ids import glob_match, root_of
-from dawait.core._param import call_target
+from dawait.core._listing import InvocationQuery
 from dawait.core._partitions import FREE, Partition, partition_index
 from dawait.core._promise import (
     PromiseRecord,
@@ -84,9 +85,6 @@ R = TypeVar("R")
 
 _PAGE = 500
 """Keys read from etcd per request when scanning a partition."""
-SCAN_LIMIT = 10_000
-"""Records one search reads at most: past it the page ends (fewer matches than asked for,
-maybe none) with a cursor where the scan stopped, so no request holds a node for long."""
 
 
 class PartitionedStore:
@@ -129,11 +127,14 @@ class PartitionedStore:
         ns.etcd_answered()
         return answer
 
-    async def _etcd_read(self, keys: list[str]) -> tuple[int, list[KeyValue | None]]:
+    async def etcd_read(self, keys: list[str]) -> tuple[int, list[KeyValue | None]]:
         return await self._noted(self.node.ns.etcd.read(keys))
 
-    async def _etcd_page(self, start: str, prefix: str, limit: int) -> tuple[list[KeyValue], bool]:
+    async def etcd_page(self, start: str, prefix: str, limit: int) -> tuple[list[KeyValue], bool]:
         return await self._noted(self.node.ns.etcd.page(start, prefix, limit))
+
+    async def etcd_ranges(self, ranges: list[Range]) -> list[tuple[list[KeyValue], bool]]:
+        return (await self._noted(self.node.ns.etcd.ranges(ranges)))[1]
 
     # -- where an id lives --------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class PartitionedStore:
         """Where record ``id`` (``p`` or ``t``) lives and what it holds, from etcd."""
         candidates = self._candidates(id)
         keys = [f"{partition_prefix(self.node.namespace, p)}{kind}/{id}" for p in candidates]
-        _revision, found = await self._etcd_read(keys)
+        _revision, found = await self.etcd_read(keys)
         for partition, item in zip(candidates, found, strict=True):
             if item is not None and item.value is not None:
                 return partition, item.value
@@ -338,28 +339,21 @@ class PartitionedStore:
             shown = record if now is None else expire_promise(record, now).record
             return shown if state is None or shown.state is state else None
 
-        return await self._page("p", keep, limit, cursor)
+        return await self._page(keep, limit, cursor)
 
     async def search_invocations(
         self,
+        query: InvocationQuery,
         *,
-        state: PromiseState | None = None,
-        function: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         now: int,
     ) -> PromisePage:
-        def keep(record: PromiseRecord) -> PromiseRecord | None:
-            if function is not None and call_target(record.param.data)[0] != function:
-                return None
-            shown = expire_promise(record, now).record
-            return shown if state is None or shown.state is state else None
+        return await list_invocations(self, query, limit, cursor, now)
 
-        return await self._page("t", keep, limit, cursor)
-
-    async def _page(self, kind: str, keep: Any, limit: int, cursor: str | None) -> PromisePage:
-        """A page of promises (``kind`` ``p``) or invocations (``t``: promises with a task)
-        from every partition, in partition then id order; the cursor says where it ended."""
+    async def _page(self, keep: Any, limit: int, cursor: str | None) -> PromisePage:
+        """A page of promises from every partition, in partition then id order; the cursor
+        says where it ended."""
         partitions = self.node.every_partition()
         start_at, after = 0, None
         if cursor:
@@ -368,13 +362,12 @@ class PartitionedStore:
         matches: list[tuple[Partition, PromiseRecord]] = []
         scanned, stopped = 0, None  # records read; where the scan stopped, if cut short
         for k, partition in enumerate(partitions[start_at:], start_at):
-            prefix = f"{partition_prefix(self.node.namespace, partition)}{kind}/"
+            prefix = f"{partition_prefix(self.node.namespace, partition)}p/"
             start = prefix if after is None else prefix + after + "\0"
             after = None
             while len(matches) <= limit:
-                items, more = await self._etcd_page(start, prefix, _PAGE)
-                records = await self._records(kind, partition, [i.value for i in items])
-                for record in records:
+                items, more = await self.etcd_page(start, prefix, _PAGE)
+                for record in (decode_promise(i.value) for i in items if i.value is not None):
                     shown = keep(record)
                     if shown is not None:
                         matches.append((partition, shown))
@@ -395,21 +388,11 @@ class PartitionedStore:
             next_cursor = stopped
         return PromisePage(promises=[r for _p, r in page], cursor=next_cursor)
 
-    async def _records(
-        self, kind: str, partition: Partition, values: list[bytes | None]
-    ) -> list[PromiseRecord]:
-        if kind == "p":
-            return [decode_promise(v) for v in values if v is not None]
-        ids = [decode_task(v).id for v in values if v is not None]
-        prefix = partition_prefix(self.node.namespace, partition)
-        _revision, found = await self._etcd_read([f"{prefix}p/{id}" for id in ids])
-        return [decode_promise(i.value) for i in found if i is not None and i.value is not None]
-
     async def _scan(self, prefix: str) -> list[bytes]:
         values: list[bytes] = []
         start = prefix
         while True:
-            items, more = await self._etcd_page(start, prefix, _PAGE)
+            items, more = await self.etcd_page(start, prefix, _PAGE)
             values.extend(i.value for i in items if i.value is not None)
             if not more or not items:
                 return values

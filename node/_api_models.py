@@ -19,6 +19,7 @@ __all__ = [
     "ErrorBody",
     "ErrorInfo",
     "Health",
+    "InvocationCounts",
     "InvocationPage",
     "InvocationView",
     "PromisePage",
@@ -98,9 +99,22 @@ class ResultView(BaseModel):
     error: ErrorInfo | None = None
 
 
+class InvocationCounts(BaseModel):
+    by_state: dict[PromiseStateName, int] = Field(
+        description="How many of the invocations the filters keep are in each state"
+    )
+    total: int
+    exact: bool = Field(
+        description="False when the count stopped at its limit (100,000): there are more"
+    )
+
+
 class InvocationPage(BaseModel):
-    items: list[InvocationView]
+    items: list[InvocationView] = Field(description="Newest first (by creation time, then id)")
     cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end")
+    counts: InvocationCounts | None = Field(
+        default=None, description="With ?count=true: the filters' matches counted by state"
+    )
 
 
 class TreeNode(BaseModel):

@@ -17,15 +17,20 @@ from dawait.core._errors import (
     StoreError,
 )
 from dawait.core._ids import check_invocation_id
+from dawait.core._listing import InvocationQuery
 from dawait.core._param import read_invocation
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value
 from dawait.node import _api_models as m
 from dawait.runtime._codec import encode_json
+from dawait.runtime._store import PromisePage
 
 if TYPE_CHECKING:
     from dawait import Resonate
 
-__all__ = ["NodeBackend"]
+__all__ = ["COUNT_LIMIT", "NodeBackend"]
+
+COUNT_LIMIT = 100_000
+"""Invocations one count reads at most (beyond it, the count says it is not all)."""
 
 
 class NodeBackend:
@@ -142,16 +147,25 @@ class NodeBackend:
         await self._engine.store.delete_tree(id)
 
     async def invocations(
-        self, *, state: PromiseState | None, function: str | None, limit: int, cursor: str | None
-    ) -> tuple[Sequence[PromiseRecord], str | None]:
-        page = await self._engine.store.search_invocations(
-            state=state,
-            function=function,
-            limit=limit,
-            cursor=cursor,
-            now=self._engine.timers.expiry_now(),
+        self, query: InvocationQuery, *, limit: int, cursor: str | None
+    ) -> PromisePage:
+        return await self._engine.store.search_invocations(
+            query, limit=limit, cursor=cursor, now=self._engine.timers.expiry_now()
         )
-        return page.promises, page.cursor
+
+    async def count_invocations(self, query: InvocationQuery) -> tuple[dict[str, int], bool]:
+        """How many invocations ``query`` keeps, by state; and whether that is all of them
+        (counting stops after ``COUNT_LIMIT``)."""
+        counts: dict[str, int] = {}
+        counted, cursor = 0, None
+        while counted < COUNT_LIMIT:
+            page = await self.invocations(query, limit=1000, cursor=cursor)
+            for record in page.promises:
+                counts[record.state.value] = counts.get(record.state.value, 0) + 1
+            counted += len(page.promises)
+            if (cursor := page.cursor) is None:
+                return counts, True
+        return counts, False
 
     async def tree(self, id: str) -> tuple[PromiseRecord, list[PromiseRecord]]:
         root = await self.invocation(id)

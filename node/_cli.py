@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dawait.core._errors import DawaitError, StoreError
 from dawait.node import _api_models as m
 from dawait.node._client import ApiError, HttpClient
 from dawait.node._settings import add_serve_flags, settings_from_flags
+from dawait.runtime._clock import SystemClock
 from dawait.runtime._codec import validation_summary
 
 __all__ = ["main"]
@@ -95,10 +97,21 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=text)
         command.add_argument("id")
 
-    ls = sub.add_parser("ls", parents=[common], help="list invocations")
-    ls.add_argument("--state")
-    ls.add_argument("--function")
-    ls.add_argument("--limit", type=int, default=100)
+    ls = sub.add_parser("ls", parents=[common], help="list invocations, newest first")
+    ls.add_argument(
+        "--state", help="pending, resolved, rejected, canceled, timedout, or failed (the last "
+        "three); several comma-separated",
+    )  # fmt: skip
+    ls.add_argument("--function", help="a prefix of the function's name")
+    ls.add_argument(
+        "--since", type=_time_arg, help="created at or after: ISO time, or 30m, 2h, 7d ago"
+    )
+    ls.add_argument("--until", type=_time_arg, help="created before: ISO time, or 30m, 2h, 7d ago")
+    ls.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    ls.add_argument("--limit", type=int, default=100, help="per page (at most 1000)")
+    ls.add_argument("--cursor", help="where the page before ended")
+    ls.add_argument("--all", action="store_true", help="every page")
+    ls.add_argument("--count", action="store_true", help="count the matches by state too")
 
     promises = sub.add_parser("promises", help="durable promises").add_subparsers(
         dest="action", required=True
@@ -252,12 +265,7 @@ async def _client_command(args: argparse.Namespace) -> int:
             _deleted(args, args.id)
             return OK
         if args.command == "ls":
-            page = await client.invocations(
-                state=args.state, function=args.function, limit=args.limit
-            )
-            rows = [[v.id, v.function or "", v.state, _age(v)] for v in page.items]
-            _show(args, page, _table(["ID", "FUNCTION", "STATE", "CREATED"], rows))
-            return OK
+            return await _ls(client, args)
         if args.command == "schedules":
             return await _schedules(client, args)
         if args.command == "nodes":
@@ -282,6 +290,61 @@ def _call_arguments(text: str) -> tuple[list[Any], dict[str, Any]] | None:
     if isinstance(given, dict):
         return [], given
     return [given], {}
+
+
+def _time_arg(text: str) -> dt.datetime:
+    """``--since`` / ``--until``: an ISO 8601 time (UTC if it names no zone), or a span
+    ago (``90s``, ``30m``, ``2h``, ``7d``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        ago_ms = int(text[:-1]) * units[text[-1]] * 1000
+        return dt.datetime.fromtimestamp((SystemClock().now() - ago_ms) / 1000, dt.UTC)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-12-04T10:00) nor a span ago (30m, 2h, 7d)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+async def _ls(client: HttpClient, args: argparse.Namespace) -> int:
+    tags = {}
+    for tag in args.tag:
+        key, equals, value = tag.partition("=")
+        if not key or not equals:
+            print(f"dawait ls: --tag {tag!r} is not KEY=VALUE", file=sys.stderr)
+            return USAGE
+        tags[key] = value
+    items: list[m.InvocationView] = []
+    cursor, counts = args.cursor, None
+    while True:
+        page = await client.invocations(
+            state=args.state,
+            function=args.function,
+            created_after=args.since,
+            created_before=args.until,
+            tags=tags,
+            limit=args.limit,
+            cursor=cursor,
+            count=args.count and counts is None,
+        )
+        items.extend(page.items)
+        counts = counts or page.counts
+        cursor = page.cursor
+        if cursor is None or not args.all:
+            break
+    shown = m.InvocationPage(items=items, cursor=cursor, counts=counts)
+    rows = [[v.id, v.function or "", v.state, _age(v)] for v in items]
+    lines = _table(["ID", "FUNCTION", "STATE", "CREATED"], rows)
+    if counts is not None:
+        total = f"{counts.total}" if counts.exact else f"at least {counts.total}"
+        by_state = ", ".join(f"{state} {n}" for state, n in sorted(counts.by_state.items()))
+        lines.append(f"{total} in all{': ' + by_state if by_state else ''}")
+    _show(args, shown, lines)
+    if cursor is not None and not args.json:
+        print(f"more: --cursor {cursor} (or --all)", file=sys.stderr)
+    return OK
 
 
 async def _schedules(client: HttpClient, args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -100,7 +102,7 @@ class HttpClient:
         model: type[M],
         *,
         body: Any = None,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         base: str | None = None,
     ) -> tuple[M, int]:
         """Send a request (to ``base``, else ``url``); the parsed response and its status,
@@ -199,11 +201,26 @@ class HttpClient:
         *,
         state: str | None = None,
         function: str | None = None,
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
+        tags: Mapping[str, str] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        count: bool = False,
     ) -> m.InvocationPage:
-        params = _params(state=state, function=function, limit=str(limit), cursor=cursor)
-        return (await self.request("GET", "/invocations", m.InvocationPage, params=params))[0]
+        """A page of invocations, newest first: ``state`` one or more comma-separated
+        states (``failed`` for every failure), ``function`` a prefix of its name."""
+        params = _params(
+            state=state,
+            function=function,
+            created_after=None if created_after is None else created_after.isoformat(),
+            created_before=None if created_before is None else created_before.isoformat(),
+            limit=str(limit),
+            cursor=cursor,
+            count="true" if count else None,
+        )
+        pairs = [*params.items(), *(("tag", f"{k}={v}") for k, v in (tags or {}).items())]
+        return (await self.request("GET", "/invocations", m.InvocationPage, params=pairs))[0]
 
     async def tree(self, id: str) -> m.TreeNode:
         return (await self.request("GET", f"/invocations/{_quote(id)}/tree", m.TreeNode))[0]

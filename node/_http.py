@@ -8,6 +8,7 @@ fault of the node itself, without a traceback). With a token configured, every e
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hmac
 import json
 import logging
@@ -21,6 +22,7 @@ from dawait._schedules import ScheduleInfo
 from dawait.cluster._peer import PEER_PATH, peer_handler
 from dawait.core._errors import DawaitError, ScheduleNotFoundError
 from dawait.core._ids import check_id_pattern
+from dawait.core._listing import InvocationQuery, decode_cursor, parse_states
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.node import _api_models as m
 from dawait.node._backend import NodeBackend
@@ -309,13 +311,65 @@ class NodeApi:
         return _json(invocation_view(record))
 
     async def list_invocations(self, request: web.Request) -> web.Response:
-        records, cursor = await self.backend.invocations(
-            state=self._query_state(request),
-            function=request.query.get("function"),
-            limit=self._query_int(request, "limit", 100, 1, m.MAX_PAGE),
-            cursor=request.query.get("cursor"),
+        query = self._invocation_query(request)
+        cursor = request.query.get("cursor")
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except ValueError as exc:
+                raise HttpError(422, "invalid", str(exc), "cursor") from None
+        limit = self._query_int(request, "limit", 100, 1, m.MAX_PAGE)
+        page = await self.backend.invocations(query, limit=limit, cursor=cursor)
+        counts = None
+        if request.query.get("count") in ("true", "1"):
+            by_state, exact = await self.backend.count_invocations(query)
+            counts = m.InvocationCounts(
+                by_state=by_state,  # type: ignore[arg-type]  # every key a state's name
+                total=sum(by_state.values()),
+                exact=exact,
+            )
+        items = [invocation_view(r) for r in page.promises]
+        return _json(m.InvocationPage(items=items, cursor=page.cursor, counts=counts))
+
+    @classmethod
+    def _invocation_query(cls, request: web.Request) -> InvocationQuery:
+        """The filters of ``GET /invocations``: ``state`` (comma-separated; ``failed`` for
+        every failure), ``function`` (a prefix), ``created_after`` / ``created_before``
+        (ISO 8601), ``tag`` (``key=value``, repeated: all must match)."""
+        states = None
+        if (raw := request.query.get("state")) is not None:
+            try:
+                states = parse_states(raw)
+            except ValueError as exc:
+                raise HttpError(422, "invalid", f"state: {exc}", "state") from None
+        tags = {}
+        for tag in request.query.getall("tag", []):
+            key, equals, value = tag.partition("=")
+            if not key or not equals:
+                raise HttpError(422, "invalid", f"tag {tag!r} is not key=value", "tag")
+            tags[key] = value
+        return InvocationQuery(
+            states=states,
+            function=request.query.get("function") or None,
+            created_after=cls._query_time(request, "created_after"),
+            created_before=cls._query_time(request, "created_before"),
+            tags=tags,
         )
-        return _json(m.InvocationPage(items=[invocation_view(r) for r in records], cursor=cursor))
+
+    @staticmethod
+    def _query_time(request: web.Request, name: str) -> int | None:
+        raw = request.query.get(name)
+        if raw is None:
+            return None
+        try:
+            when = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            raise HttpError(
+                422, "invalid", f"{name} must be an ISO 8601 time, e.g. 2026-12-04T10:00:00Z", name
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return int(when.timestamp() * 1000)
 
     async def invocation_tree(self, request: web.Request) -> web.Response:
         root, calls = await self.backend.tree(request.match_info["id"])
@@ -428,8 +482,10 @@ class NodeApi:
                   response=m.InvocationView, statuses={201: "started", 200: "already exists",
                   404: "unknown function", 409: "id used with another call",
                   422: "arguments do not fit"}),
-            Route("GET", "/invocations", self.list_invocations, inv, "List invocations",
-                  response=m.InvocationPage, query=["state", "function", "limit", "cursor"]),
+            Route("GET", "/invocations", self.list_invocations, inv,
+                  "List invocations, newest first", response=m.InvocationPage,
+                  query=["state=states", "function", "created_after", "created_before", "tag",
+                         "limit", "cursor", "count"]),
             Route("GET", "/invocations/{id}", self.get_invocation, inv, "An invocation",
                   response=m.InvocationView, statuses={404: "unknown id"}),
             Route("GET", "/invocations/{id}/result", self.invocation_result, inv,

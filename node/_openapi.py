@@ -23,7 +23,34 @@ QUERY_PARAMETERS: Mapping[str, dict[str, Any]] = {
             "enum": ["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"],
         },
     },
-    "function": {"description": "Only invocations of this function", "schema": {"type": "string"}},
+    "states": {
+        "description": "Only invocations in these states as of now, comma-separated: pending, "
+        "resolved, rejected, canceled (rejected_canceled), timedout (rejected_timedout), "
+        "failed (the last three)",
+        "schema": {"type": "string"},
+    },
+    "function": {
+        "description": "Only invocations of functions whose name starts with this",
+        "schema": {"type": "string"},
+    },
+    "created_after": {
+        "description": "Only invocations created at or after this ISO 8601 time (UTC if no zone)",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "created_before": {
+        "description": "Only invocations created before this ISO 8601 time (UTC if no zone)",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "tag": {
+        "description": "key=value: only invocations carrying this tag; repeat for several",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "style": "form",
+        "explode": True,
+    },
+    "count": {
+        "description": "true: count the matches by state too (counts)",
+        "schema": {"type": "boolean", "default": False},
+    },
     "limit": {
         "description": "Page size",
         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
@@ -48,6 +75,8 @@ class Route:
     response: type[pydantic.BaseModel] | None = None
     statuses: Mapping[int, str] = field(default_factory=dict)
     query: list[str] = field(default_factory=list)
+    """Query parameters, by name in ``QUERY_PARAMETERS``; ``name=entry`` where the name
+    means something else here (``state=states``)."""
     auth: bool = True
     text: bool = False
 
@@ -112,7 +141,7 @@ def _operation(route: Route) -> dict[str, Any]:
         for _ in [0]
         if "{id}" in route.path
     ]
-    parameters += [{"name": name, "in": "query", **QUERY_PARAMETERS[name]} for name in route.query]
+    parameters += [_query_parameter(entry) for entry in route.query]
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
@@ -123,3 +152,8 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.auth:
         operation["security"] = [{"bearer": []}]
     return operation
+
+
+def _query_parameter(entry: str) -> dict[str, Any]:
+    name, _, described = entry.partition("=")
+    return {"name": name, "in": "query", **QUERY_PARAMETERS[described or name]}

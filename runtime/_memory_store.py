@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from dawait.core._ids import glob_match
+from dawait.core._listing import InvocationQuery, ListCursor, listed_after, listing_order
 from dawait.core._param import call_target
 from dawait.core._promise import PromiseRecord, PromiseState
 from dawait.core._schedule import ScheduleRecord
@@ -184,17 +185,22 @@ class MemoryTables:
         return found
 
     def invocation_promises(
-        self, function: str | None, after: str | None, limit: int
+        self, query: InvocationQuery, after: ListCursor | None, limit: int
     ) -> list[PromiseRecord]:
-        ids = sorted(id for id in self.tasks if after is None or id > after)
-        found = []
-        for id in ids:
-            record = self.promises[id]
-            if function is None or _function_of(record) == function:
-                found.append(record)
-                if len(found) == limit:
-                    break
-        return found
+        # A scan of every invocation: the memory store holds what one process runs.
+        states = query.stored_states()
+        return heapq.nsmallest(
+            limit,
+            (
+                record
+                for record in (self.promises[id] for id in self.tasks)
+                if listed_after(record, after)
+                and (states is None or record.state in states)
+                and query.created_within(record.created_at)
+                and query.names(_function_of(record))
+            ),
+            key=listing_order,
+        )
 
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]:
         runnable = sorted(

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dawait.core._listing import InvocationQuery, ListCursor
 from dawait.core._promise import NO_TAGS, PromiseRecord, PromiseState, Value
 from dawait.core._schedule import (
     SCHEDULE_FIELDS,
@@ -20,9 +21,10 @@ from dawait.core._task import TaskRecord, task_from_row, task_row
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "UPGRADES", "SQLiteTables"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open).
-3: ``promises.delete_at``, the retention deadline, indexed (``UPGRADES``)."""
+3: ``promises.delete_at``, the retention deadline, indexed (``UPGRADES``). 4: promises
+indexed by creation time (listings are newest first)."""
 
 UPGRADES = {3: "ALTER TABLE promises ADD COLUMN delete_at INTEGER;"}
 """Statements that bring a file of the version before each to it (run before ``SCHEMA``,
@@ -46,6 +48,7 @@ CREATE TABLE IF NOT EXISTS promises (
 CREATE INDEX IF NOT EXISTS promises_branch ON promises (branch) WHERE branch IS NOT NULL;
 CREATE INDEX IF NOT EXISTS promises_due ON promises (timeout_at)
     WHERE state = 'pending' AND timeout_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS promises_created ON promises (created_at DESC, id);
 CREATE INDEX IF NOT EXISTS promises_retention ON promises (delete_at)
     WHERE delete_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tasks (
@@ -292,18 +295,29 @@ class SQLiteTables:
         return self.conn.execute(_CALLS_BELOW, (id,)).fetchall()
 
     def invocation_promises(
-        self, function: str | None, after: str | None, limit: int
+        self, query: InvocationQuery, after: ListCursor | None, limit: int
     ) -> list[PromiseRecord]:
+        # Newest first down the promises_created index, each probed for its task.
         columns = ", ".join(f"p.{c}" for c in _PROMISE_COLUMNS.split(", "))
-        sql = (
-            f"SELECT {columns} FROM tasks t JOIN promises p ON p.id = t.id "
-            "WHERE (? IS NULL OR t.id > ?)"
-        )
-        args: list[object] = [after, after]
-        if function is not None:
-            sql += " AND json_extract(p.param_data, '$.func') = ?"
-            args.append(function)
-        sql += " ORDER BY t.id LIMIT ?"
+        sql = f"SELECT {columns} FROM promises p JOIN tasks t ON t.id = p.id WHERE 1"
+        args: list[object] = []
+        if after is not None:
+            sql += " AND (p.created_at < ? OR (p.created_at = ? AND p.id > ?))"
+            args += [after[0], *after]
+        states = query.stored_states()
+        if states is not None:
+            sql += f" AND p.state IN ({','.join('?' * len(states))})"
+            args += sorted(states)
+        if query.created_after is not None:
+            sql += " AND p.created_at >= ?"
+            args.append(query.created_after)
+        if query.created_before is not None:
+            sql += " AND p.created_at < ?"
+            args.append(query.created_before)
+        if query.function:
+            sql += " AND substr(json_extract(p.param_data, '$.func'), 1, ?) = ?"
+            args += [len(query.function), query.function]
+        sql += " ORDER BY p.created_at DESC, p.id LIMIT ?"
         args.append(limit)
         return [_promise_from_row(row) for row in self.conn.execute(sql, args)]
 

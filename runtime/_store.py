@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dawait.core._listing import InvocationQuery
 from dawait.core._promise import (
     EMPTY,
     NO_TAGS,
@@ -229,15 +230,15 @@ class Store(Protocol):
 
     async def search_invocations(
         self,
+        query: InvocationQuery,
         *,
-        state: PromiseState | None = None,
-        function: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         now: int,
     ) -> PromisePage:
-        """Invocations (promises that have a task) ordered by id, filtered by their state as
-        of ``now`` and by the function they call."""
+        """Invocations (promises that have a task), newest first (by creation time, then
+        id), that ``query`` keeps as of ``now``; the page's cursor (``core/_listing.py``)
+        says where the next starts. ValueError for a cursor no listing gave."""
         ...
 
     async def runnable_tasks(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from dawait.core._errors import DawaitError, PromiseNotFoundError
+from dawait.core._listing import InvocationQuery, ListCursor, decode_cursor, encode_cursor
 from dawait.core._promise import (
     PromiseRecord,
     PromiseState,
@@ -99,8 +100,12 @@ class Tables(Protocol):
     def next_deletion(self) -> int | None: ...
     def runnable_tasks(self, after: str | None, limit: int) -> list[TaskRecord]: ...
     def invocation_promises(
-        self, function: str | None, after: str | None, limit: int
-    ) -> list[PromiseRecord]: ...
+        self, query: InvocationQuery, after: ListCursor | None, limit: int
+    ) -> list[PromiseRecord]:
+        """Up to ``limit`` invocations' promises listed after ``after`` (newest first:
+        ``core/_listing.py``), of the query's stored states, function and time range."""
+        ...
+
     def get_schedule(self, id: str) -> ScheduleRecord | None: ...
     def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None: ...
     def delete_schedule(self, id: str) -> bool: ...
@@ -204,17 +209,22 @@ def op_search_promises(
 
 
 def op_search_invocations(
-    t: Tables,
-    state: PromiseState | None,
-    function: str | None,
-    limit: int,
-    cursor: str | None,
-    now: int,
+    t: Tables, query: InvocationQuery, limit: int, after: ListCursor | None, now: int
 ) -> PromisePage:
-    """Invocations (promises with a task), by id, as of ``now``; filtered by state and
-    function."""
-    return _page_as_of(
-        lambda after, n: t.invocation_promises(function, after, n), state, limit, cursor, now
+    """Invocations newest first, after ``after``, that ``query`` keeps as of ``now``; read
+    in chunks until the page is full."""
+    matches: list[PromiseRecord] = []
+    more = True
+    while len(matches) <= limit and more:
+        rows = t.invocation_promises(query, after, limit + 1)
+        more = len(rows) > limit
+        matches.extend(r for r in (expire_promise(r, now).record for r in rows) if query.keeps(r))
+        if rows:
+            after = (rows[-1].created_at, rows[-1].id)
+    page = matches[:limit]
+    last = page[-1] if page and (len(matches) > limit or more) else None
+    return PromisePage(
+        promises=page, cursor=None if last is None else encode_cursor((last.created_at, last.id))
     )
 
 
@@ -469,14 +479,14 @@ class TablesStore:
 
     async def search_invocations(
         self,
+        query: InvocationQuery,
         *,
-        state: PromiseState | None = None,
-        function: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         now: int,
     ) -> PromisePage:
-        return await self._transact(op_search_invocations, state, function, limit, cursor, now)
+        after = None if cursor is None else decode_cursor(cursor)
+        return await self._transact(op_search_invocations, query, limit, after, now)
 
     async def create_schedule(self, record: ScheduleRecord) -> ScheduleCreated:
         return await self._transact(op_create_schedule, record)

@@ -6,6 +6,7 @@ with ``--url``/``--token`` before or after the command or from ``DAWAIT_URL``/``
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 
@@ -277,3 +278,60 @@ async def test_rm_deletes_a_settled_invocation_and_promises_rm_a_promise(shared:
     assert json.loads(deleted.out) == {"deleted": "rm-promise"}
     assert (await at(shared, "promises", "get", "rm-promise")).code == 2
     assert all("Traceback" not in r.err for r in (removed, refused, unknown, deleted))
+
+
+async def test_ls_newest_first_with_pages_failed_and_counts(shared: Node) -> None:
+    since = dt.datetime.now(dt.UTC).isoformat()
+    await finished(
+        shared,
+        ("new-1", "add", [1, 1]),
+        ("new-2", "fail", ["no"]),
+        ("new-3", "add", [2, 2]),
+        ("new-4", "add", [3, 3]),
+    )
+    async with client(shared) as api:
+        await api.start("new-5", "approve", ["ann"], {})
+        await api.cancel("new-5")
+
+    every = await at(shared, "ls", "--since", since, "--all", "--limit", "2", "--json")
+    assert every.code == 0, str(every)
+    items = json.loads(every.out)["items"]
+    assert sorted(v["id"] for v in items) == [f"new-{k}" for k in range(1, 6)], str(every)
+    assert items == sorted(
+        items, key=lambda v: (-dt.datetime.fromisoformat(v["created_at"]).timestamp(), v["id"])
+    )
+    first = await at(shared, "ls", "--since", since, "--limit", "2")
+    assert [r["ID"] for r in table(first)] == [v["id"] for v in items[:2]], str(first)
+    cursor = re.fullmatch(r"more: --cursor (\S+) \(or --all\)\n", first.err)
+    assert cursor, str(first)
+    rest = await at(shared, "ls", "--since", since, "--limit", "10", "--cursor", cursor[1])
+    assert [r["ID"] for r in table(rest)] == [v["id"] for v in items[2:]], str(rest)
+    assert rest.err == "", str(rest)
+
+    failed = await at(shared, "ls", "--since", since, "--state", "failed")
+    assert {(r["ID"], r["STATE"]) for r in table(failed)} == {
+        ("new-2", "rejected"),
+        ("new-5", "rejected_canceled"),
+    }, str(failed)
+    prefix = await at(shared, "ls", "--since", since, "--function", "ad")
+    assert {r["ID"] for r in table(prefix)} == {"new-1", "new-3", "new-4"}, str(prefix)
+    counted = await at(shared, "ls", "--since", since, "--count")
+    assert counted.lines[-1] == ("5 in all: rejected 1, rejected_canceled 1, resolved 3"), str(
+        counted
+    )
+    until = await at(shared, "ls", "--since", since, "--until", since)
+    assert until.lines == ["ID  FUNCTION  STATE  CREATED"], str(until)
+
+
+async def test_ls_names_a_bad_filter(shared: Node) -> None:
+    state, since, cursor = await asyncio.gather(
+        at(shared, "ls", "--state", "broken"),
+        at(shared, "ls", "--since", "yesterday"),
+        at(shared, "ls", "--cursor", "nonsense"),
+    )
+    assert state.code == 2, str(state)
+    assert "'broken' is not a state: use one or more of failed" in state.err, str(state)
+    assert since.code == 2, str(since)
+    assert "'yesterday' is neither an ISO time" in since.err, str(since)
+    assert cursor.code == 2, str(cursor)
+    assert "'nonsense' is not a cursor a listing gave" in cursor.err, str(cursor)

@@ -399,6 +399,32 @@ async def test_dawait_nodes_lists_the_cluster(cluster: Cluster) -> None:
     assert rows[2].split()[1:3] == [cluster.members[2].url, "default"]
 
 
+async def test_invocations_are_listed_newest_first_across_partitions(cluster: Cluster) -> None:
+    ids = [f"ls-{k}" for k in range(24)]
+    for k, id in enumerate(ids):  # i coprime to 5 and 7: no rpc, no external promise
+        await cluster.clients[k % 3].start(id, "mixed", [1, 0], {})
+    for id in ids:
+        assert (await cluster.clients[0].result(id, wait=20)).state == "resolved"
+
+    everything = (await cluster.clients[1].invocations(limit=1000, count=True)).items
+    listed = [v for v in everything if v.id.startswith("ls-")]
+    assert sorted(v.id for v in listed) == sorted(ids)
+    newest_first = sorted(everything, key=lambda v: (-v.created_at.timestamp(), v.id))
+    assert [v.id for v in everything] == [v.id for v in newest_first]
+    paged, cursor = [], None
+    while True:
+        page = await cluster.clients[2].invocations(limit=5, cursor=cursor)
+        paged += [v.id for v in page.items]
+        if (cursor := page.cursor) is None:
+            break
+    assert paged == [v.id for v in everything]
+    counted = await cluster.clients[0].invocations(state="resolved", function="mix", count=True)
+    assert counted.counts is not None
+    assert counted.counts.exact
+    assert counted.counts.by_state["resolved"] >= len(ids)
+    assert (await cluster.clients[0].invocations(function="helper")).items == []
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [

@@ -13,6 +13,7 @@ import pytest
 from dawait import Resonate
 from dawait.cluster._etcd import Etcd
 from dawait.cluster._node import LayoutError
+from dawait.core._listing import InvocationQuery
 from dawait.errors import PromiseNotFoundError
 from tests.etcd import EtcdCluster
 from tests.integration import migrate_app
@@ -66,6 +67,13 @@ async def test_a_layout_1_namespace_is_refused_then_migrated_in_place(etcd: Etcd
 
     after = migrate_app.register(Resonate(etcd=etcd.endpoints, namespace=namespace, node_id="n1"))
     async with after:
+        # The migrated invocations are listed (their partitions indexed when taken).
+        async def listed() -> bool:
+            query = InvocationQuery(function="flow")
+            page = await after.local.engine.store.search_invocations(query, now=0)
+            return sorted(r.id for r in page.promises) == [f"f{x}" for x in range(5)]
+
+        await eventually(listed, "the migrated invocations to be listed")
         assert await (await after.start("f0", "flow", 0)).result() == 100
         for x in range(1, 5):
             await after.promises.resolve(f"ext-{x}", 100)

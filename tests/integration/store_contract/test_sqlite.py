@@ -404,16 +404,20 @@ async def test_schedules_survive_close_and_reopen(db: Path) -> None:
         await second.close()
 
 
-async def test_a_version_1_file_gains_schedules_and_retention_in_place(db: Path) -> None:
+async def test_a_version_1_file_gains_schedules_retention_and_listing_in_place(
+    db: Path,
+) -> None:
     store = SQLiteStore(db)
     await store.open()
     await store.create_promise(CreatePromise(id="p", param=ONE), now=1)
     await store.close()
-    # What dawait with schema version 1 left behind: no schedules table, no delete_at.
+    # What dawait with schema version 1 left behind: no schedules table, no delete_at, no
+    # creation index.
     conn = sqlite3.connect(db)
     try:
         conn.execute("DROP TABLE schedules")
         conn.execute("DROP INDEX promises_retention")
+        conn.execute("DROP INDEX promises_created")
         conn.execute("ALTER TABLE promises DROP COLUMN delete_at")
         conn.execute("PRAGMA user_version = 1")
     finally:
@@ -433,6 +437,8 @@ async def test_a_version_1_file_gains_schedules_and_retention_in_place(db: Path)
         await upgraded.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "promises_created" in indexes
     finally:
         conn.close()
