@@ -51,7 +51,7 @@ from dawait.core._errors import (
     PromiseNotFoundError,
 )
 from dawait.core._ids import root_of
-from dawait.core._param import call_target
+from dawait.core._param import describe_call, read_invocation
 from dawait.core._partitions import Partition
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, resume_task
@@ -252,10 +252,10 @@ def _in_use(id: str, where: str, value: bytes) -> InvocationConflictError:
     ``P/``)."""
     family = where.split("/")[0] or "free"
     record = decode_promise(value)
-    function, _version = call_target(record.param.data)
-    what = f"an invocation of {function!r}" if function else "a promise"
+    call = read_invocation(record.param.data)
+    what = f"an invocation of {call.func!r}, {describe_call(call)}" if call else "a promise"
     return InvocationConflictError(
-        f"id {id!r} is in use by {what} (family {family!r}): an id names one invocation or "
+        f"id {id!r} is in use by {what}, in family {family!r}: an id names one invocation or "
         "promise in the whole namespace, whatever its function's group"
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import re
 import sys
 import typing
 import weakref
@@ -126,6 +127,47 @@ class _Param:
     kind: inspect._ParameterKind
     adapter: TypeAdapter[Any]
     annotated: bool
+    type_name: str = "Any"
+    """The annotation as an error names it: ``int``, ``list[Item]``, ``int | None``."""
+
+
+_MODULE_PATH = re.compile(r"(?<![\w.'\"])(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])")
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return _MODULE_PATH.sub("", repr(annotation))
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A JSON value as an error shows it: its type and its JSON text, cut to ``limit``."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return "None" if value is None else f"{type(value).__name__} {text}"
+
+
+def _misfit(function: str, param: _Param, value: object, error: pydantic.ValidationError) -> str:
+    """Why ``value`` from outside does not fit ``param``, in one line: ``add(): parameter
+    'n' expects int, got str "1"``; where the problem is inside it (a model's field, an
+    item), each problem's path, pydantic's message and what was there (three at most)."""
+    head = f"{function}(): parameter {param.name!r} expects {param.type_name}"
+    problems = error.errors(include_url=False)
+    # The value itself is of another type (for a union, of none of its members' types).
+    if all(p["type"].endswith("_type") and p["input"] == value for p in problems):
+        return f"{head}, got {_shown(value)}"
+    shown = []
+    for problem in problems[:3]:
+        where = ".".join(str(part) for part in problem["loc"])
+        detail = problem["msg"]
+        if problem["type"] != "missing":
+            detail += f", got {_shown(problem['input'])}"
+        shown.append(f"{where}: {detail}" if where else detail)
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"{head}: {'; '.join(shown)}{more}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +183,20 @@ class Signature:
     inspected: inspect.Signature | None
     layout: _Layout
 
-    def encode_args(self, args: Sequence[object], kwargs: Mapping[str, object]) -> str:
-        """``{"args": [...], "kwargs": {...}}`` as JSON, each checked against its annotation."""
+    def encode_args(
+        self, args: Sequence[object], kwargs: Mapping[str, object], *, strict: bool = False
+    ) -> str:
+        """``{"args": [...], "kwargs": {...}}`` as JSON, each checked against its annotation.
+
+        ``strict``: the arguments are plain JSON from outside (the HTTP API), each
+        validated in pydantic's strict JSON mode: ``"1"`` is no ``int`` and ``"yes"`` no
+        ``bool``, while an ISO string is a ``datetime`` and an object a model. Otherwise
+        they are Python objects (``app.run``, ``ctx.run``), validated laxly as ever."""
         positional, keywords = self._params_for(args, kwargs)
-        encoded_args = [self._encode_arg(p, v) for p, v in zip(positional, args, strict=True)]
+        encode = self._admit_arg if strict else self._encode_arg
+        encoded_args = [encode(p, v) for p, v in zip(positional, args, strict=True)]
         encoded_kwargs = [
-            f"{json.dumps(key)}:{self._encode_arg(keywords[key], value)}"
-            for key, value in kwargs.items()
+            f"{json.dumps(key)}:{encode(keywords[key], value)}" for key, value in kwargs.items()
         ]
         return (
             '{"args":[' + ",".join(encoded_args) + '],"kwargs":{' + ",".join(encoded_kwargs) + "}}"
@@ -179,6 +228,18 @@ class Signature:
             pass
         # A plain JSON form (a dict for a model, a string for a datetime) is fine too.
         return encode_json(self._decode_arg(param, value), param.adapter, what=what)
+
+    def _admit_arg(self, param: _Param, value: object) -> str:
+        what = f"{self.name}: argument {param.name!r}"
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"{what}: not plain JSON: {exc}") from exc
+        try:
+            typed = param.adapter.validate_json(text, strict=True)
+        except pydantic.ValidationError as exc:
+            raise SerializationError(_misfit(self.name, param, value, exc)) from exc
+        return encode_json(typed, param.adapter, what=what)
 
     def _decode_arg(self, param: _Param, value: object) -> Any:
         try:
@@ -256,6 +317,7 @@ def _build_signature(fn: Callable[..., Any], *, name: str, context_type: type) -
             p.kind,
             _adapter(hints.get(p.name, Any)),
             p.name in hints,
+            _type_name(hints.get(p.name, Any)),
         )
         for p in params
     ]

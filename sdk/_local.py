@@ -30,7 +30,7 @@ from dawait.core._errors import (
     UnknownFunctionError,
 )
 from dawait.core._ids import check_promise_id
-from dawait.core._param import call_target, invocation_param, read_invocation
+from dawait.core._param import call_conflict, call_target, invocation_param
 from dawait.core._promise import (
     TAG_TIMER,
     PromiseRecord,
@@ -46,7 +46,7 @@ from dawait.runtime._clock import Clock
 from dawait.runtime._codec import ANY, decode_outcome, encode_error, encode_json
 from dawait.runtime._engine import Engine, EngineConfig
 from dawait.runtime._memory_store import MemoryStore
-from dawait.runtime._registry import Registered, Registry, check_group
+from dawait.runtime._registry import Registry, check_group
 from dawait.runtime._sqlite_store import SQLiteStore
 from dawait.runtime._store import CreatePromise, InvocationCreated, PromiseCreated, Store
 
@@ -202,12 +202,16 @@ class LocalBackend:
         kwargs: Mapping[str, Any],
         *,
         version: int | None = None,
+        from_json: bool = True,
     ) -> InvocationCreated:
-        """Start (or find) invocation ``id``; says whether it was created."""
+        """Start (or find) invocation ``id``; says whether it was created.
+
+        ``from_json``: ``args`` and ``kwargs`` are JSON values from outside (what the HTTP
+        API was sent), each checked strictly against its parameter's annotation (``"1"`` is
+        no ``int``); False for Python objects (``app.start``, ``app.run``)."""
         registered = self.registry.resolve(fn, version)
-        param = invocation_param(
-            registered.name, registered.version, registered.signature.encode_args(args, kwargs)
-        )
+        encoded = registered.signature.encode_args(args, kwargs, strict=from_json)
+        param = invocation_param(registered.name, registered.version, encoded)
         timeout_at = (
             None
             if registered.timeout is None
@@ -218,13 +222,13 @@ class LocalBackend:
             (registered, *registered.signature.decode_param(param)),
         )
         if not created.created:
-            _check_same_call(id, registered, param, created.promise)
+            _check_same_call(id, param, created.promise)
         return created
 
     async def start(
         self, id: str, fn: Function, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> str:
-        created = await self.start_invocation(id, fn, args, kwargs)
+        created = await self.start_invocation(id, fn, args, kwargs, from_json=False)
         return call_target(created.promise.param.data)[0] or "?"
 
     async def run(
@@ -398,19 +402,9 @@ class LocalBackend:
         return [ScheduleInfo.of(record) for record in page.schedules]
 
 
-def _check_same_call(id: str, registered: Registered, param: str, existing: PromiseRecord) -> None:
-    """An existing invocation may be attached to only with the same function and arguments."""
-    stored = read_invocation(existing.param.data)
-    if stored is None:
-        raise InvocationConflictError(
-            f"id {id!r} is already used by a promise that is not an invocation"
-        )
-    if stored.func != registered.name:
-        raise InvocationConflictError(
-            f"invocation {id!r} was started with function {stored.func!r}, not {registered.name!r}"
-        )
-    requested = read_invocation(param)
-    if requested is None or (stored.args, stored.kwargs) != (requested.args, requested.kwargs):
-        raise InvocationConflictError(
-            f"invocation {id!r} of {registered.name!r} was started with other arguments"
-        )
+def _check_same_call(id: str, param: str, existing: PromiseRecord) -> None:
+    """An existing invocation may be attached to only with the same function and arguments:
+    else ``InvocationConflictError`` saying what differs."""
+    problem = call_conflict(id, existing.param.data, param)
+    if problem is not None:
+        raise InvocationConflictError(problem)

@@ -166,21 +166,39 @@ async def test_a_workflow_result_that_cannot_be_encoded_is_a_serialization_error
 # -- invocation conflicts -------------------------------------------------------------------
 
 
-async def test_the_same_id_with_another_function_or_arguments_is_a_conflict(
+async def test_the_same_id_with_another_function_or_arguments_is_a_conflict_saying_what(
     app: Resonate,
 ) -> None:
-    async def other(ctx: Context, order: Order) -> str:
-        return "other"
+    async def refund(ctx: Context, order: Order) -> str:
+        return "refund"
 
-    app.register(other)
+    app.register(refund, name="refund")
     order = Order(id="o-1", amount=1)
     assert await app.run("job", place_order, order) == "o-1"
     before = await app.promises.get("job")
+    existing = """invocation 'job' already exists as place_order({"id":"o-1","amount":1}) v1"""
 
-    with pytest.raises(InvocationConflictError, match=r"'job'.*'place_order'.*other"):
-        await app.run("job", other, order)
-    with pytest.raises(InvocationConflictError, match=r"'job'.*other arguments"):
+    with pytest.raises(InvocationConflictError) as other_function:
+        await app.run("job", refund, order)
+    assert str(other_function.value) == (
+        f"""{existing}; this call is refund({{"id":"o-1","amount":1}}) v1, of another function"""
+    )
+    with pytest.raises(InvocationConflictError) as other_arguments:
         await app.run("job", place_order, Order(id="o-2", amount=1))
+    assert str(other_arguments.value) == (
+        f"""{existing}; this call has other arguments: args[0].id is "o-2" (was "o-1")"""
+    )
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with pytest.raises(InvocationConflictError) as one_more:
+        await app.run("job", place_order, order, at=when)
+    assert str(one_more.value).endswith(
+        """other arguments: at is "2026-01-01T00:00:00Z" (was absent)"""
+    )
+    with pytest.raises(InvocationConflictError) as huge:
+        await app.run("job", place_order, Order(id="x" * 100_000, amount=2))
+    assert str(huge.value).endswith(
+        f"""other arguments: args[0].id is "{"x" * 58}… (was "o-1"); args[0].amount is 2 (was 1)"""
+    )
     assert await app.promises.get("job") == before
 
 
@@ -198,7 +216,7 @@ async def test_a_conflict_is_detected_after_a_restart(tmp_path: Path) -> None:
         await app.run("job", place_order, Order(id="o-1", amount=1))
     async with Resonate(url) as app:
         app.register(place_order)
-        with pytest.raises(InvocationConflictError, match="'job'"):
+        with pytest.raises(InvocationConflictError, match=r"'job'.*args\[0\].id is \"o-2\""):
             await app.run("job", place_order, Order(id="o-2", amount=1))
 
 

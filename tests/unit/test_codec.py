@@ -229,6 +229,111 @@ def test_decode_args_rejects_stored_arguments_that_no_longer_fit() -> None:
         sig(fn).decode_args(["many"], {})
 
 
+# -- strict arguments (plain JSON from the HTTP API) ----------------------------------------
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+    qty: int
+
+
+class Order(pydantic.BaseModel):
+    id: str
+    lines: list[Line]
+
+
+def strict_fn(
+    n: int, on: bool, when: dt.datetime, order: Order, maybe: int | None = None, *rest: int
+) -> None:
+    return None
+
+
+STRICT_OK = [1, True, "2026-01-01T00:00:00Z", {"id": "o", "lines": [{"sku": "a", "qty": 2}]}]
+
+
+def strict(*changes: tuple[int, Any], **kwargs: Any) -> str:
+    """The strict error of ``STRICT_OK`` with ``changes`` (index, value) made."""
+    args = list(STRICT_OK)
+    for index, value in changes:
+        args[index] = value
+    with pytest.raises(SerializationError) as raised:
+        sig(strict_fn, "add").encode_args(args, kwargs, strict=True)
+    return str(raised.value)
+
+
+def test_strict_arguments_of_the_right_json_type_encode_as_the_lax_ones_do() -> None:
+    s = sig(strict_fn, "add")
+    encoded = s.encode_args(STRICT_OK, {"maybe": None}, strict=True)
+    assert encoded == s.encode_args(STRICT_OK, {"maybe": None})
+    args, kwargs = s.decode_param('{"func":"add",' + encoded[1:])
+    order = Order(id="o", lines=[Line(sku="a", qty=2)])
+    assert args == [1, True, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), order]
+    assert kwargs == {"maybe": None}
+
+
+def test_strict_json_mode_takes_what_json_has_for_a_type() -> None:
+    """A JSON int for a float, ISO strings for dates, a string for a UUID, an array for a
+    tuple, an object for a dataclass, anything for an unannotated parameter."""
+
+    def typed(x: float, on: dt.date, who: uuid.UUID, pair: tuple[int, str], item: Item, raw):  # type: ignore[no-untyped-def]
+        return None
+
+    given = [1, "2026-01-01", str(CUSTOMER_ID), [1, "a"], {"sku": "a", "count": 1}, {"k": [1]}]
+    got = json.loads(sig(typed).encode_args(given, {}, strict=True))["args"]
+    assert got == [1.0, *given[1:]]
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "message"),
+    [
+        (0, "1", "add(): parameter 'n' expects int, got str \"1\""),
+        (0, 1.5, "add(): parameter 'n' expects int, got float 1.5"),
+        (0, True, "add(): parameter 'n' expects int, got bool true"),
+        (0, None, "add(): parameter 'n' expects int, got None"),
+        (1, "yes", "add(): parameter 'on' expects bool, got str \"yes\""),
+        (1, 1, "add(): parameter 'on' expects bool, got int 1"),
+        (2, 1767225600, "add(): parameter 'when' expects datetime, got int 1767225600"),
+        (3, "o", "add(): parameter 'order' expects Order, got str \"o\""),
+        (3, [1], "add(): parameter 'order' expects Order, got list [1]"),
+    ],
+)
+def test_a_strict_argument_of_another_json_type_is_refused_naming_parameter_and_type(
+    index: int, value: Any, message: str
+) -> None:
+    assert strict((index, value)) == message
+
+
+def test_a_strict_misfit_inside_an_argument_names_its_path() -> None:
+    assert strict((3, {"id": "o", "lines": [{"sku": "a", "qty": "2"}]})) == (
+        "add(): parameter 'order' expects Order: lines.0.qty: "
+        'Input should be a valid integer, got str "2"'
+    )
+    assert strict((3, {"lines": [{}, {"sku": 1, "qty": 1}]})) == (
+        "add(): parameter 'order' expects Order: id: Field required; lines.0.sku: Field "
+        "required; lines.0.qty: Field required (and 1 more)"
+    )
+    message = strict((2, "next thursday"))
+    assert message.startswith("add(): parameter 'when' expects datetime: Input should be a")
+    assert message.endswith('got str "next thursday"')
+    assert strict((0, "9" * 1000)) == f"add(): parameter 'n' expects int, got str \"{'9' * 38}…"
+
+
+def test_strict_keyword_and_var_positional_arguments_are_checked_too() -> None:
+    assert strict(maybe="1") == "add(): parameter 'maybe' expects int | None, got str \"1\""
+    with pytest.raises(SerializationError, match=r"parameter 'rest' expects int, got str"):
+        sig(strict_fn, "add").encode_args([*STRICT_OK, None, 1, "2"], {}, strict=True)
+    with pytest.raises(SerializationError, match="unexpected keyword argument 'other'"):
+        sig(strict_fn, "add").encode_args(STRICT_OK, {"other": 1}, strict=True)
+
+
+def test_lax_arguments_and_recorded_ones_still_coerce() -> None:
+    """Python callers and replay are unchanged: a recorded ``"1"`` still decodes as 1."""
+    s = sig(strict_fn, "add")
+    loose = ["1", "yes", 1767225600, STRICT_OK[3]]
+    assert json.loads(s.encode_args(loose, {}))["args"][:3] == [1, True, "2026-01-01T00:00:00Z"]
+    assert s.decode_args(loose, {})[0][:2] == [1, True]
+
+
 # -- encode_json / decode_json ----------------------------------------------------------------
 
 
