@@ -137,6 +137,12 @@ class NodeBackend:
                 self._stop_future.set_result(None)
         return self._stop_future
 
+    def check_json_args(self, function: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Refuse arguments from outside that do not fit ``function`` strictly, as a start
+        does (``SerializationError`` naming the parameter): a schedule's fire later is lax."""
+        registered = self.local.registry.resolve(function)
+        registered.signature.encode_args(args, kwargs, strict=True)
+
     async def cancel(self, id: str) -> PromiseRecord:
         await self.invocation(id)
         settled = await self._engine.settle(id, Settle.CANCEL, Value())

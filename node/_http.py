@@ -427,6 +427,7 @@ class NodeApi:
     async def create_schedule(self, request: web.Request) -> web.Response:
         body: m.CreateSchedule = await self._body(request, m.CreateSchedule)
         schedules = self.backend.app.schedules
+        self.backend.check_json_args(body.function, body.args, body.kwargs)
         existed = await self.backend.schedule_exists(body.id)
         info = await schedules.create(body.id, body.cron, body.function, *body.args, **body.kwargs)
         return _json(_schedule_view(info), 200 if existed else 201)

@@ -153,3 +153,14 @@ async def test_the_same_id_with_another_call_is_a_409_saying_what_differs(node: 
     async with client(node) as api:
         with pytest.raises(InvocationConflictError, match=r"qty is 7 \(was 1\)"):
             await api.start("order-5", "shop.ship", [changed], {})
+
+
+async def test_a_schedule_over_the_api_takes_its_arguments_strictly(node: Node) -> None:
+    body = {"id": "every-minute", "cron": "* * * * *", "function": "add", "args": ["1"]}
+    status, error = await post(node, "/schedules", body)
+    assert (status, error["error"]) == (422, "invalid_arguments"), error
+    assert error["message"] == "add(): parameter 'n' expects int, got str \"1\"", error
+    async with client(node) as api:
+        assert [s.id for s in (await api.schedules()).items if s.id == "every-minute"] == []
+    status, created = await post(node, "/schedules", {**body, "args": [1]})
+    assert status == 201, created
