@@ -230,6 +230,7 @@ class Recorder:
         self._write(key, None)
         if self.store.lists_from_etcd:
             self.index_creation(id, present=False)
+            self.store.batches.batch.prefixes.append(self.keys.links(id))
         self.t.delete_task(id)
 
     # schedules

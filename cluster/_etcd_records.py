@@ -137,6 +137,14 @@ class Keys:
         counted down from ``_LAST_MS`` so that keys sort newest first, then by id)."""
         return f"{self.prefix}o/{creation_mark(created_at)}/{id}"
 
+    def link(self, invocation: str, promise: str) -> str:
+        """That ``invocation`` made ``promise``, which has an id of its own (so it lives in
+        the free family): what a cancel of the invocation reaches it by."""
+        return f"{self.links(invocation)}{promise}"
+
+    def links(self, invocation: str) -> str:
+        return f"{self.prefix}k/{len(invocation)}/{invocation}"
+
     def member(self, node_id: str) -> str:
         return f"{self.prefix}n/{node_id}"
 

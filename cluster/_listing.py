@@ -174,7 +174,9 @@ async def index_unlisted(store: PartitionStore, stored: Mapping[str, bytes | Non
     listed = set()
     writes = []
     for key, value in stored.items():
-        if key.startswith(index):
+        if key.startswith(f"{keys.prefix}k/"):  # links (cluster/_cancel.py): blind too
+            revisions.pop(key, None)
+        elif key.startswith(index):
             revisions.pop(key, None)
             listed.add(key)
             id = key[len(index) + len(creation_mark(0)) + 1 :]

@@ -72,6 +72,7 @@ def op_delete_indexed(t: Recorder, id: str, at: int, created: int | None) -> Non
         batch.writes[key] = None
     if created is not None:
         batch.writes[keys.creation(created, id)] = None
+        batch.prefixes.append(keys.links(id))
     batch.prefixes.append(keys.promise(calls_prefix(id)))
 
 

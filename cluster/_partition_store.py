@@ -371,7 +371,7 @@ class PartitionStore(EtcdStore):
         roots = set()
         for key, value in batch.writes.items():
             kind, _, id = key[len(self.keys.prefix) :].partition("/")
-            if value is None or kind in ("r", "o"):  # no watch to order against: absent
+            if value is None or kind in ("r", "o", "k"):  # no watch to order against: absent
                 revisions.pop(key, None)  # is absent; and index keys are written blind
             if kind in ("p", "t"):
                 roots.add(root_of(id))

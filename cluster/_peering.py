@@ -186,6 +186,8 @@ class Peering:
                 if not record.state.settled:
                     self._watchers.setdefault(promise_id, set()).add(body["node"])
                 return {"promise": promise_json(record)}
+            if call == "cancel":
+                return settle_answer(await engine.cancel(body["id"]))
             if call == "delete":
                 return {"deleted": await self.node.router.delete_tree(body["id"])}
             if call == "time":  # for a peer's measure of its clock offset

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dawait.cluster._cancel import cancel_tree, op_link
 from dawait.cluster._etcd import EtcdError, KeyValue, Range
 from dawait.cluster._etcd_records import decode_promise, decode_task, partition_prefix
 from dawait.cluster._etcd_store import ETCD_MAX_PAYLOAD
@@ -50,6 +51,7 @@ from dawait.core._ids import glob_match, root_of
 from dawait.core._listing import InvocationQuery
 from dawait.core._partitions import FREE, Partition, partition_index
 from dawait.core._promise import (
+    TAG_BRANCH,
     PromiseRecord,
     PromiseState,
     Settle,
@@ -63,6 +65,7 @@ from dawait.runtime._deletion import sweep
 from dawait.runtime._metrics import EngineMetrics
 from dawait.runtime._store import (
     ACTING_FOR,
+    CanceledTree,
     CreatePromise,
     Expired,
     InvocationCreated,
@@ -188,6 +191,11 @@ class PartitionedStore:
         acting = self._acting(request.id)
         if acting is not None:
             return await acting.create_promise(request, now=now)
+        invocation = ACTING_FOR.get()
+        if invocation is not None and request.tags.get(TAG_BRANCH) == invocation:
+            maker = self.node.holding_task(invocation)  # an id of its own: link it first
+            if maker is not None:
+                await maker.run_for(invocation, op_link, invocation, request.id)
         partition = Partition(FREE, partition_index(request.id, self.node.count))
         store = await self.node.owned_or_none(partition)
         if store is not None:
@@ -230,6 +238,13 @@ class PartitionedStore:
             outcome=SettleOutcome(answer["outcome"]),
             resumed=(),  # resumed on the owner
         )
+
+    async def cancel_tree(self, id: str, *, now: int) -> CanceledTree:
+        return await cancel_tree(self, id, now)
+
+    def local_store(self, id: str) -> PartitionStore | None:
+        """An owned partition holding promise ``id``, if any (see ``_local``)."""
+        return self._local(id)
 
     async def delete_tree(self, id: str) -> int:
         store = self.node.holding_task(id) or self._local(id)

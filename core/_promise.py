@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY",
     "NO_TAGS",
     "TAG_BRANCH",
+    "TAG_DETACHED",
     "TAG_RETENTION",
     "TAG_TIMER",
     "PromiseRecord",
@@ -40,6 +41,8 @@ __all__ = [
 TAG_TIMER = "resonate:timer"
 TAG_BRANCH = "resonate:branch"
 TAG_RETENTION = "dawait:retention"
+TAG_DETACHED = "dawait:detached"
+"""On a ``ctx.detached`` invocation: it outlives its caller (a cancel does not reach it)."""
 """On a root (an invocation or a promise that is nobody's call): milliseconds it is kept
 once settled, then deleted with its tree. Absent: kept until deleted."""
 NO_TAGS: Mapping[str, str] = MappingProxyType({})

@@ -13,6 +13,7 @@ from dawait.core._partitions import partition_index
 
 __all__ = [
     "MAX_PAGE",
+    "CanceledView",
     "CreateInvocation",
     "CreatePromise",
     "CreateSchedule",
@@ -87,6 +88,12 @@ class InvocationView(BaseModel):
         default=None,
         description="When its retention ends and it is deleted with everything it recorded "
         "(null: still pending, or kept until deleted)",
+    )
+
+
+class CanceledView(InvocationView):
+    canceled: bool = Field(
+        description="Whether this request canceled it (false: it had ended already)"
     )
 
 

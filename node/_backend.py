@@ -19,7 +19,7 @@ from dawait.core._errors import (
 from dawait.core._ids import check_invocation_id
 from dawait.core._listing import InvocationQuery
 from dawait.core._param import read_invocation
-from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value
+from dawait.core._promise import PromiseRecord, PromiseState, Settle, SettleOutcome, Value
 from dawait.node import _api_models as m
 from dawait.runtime._codec import encode_json
 from dawait.runtime._store import PromisePage
@@ -143,11 +143,12 @@ class NodeBackend:
         registered = self.local.registry.resolve(function)
         registered.signature.encode_args(args, kwargs, strict=True)
 
-    async def cancel(self, id: str) -> PromiseRecord:
+    async def cancel(self, id: str) -> tuple[PromiseRecord, bool]:
+        """Cancel invocation ``id`` with what it awaits; and whether this call canceled it
+        (False: it had ended already)."""
         await self.invocation(id)
-        settled = await self._engine.settle(id, Settle.CANCEL, Value())
-        record: PromiseRecord = settled.promise
-        return record
+        settled = await self._engine.cancel(id)
+        return settled.promise, settled.outcome is SettleOutcome.SETTLED
 
     async def delete(self, id: str) -> None:
         await self._engine.store.delete_tree(id)

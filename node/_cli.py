@@ -258,8 +258,12 @@ async def _client_command(args: argparse.Namespace) -> int:
             return _exit_code(node.state)
         if args.command == "cancel":
             view = await client.cancel(args.id)
+            if not view.canceled and not args.json:
+                print(
+                    f"dawait: {args.id} had ended ({view.state}): nothing canceled", file=sys.stderr
+                )
             _show(args, view, _invocation_lines(view))
-            return OK
+            return OK if view.canceled else FAILED
         if args.command == "rm":
             await client.delete(args.id)
             _deleted(args, args.id)

@@ -192,9 +192,9 @@ class HttpClient:
         path = f"/invocations/{_quote(id)}/result"
         return (await self.request("GET", path, m.ResultView, params={"wait": str(wait)}))[0]
 
-    async def cancel(self, id: str) -> m.InvocationView:
+    async def cancel(self, id: str) -> m.CanceledView:
         path = f"/invocations/{_quote(id)}/cancel"
-        return (await self.request("POST", path, m.InvocationView))[0]
+        return (await self.request("POST", path, m.CanceledView))[0]
 
     async def invocations(
         self,

@@ -307,8 +307,9 @@ class NodeApi:
             guard.waiting -= 1
 
     async def cancel_invocation(self, request: web.Request) -> web.Response:
-        record = await self.backend.cancel(request.match_info["id"])
-        return _json(invocation_view(record))
+        record, canceled = await self.backend.cancel(request.match_info["id"])
+        view = invocation_view(record)
+        return _json(m.CanceledView(**dict(view), canceled=canceled))
 
     async def list_invocations(self, request: web.Request) -> web.Response:
         query = self._invocation_query(request)
@@ -493,7 +494,8 @@ class NodeApi:
                   "Its outcome, waiting up to ?wait= seconds (long-poll)",
                   response=m.ResultView, query=["wait"], statuses={404: "unknown id"}),
             Route("POST", "/invocations/{id}/cancel", self.cancel_invocation, inv,
-                  "Cancel an invocation", response=m.InvocationView,
+                  "Cancel an invocation with what it awaits (not its detached calls)",
+                  response=m.CanceledView,
                   statuses={404: "unknown id"}),
             Route("DELETE", "/invocations/{id}", self.delete_invocation, inv,
                   "Delete a settled invocation with every call it made (not its rpc and "

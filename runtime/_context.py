@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 from dawait.core._errors import NonDeterminismError, PromiseTimeoutError, SerializationError
 from dawait.core._param import invocation_param
 from dawait.core._promise import (
+    TAG_DETACHED,
     TAG_TIMER,
     PromiseRecord,
     Settle,
@@ -429,7 +430,7 @@ class Context:
                 timeout_at=min_deadline(
                     None if timeout is None else now + round(timeout * 1000), parent_deadline
                 ),
-                tags=self._inv.tags,
+                tags={**self._inv.tags, TAG_DETACHED: "true"} if detached else self._inv.tags,
             )
 
         engine = self._inv.engine

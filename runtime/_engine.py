@@ -229,6 +229,23 @@ class Engine:
         self._on_settled(settled)
         return settled
 
+    async def cancel(self, id: str) -> PromiseSettled:
+        """Cancel invocation or promise ``id`` with the calls it awaits (``cancel_tree``, in
+        bounded transactions, each invocation it called elsewhere with its own): the root's
+        settle, whose outcome says whether this call canceled it."""
+        self._require_group()
+        root = None
+        while True:
+            with self.faults.noting():
+                tree = await self.store.cancel_tree(id, now=self.clock.now())
+            for settled in (tree.root, *tree.calls) if root is None else tree.calls:
+                self._on_settled(settled)
+            root = root or tree.root
+            for child in tree.elsewhere:
+                await self.cancel(child)
+            if not tree.more:
+                return root
+
     async def get_promise(self, id: str) -> PromiseRecord | None:
         self._require_group()
         return await self.store.get_promise(id, now=self.timers.expiry_now())

@@ -94,6 +94,20 @@ class PromiseSettled:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CanceledTree:
+    """What one ``cancel_tree`` transaction did."""
+
+    root: PromiseSettled
+    calls: Sequence[PromiseSettled] = ()
+    """Pending calls below the root canceled with it."""
+    elsewhere: Sequence[str] = ()
+    """Pending invocations it called that live where this store cannot cancel them (a
+    cluster's other partitions): cancel each with its own tree."""
+    more: bool = False
+    """Whether pending calls are left (a transaction cancels a bounded number): again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Expired:
     """What one ``delete_expired`` did."""
 
@@ -252,6 +266,14 @@ class Store(Protocol):
         ...
 
     async def get_schedule(self, id: str) -> ScheduleRecord | None: ...
+
+    async def cancel_tree(self, id: str, *, now: int) -> CanceledTree:
+        """Cancel promise ``id`` (``Settle.CANCEL``) and every pending call below it that it
+        made and awaits: steps, timers, its ``ctx.promise`` promises, its ``ctx.rpc``
+        invocations with theirs; not ``detached`` invocations (nor below them). Again on a
+        root already canceled finishes a cascade cut short. ``PromiseNotFoundError`` for
+        an unknown id."""
+        ...
 
     async def delete_tree(self, id: str) -> int:
         """Delete settled invocation or promise ``id`` with every call it made (not its

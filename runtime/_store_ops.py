@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from dawait.core._errors import DawaitError, PromiseNotFoundError
-from dawait.core._listing import InvocationQuery, ListCursor, decode_cursor, encode_cursor
+from dawait.core._listing import InvocationQuery, ListCursor, decode_cursor
 from dawait.core._promise import (
+    TAG_DETACHED,
     PromiseRecord,
     PromiseState,
     Settle,
@@ -37,9 +38,11 @@ from dawait.core._task import (
 )
 from dawait.runtime._deletion import delete_in_batches, op_delete_tree, op_keep, op_sweep, sweep
 from dawait.runtime._metrics import EngineMetrics
+from dawait.runtime._search_ops import op_search_invocations, op_search_promises
 from dawait.runtime._store import (
     DEFAULT_MAX_PAYLOAD,
     MAX_PAYLOAD_CEILING,
+    CanceledTree,
     CreatePromise,
     Expired,
     InvocationCreated,
@@ -50,7 +53,7 @@ from dawait.runtime._store import (
     SchedulePage,
 )
 
-__all__ = ["Tables", "TablesStore"]
+__all__ = ["CANCEL_BATCH", "Tables", "TablesStore", "op_cancel_tree"]
 
 R = TypeVar("R")
 
@@ -165,6 +168,33 @@ def op_settle_promise(t: Tables, id: str, event: Settle, value: Value, now: int)
     return _settled(t, transition.record, transition.outcome)
 
 
+CANCEL_BATCH = 40
+"""Calls one ``op_cancel_tree`` cancels at most (a transaction's writes stay bounded)."""
+
+
+def op_cancel_tree(t: Tables, id: str, now: int) -> CanceledTree:
+    """``Store.cancel_tree``: the root, then pending calls below it, by branch."""
+    root = op_settle_promise(t, id, Settle.CANCEL, Value(), now)
+    if root.promise.state is not PromiseState.REJECTED_CANCELED:
+        return CanceledTree(root=root)  # it had ended otherwise: nothing below to cancel
+    below: dict[str, list[str]] = {}
+    for call, caller, _param in t.calls_below(id):
+        below.setdefault(caller, []).append(call)
+    canceled: list[PromiseSettled] = []
+    callers = [id]
+    while callers:
+        for call in sorted(below.get(callers.pop(), ())):
+            record = t.get_promise(call)
+            if record is None or record.tags.get(TAG_DETACHED) == "true":
+                continue  # a detached invocation outlives its caller, with its calls
+            if record.state is PromiseState.PENDING:
+                if len(canceled) == CANCEL_BATCH:
+                    return CanceledTree(root=root, calls=canceled, more=True)
+                canceled.append(op_settle_promise(t, call, Settle.CANCEL, Value(), now))
+            callers.append(call)
+    return CanceledTree(root=root, calls=canceled)
+
+
 def op_expire_promises(t: Tables, now: int, limit: int) -> list[PromiseSettled]:
     results = []
     for record in t.due_promises(now, limit):
@@ -179,88 +209,6 @@ def op_get_promise(t: Tables, id: str, now: int | None) -> PromiseRecord | None:
     if record is None or now is None:
         return record
     return expire_promise(record, now).record
-
-
-def op_search_promises(
-    t: Tables,
-    pattern: str,
-    state: PromiseState | None,
-    limit: int,
-    cursor: str | None,
-    now: int | None,
-) -> PromisePage:
-    if now is None or state is None:
-        # One extra row tells whether there is a next page without a second query.
-        rows = t.search_promises(pattern, state, limit + 1, cursor)
-        page = (
-            rows[:limit] if now is None else [expire_promise(r, now).record for r in rows[:limit]]
-        )
-        next_cursor = page[-1].id if len(rows) > limit and page else None
-        return PromisePage(promises=page, cursor=next_cursor)
-    # The state asked for is the state as of ``now``: a pending promise past its deadline
-    # counts as timed out (or, for a timer, resolved), so read stored states that may turn
-    # into it and filter after applying the deadline.
-    stored = [state]
-    if state in (PromiseState.RESOLVED, PromiseState.REJECTED_TIMEDOUT):
-        stored.append(PromiseState.PENDING)
-    return _page_as_of(
-        lambda after, n: _search_states(t, pattern, stored, n, after), state, limit, cursor, now
-    )
-
-
-def op_search_invocations(
-    t: Tables, query: InvocationQuery, limit: int, after: ListCursor | None, now: int
-) -> PromisePage:
-    """Invocations newest first, after ``after``, that ``query`` keeps as of ``now``; read
-    in chunks until the page is full."""
-    matches: list[PromiseRecord] = []
-    more = True
-    while len(matches) <= limit and more:
-        rows = t.invocation_promises(query, after, limit + 1)
-        more = len(rows) > limit
-        matches.extend(r for r in (expire_promise(r, now).record for r in rows) if query.keeps(r))
-        if rows:
-            after = (rows[-1].created_at, rows[-1].id)
-    page = matches[:limit]
-    last = page[-1] if page and (len(matches) > limit or more) else None
-    return PromisePage(
-        promises=page, cursor=None if last is None else encode_cursor((last.created_at, last.id))
-    )
-
-
-def _page_as_of(
-    fetch: Callable[[str | None, int], list[PromiseRecord]],
-    state: PromiseState | None,
-    limit: int,
-    cursor: str | None,
-    now: int,
-) -> PromisePage:
-    """A page of the records ``fetch(after, n)`` yields (by id) whose state as of ``now``
-    is ``state`` (any when None): fetched in chunks until the page is full."""
-    matches: list[PromiseRecord] = []
-    more = True
-    after = cursor
-    while len(matches) <= limit and more:
-        rows = fetch(after, limit + 1)
-        more = len(rows) > limit
-        for row in rows:
-            record = expire_promise(row, now).record
-            if state is None or record.state is state:
-                matches.append(record)
-        if rows:
-            after = rows[-1].id
-    page = matches[:limit]
-    next_cursor = page[-1].id if (len(matches) > limit or more) and page else None
-    return PromisePage(promises=page, cursor=next_cursor)
-
-
-def _search_states(
-    t: Tables, pattern: str, states: list[PromiseState], limit: int, after: str | None
-) -> list[PromiseRecord]:
-    if len(states) == 1:
-        return t.search_promises(pattern, states[0], limit, after)
-    rows = [r for s in states for r in t.search_promises(pattern, s, limit, after)]
-    return sorted(rows, key=lambda r: r.id)[:limit]
 
 
 def op_acquire_task(
@@ -496,6 +444,9 @@ class TablesStore:
 
     async def delete_schedule(self, id: str) -> bool:
         return await self._transact(_delete_schedule, id)
+
+    async def cancel_tree(self, id: str, *, now: int) -> CanceledTree:
+        return await self._transact(op_cancel_tree, id, now)
 
     async def delete_tree(self, id: str) -> int:
         return await delete_in_batches(lambda: self._transact(op_delete_tree, id))

@@ -262,7 +262,7 @@ class LocalBackend:
         return record.state.settled
 
     async def cancel(self, id: str) -> None:
-        await self.engine.settle(id, Settle.CANCEL, Value())
+        await self.engine.cancel(id)
 
     async def delete(self, id: str) -> None:
         await self.engine.store.delete_tree(id)

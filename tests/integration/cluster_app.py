@@ -59,3 +59,30 @@ async def chain(ctx: Context, n: int) -> int:
     for k in range(n):
         total += await ctx.run(count, k)
     return total
+
+
+@app.register(group="helpers")
+async def helper_waits(ctx: Context, id: str) -> str:
+    """In the ``helpers`` group (another partition than its caller's): a timer and a
+    promise of its own that a cancel of its caller must reach."""
+    approval = ctx.promise(id=f"{id}-helper-ok")
+    await ctx.sleep(timedelta(hours=1))
+    return str(await approval)
+
+
+@app.register
+async def stays(ctx: Context, id: str) -> str:
+    return str(await ctx.promise(id=f"{id}-stays-ok"))
+
+
+@app.register
+async def cancelable(ctx: Context) -> list[str]:
+    """Awaits a timer, a promise of its own, an rpc to the ``helpers`` group and a detached
+    call: a cancel reaches all but the detached one."""
+    id = ctx.invocation_id
+    timer = ctx.sleep(timedelta(hours=1))
+    approval = ctx.promise(id=f"{id}-ok")
+    remote = ctx.rpc("helper_waits", id)
+    detached = ctx.detached("stays", id)
+    await timer
+    return [await approval, await remote, await detached]

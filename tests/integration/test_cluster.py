@@ -425,6 +425,38 @@ async def test_invocations_are_listed_newest_first_across_partitions(cluster: Cl
     assert (await cluster.clients[0].invocations(function="helper")).items == []
 
 
+async def test_a_cancel_reaches_what_it_awaits_across_partitions_but_not_detached_calls(
+    cluster: Cluster,
+) -> None:
+    api = cluster.clients[2]  # serves only default: the helper runs on another node
+    await api.start("cx", "cancelable", [], {})
+    expected = {"cx-ok", "cx-helper-ok", "cx-stays-ok"}
+
+    async def recorded() -> bool:
+        pending = {p.id for p in (await api.promises("cx*", state="pending")).items}
+        return expected <= pending
+
+    await eventually(recorded, "every call of cx to be recorded", within=20)
+    before = {p.id for p in (await api.promises("cx*", state="pending")).items}
+    canceled = await cluster.clients[0].cancel("cx")
+    assert (canceled.state, canceled.canceled) == ("rejected_canceled", True)
+
+    async def settled() -> bool:
+        left = {p.id for p in (await api.promises("cx*", state="pending")).items}
+        return len(left) == 2
+
+    await eventually(settled, "what cx awaited to be canceled", within=20)
+    left = {p.id for p in (await api.promises("cx*", state="pending")).items}
+    assert "cx-stays-ok" in left  # the detached call's, with the detached call itself
+    (detached,) = left - {"cx-stays-ok"}
+    assert (await api.invocation(detached)).function == "stays"
+    for id in before - left:  # the timers, both promises, the rpc
+        assert (await api.promise(id)).state == "rejected_canceled", id
+    assert len(before - left) >= 5
+    again = await cluster.clients[1].cancel("cx")
+    assert (again.state, again.canceled) == ("rejected_canceled", False)
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
