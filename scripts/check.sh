@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# The project's one check: install into .venv, then lint, format check, mypy --strict, tests.
-# This is the README's test command, and .ci/run calls it. Extra args go to pytest.
+# The project's one check: install into .venv (skipped when nothing changed: see below), then
+# lint, format check, mypy --strict, tests. This is the README's test command, and .ci/run
+# calls it. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+# The install stamp (shared with scripts/run.sh): skip the install while the [dev] install
+# recorded matches pyproject.toml and the venv's Python; run.sh's runtime-only one does not.
+STAMP=.venv/.dawait-install-stamp
+key="$(.venv/bin/python -c 'import sys; print(sys.version.split()[0])') $(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "dev $key" ] || [ ! -x .venv/bin/pytest ]; then
+  rm -f "$STAMP"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  echo "dev $key" >"$STAMP"
+fi
 # checkov (tests/k8s) pins older versions of packages the project uses: its own venv.
 if [ ! -x .tools/checkov/bin/checkov ]; then
   "$PYTHON" -m venv .tools/checkov
