@@ -133,6 +133,7 @@ class TreeNode(BaseModel):
     settled_at: dt.datetime | None
     duration_ms: int | None
     attempts: int = Field(default=1, description="Attempts a step took (retries + 1)")
+    error: ErrorInfo | None = Field(default=None, description="Why it failed, if it did")
     children: list[TreeNode] = Field(default_factory=list)
 
 

@@ -28,6 +28,8 @@ from dawait.runtime._codec import validation_summary
 __all__ = ["main"]
 
 OK, FAILED, USAGE = 0, 1, 2
+WAIT_FOREVER = float("inf")
+"""``invoke --wait`` with no SECONDS: until it settles."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("id")
     invoke.add_argument("function")
     invoke.add_argument("args", nargs="?", default="[]", help="JSON array, or object of kwargs")
-    invoke.add_argument("--wait", action="store_true", help="wait for the result")
+    invoke.add_argument("--version", type=int, help="the function's version (default: newest)")
+    invoke.add_argument(
+        "--wait", nargs="?", type=float, const=WAIT_FOREVER, metavar="SECONDS",
+        help="wait for the result (at most SECONDS; exit 1 with state pending if it runs out)",
+    )  # fmt: skip
 
     for name, text in (("get", "show an invocation"), ("tree", "show its call tree"),
                        ("cancel", "cancel an invocation"),
@@ -118,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     get = promises.add_parser("get", parents=[common])
     get.add_argument("id")
+    create = promises.add_parser("create", parents=[common], help="a promise to settle later")
+    create.add_argument("id")
+    create.add_argument("--timeout", type=float, help="seconds from now (default: none)")
+    create.add_argument("--data", default="null", help="JSON value it carries")
+    cancel = promises.add_parser("cancel", parents=[common])
+    cancel.add_argument("id")
     resolve = promises.add_parser("resolve", parents=[common])
     resolve.add_argument("id")
     resolve.add_argument("value", nargs="?", default="null", help="JSON value")
@@ -140,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("function")
     create.add_argument("args", nargs="?", default="[]", help="JSON array, or object of kwargs")
     schedules.add_parser("ls", parents=[common])
+    schedules.add_parser("get", parents=[common]).add_argument("id")
     delete = schedules.add_parser("delete", parents=[common])
     delete.add_argument("id")
     return parser
@@ -274,6 +287,9 @@ async def _client_command(args: argparse.Namespace) -> int:
             return await _schedules(client, args)
         if args.command == "nodes":
             listing = await client.nodes()
+            if not listing.cluster and not args.json:
+                print(f"dawait: the node at {args.url} is not a cluster (an embedded store)")
+                return OK
             rows = [[n.node_id, n.address, ",".join(n.groups), "yes" if n.leader else ""]
                     for n in listing.items]  # fmt: skip
             _show(args, listing, _table(["NODE", "ADDRESS", "GROUPS", "LEADER"], rows))
@@ -366,6 +382,15 @@ async def _schedules(client: HttpClient, args: argparse.Namespace) -> int:
         await client.delete_schedule(args.id)
         _deleted(args, args.id)
         return OK
+    if args.action == "get":
+        view = await client.schedule(args.id)
+        last_run = view.last_run_at.isoformat() if view.last_run_at else "-"
+        next_run = view.next_run_at.isoformat() if view.next_run_at else "-"
+        rows = [["id", view.id], ["cron", view.cron], ["function", view.function],
+                ["args", _short(view.args)], ["kwargs", _short(view.kwargs)],
+                ["next run", next_run], ["last run", last_run]]  # fmt: skip
+        _show(args, view, _table(["FIELD", "VALUE"], rows)[1:])
+        return OK
     listing = await client.schedules()
     rows = [[v.id, v.cron, v.function, v.next_run_at.isoformat() if v.next_run_at else "-"]
             for v in listing.items]  # fmt: skip
@@ -378,13 +403,27 @@ async def _invoke(client: HttpClient, args: argparse.Namespace) -> int:
     if arguments is None:
         return USAGE
     call_args, kwargs = arguments
-    view, _created = await client.start(args.id, args.function, call_args, kwargs)
-    if not args.wait:
+    view, _created = await client.start(
+        args.id, args.function, call_args, kwargs, version=args.version
+    )
+    if args.wait is None:
         _show(args, view, _invocation_lines(view))
         return OK
-    result = await client.result(args.id, wait=300)
+    clock = SystemClock()
+    deadline = clock.monotonic() + args.wait
+    # Quiet for what ends within a second; then say that it waits, and for how long.
+    result = await client.result(args.id, wait=min(1.0, args.wait))
+    if result.state == "pending" and not args.json and clock.monotonic() < deadline:
+        until = "" if args.wait == WAIT_FOREVER else f" (at most {args.wait:g} s)"
+        print(f"dawait: waiting for {args.id}{until}", file=sys.stderr)
     while result.state == "pending":
-        result = await client.result(args.id, wait=300)
+        left = deadline - clock.monotonic()
+        if left <= 0:
+            break
+        result = await client.result(args.id, wait=min(left, 300))
+    if result.state == "pending":
+        _show(args, result, [f"pending: still running after {args.wait:g} s"])
+        return FAILED
     lines = [json.dumps(result.result)] if result.state == "resolved" else [
         f"{result.state}: {result.error.type if result.error else ''}: "
         f"{result.error.message if result.error else ''}"
@@ -405,6 +444,15 @@ async def _promises(client: HttpClient, args: argparse.Namespace) -> int:
         view = await client.resolve(args.id, value)
     elif args.action == "reject":
         view = await client.reject(args.id, args.message)
+    elif args.action == "cancel":
+        view = await client.cancel_promise(args.id)
+    elif args.action == "create":
+        try:
+            data = json.loads(args.data)
+        except ValueError as exc:
+            print(f"dawait promises create: --data is not JSON: {exc}", file=sys.stderr)
+            return USAGE
+        view = await client.create_promise(args.id, timeout=args.timeout, data=data)
     elif args.action == "rm":
         await client.delete_promise(args.id)
         _deleted(args, args.id)
@@ -487,7 +535,8 @@ def _tree_lines(node: m.TreeNode, depth: int = 0) -> list[str]:
     duration = "-" if node.duration_ms is None else f"{node.duration_ms} ms"
     label = node.function or node.kind
     attempts = f"  {node.attempts} attempts" if node.attempts > 1 else ""
-    lines = [f"{'  ' * depth}{node.id}  {label}  {node.state}  {duration}{attempts}"]
+    failed = f"  {node.error.type}: {node.error.message}" if node.error is not None else ""
+    lines = [f"{'  ' * depth}{node.id}  {label}  {node.state}  {duration}{attempts}{failed}"]
     for child in node.children:
         lines.extend(_tree_lines(child, depth + 1))
     return lines

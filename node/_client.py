@@ -144,9 +144,13 @@ class HttpClient:
         kwargs: dict[str, Any],
         *,
         wait: float | None = None,
+        version: int | None = None,
     ) -> tuple[m.InvocationView, bool]:
-        """Start an invocation; with ``wait``, the view is its outcome if it settles by then."""
-        body = m.CreateInvocation(id=id, function=function, args=args, kwargs=kwargs)
+        """Start an invocation (of ``version``, default the newest); with ``wait``, the view
+        is its outcome if it settles by then."""
+        body = m.CreateInvocation(
+            id=id, function=function, args=args, kwargs=kwargs, version=version
+        )
         params = None if wait is None else {"wait": str(wait)}
         owner = await self._owner(id, function) if self.route else None
         if owner is not None:

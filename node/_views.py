@@ -114,6 +114,7 @@ def _node(record: PromiseRecord, *, root: bool) -> TreeNode:
         settled_at=_time(settled),
         duration_ms=None if settled is None else max(0, settled - record.created_at),
         attempts=_attempts(record),
+        error=error_info(record),
     )
 
 

@@ -118,3 +118,13 @@ async def repeat(ctx: Context, text: str, times: int) -> str:
 async def shout(ctx: Context, text: str, times: int) -> None:
     """Fails with ``text`` ``times`` times over as its message."""
     raise ValueError(text * times)
+
+
+def check_stock(sku: str) -> None:
+    raise LookupError(f"{sku} is out of stock")
+
+
+@app.register
+async def reserve(ctx: Context, sku: str) -> None:
+    """A step that fails at once (not retried): ``dawait tree`` shows why."""
+    await ctx.options(non_retryable=(LookupError,)).run(check_stock, sku)

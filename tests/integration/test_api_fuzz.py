@@ -17,6 +17,7 @@ database is kept, so every run sends the same requests.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import http.client
 import json
@@ -387,10 +388,40 @@ def run_schemathesis(url: str, document: dict[str, Any]) -> list[str]:
     ]
 
 
+def test_a_wait_past_the_cap_is_refused(node: ServedNode) -> None:
+    result = node.call("GET", "/invocations/a-1/result?wait=300.5")
+    start = node.call(
+        "POST", "/invocations?wait=301", {"id": "w-1", "function": "echo", "args": [1]}
+    )
+    for reply in (result, start):
+        assert reply.status == 422
+        assert reply.json()["field"] == "wait"
+        assert "between 0 and 300" in reply.json()["message"]
+    assert node.call("GET", "/invocations/w-1").status == 404
+
+
+SCHEMATHESIS_WAIT = 2
+
+
+def with_short_waits(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with every ``wait`` parameter capped at ``SCHEMATHESIS_WAIT`` seconds.
+
+    A long-poll on a pending invocation (the seeded ``a-1`` waits on a promise nobody
+    settles) lasts as long as it was asked, up to 300 s: longer than the run's read timeout.
+    The cap at 300 itself is checked by ``test_a_wait_past_the_cap_is_refused``."""
+    narrowed = copy.deepcopy(document)
+    for operations in narrowed["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "wait":
+                    parameter["schema"]["maximum"] = SCHEMATHESIS_WAIT
+    return narrowed
+
+
 def test_schemathesis_finds_no_5xx_and_nothing_off_the_document(
     node: ServedNode, document: dict[str, Any]
 ) -> None:
-    failures = run_schemathesis(node.url, document)
+    failures = run_schemathesis(node.url, with_short_waits(document))
     assert not failures, f"{len(failures)} failing requests:\n\n" + "\n\n".join(failures)
 
 

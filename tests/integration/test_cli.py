@@ -110,9 +110,9 @@ async def test_failed_invocation_exits_1_unknown_ids_and_bad_arguments_exit_2(
     assert bad_json.err.startswith("dawait: ARGS_JSON is not JSON"), str(bad_json)
     assert no_fn.code == 2, str(no_fn)
     assert "no_such_function" in no_fn.err, str(no_fn)
-    assert "registered: add, approve, blob, fail, load, nap, repeat, shout, tick" in no_fn.err, str(
-        no_fn
-    )
+    assert (
+        "registered: add, approve, blob, fail, load, nap, repeat, reserve, shout, tick" in no_fn.err
+    ), str(no_fn)
     assert all("Traceback" not in ran.err for ran in results), "\n".join(map(str, results))
 
 
@@ -335,3 +335,64 @@ async def test_ls_names_a_bad_filter(shared: Node) -> None:
     assert "'yesterday' is neither an ISO time" in since.err, str(since)
     assert cursor.code == 2, str(cursor)
     assert "'nonsense' is not a cursor a listing gave" in cursor.err, str(cursor)
+
+
+async def test_promises_create_and_cancel_and_schedules_get(shared: Node) -> None:
+    created = await at(shared, "promises", "create", "cli-p", "--timeout", "60", "--data", "[1]")
+    assert created.code == 0, str(created)
+    assert fields(created)["state"] == "pending", str(created)
+    canceled = await at(shared, "promises", "cancel", "cli-p")
+    assert fields(canceled)["state"] == "rejected_canceled", str(canceled)
+    bad = await at(shared, "promises", "create", "cli-q", "--data", "{nope")
+    assert bad.code == 2, str(bad)
+    assert bad.err.startswith("dawait promises create: --data is not JSON"), str(bad)
+
+    made = await at(shared, "schedules", "create", "cli-s", "0 3 * * *", "add", "[1, 2]")
+    assert made.code == 0, str(made)
+    got = await at(shared, "schedules", "get", "cli-s")
+    assert got.code == 0, str(got)
+    assert {k: fields(got)[k] for k in ("id", "cron", "function", "args")} == {
+        "id": "cli-s", "cron": "0 3 * * *", "function": "add", "args": "[1, 2]"
+    }, str(got)  # fmt: skip
+    missing = await at(shared, "schedules", "get", "cli-none")
+    assert missing.code == 2, str(missing)
+    await at(shared, "schedules", "delete", "cli-s")
+
+
+async def test_invoke_version_wait_timeout_and_cancel_of_a_finished_invocation(
+    shared: Node,
+) -> None:
+    versioned = await at(shared, "invoke", "cli-v1", "add", "[1, 2]", "--version", "1", "--wait")
+    assert (versioned.code, versioned.out) == (0, "3\n"), str(versioned)
+    unknown = await at(shared, "invoke", "cli-v9", "add", "[1, 2]", "--version", "9")
+    assert unknown.code == 2, str(unknown)
+    assert "version 9" in unknown.err, str(unknown)
+
+    quick = await at(shared, "invoke", "cli-q", "approve", '["cli-amy"]', "--wait", "0.5")
+    assert (quick.code, quick.err) == (1, ""), str(quick)  # gave up before a second
+    assert quick.out == "pending: still running after 0.5 s\n", str(quick)
+    waited = await at(shared, "invoke", "cli-w", "approve", '["cli-zed"]', "--wait", "1.5")
+    assert waited.code == 1, str(waited)
+    assert waited.err == "dawait: waiting for cli-w (at most 1.5 s)\n", str(waited)
+    assert waited.out == "pending: still running after 1.5 s\n", str(waited)
+    first = await at(shared, "cancel", "cli-w")
+    assert first.code == 0, str(first)
+    assert fields(first)["state"] == "rejected_canceled", str(first)
+    again = await at(shared, "cancel", "cli-w")
+    assert again.code == 1, str(again)
+    assert again.err == "dawait: cli-w had ended (rejected_canceled): nothing canceled\n"
+    async with client(shared) as api:  # what it awaited went with it
+        assert (await api.promise("approval-cli-zed")).state == "rejected_canceled"
+
+
+async def test_tree_says_why_a_step_failed_and_nodes_on_an_embedded_store(shared: Node) -> None:
+    await finished(shared, ("cli-r", "reserve", ["sku-1"]))
+    tree = await at(shared, "tree", "cli-r")
+    assert tree.code == 1, str(tree)
+    step = [line for line in tree.lines if "check_stock" in line]
+    assert len(step) == 1, str(tree)
+    assert step[0].endswith("builtins.LookupError: sku-1 is out of stock"), str(tree)
+    nodes = await at(shared, "nodes")
+    assert (nodes.code, nodes.out) == (
+        0, f"dawait: the node at {shared.url} is not a cluster (an embedded store)\n"
+    ), str(nodes)  # fmt: skip
