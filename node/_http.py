@@ -31,6 +31,7 @@ from dawait.node._forward import FORWARDED, NODE, Forwarder
 from dawait.node._limits import BodyTimeout, Guard
 from dawait.node._metrics import NodeMetrics
 from dawait.node._openapi import Route, openapi_document
+from dawait.node._protocol import ProtocolApi
 from dawait.node._settings import DEFAULT_MAX_BODY
 from dawait.node._views import invocation_view, promise_view, result_view, tree
 
@@ -121,11 +122,14 @@ class NodeApi:
         self.max_body = max_body
         self.metrics = metrics or NodeMetrics(backend)
         self.routes = self._routes()
+        self.protocol = ProtocolApi(backend.local)
+        """Resonate's protocol (``POST /``, ``GET /poll/...``): the official SDKs' server."""
 
     def web_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=self.max_body)
         for route in self.routes:
             app.router.add_route(route.method, route.path, route.handler)
+        self.protocol.install(app)
         cluster = self.backend.app.cluster
         if cluster is not None:  # peers' requests: not part of the API (nor /openapi.json)
             app.router.add_route("POST", PEER_PATH + "{call}", peer_handler(cluster.peering.answer))

@@ -47,6 +47,7 @@ from dawait.runtime._timers import TimerLoop
 if TYPE_CHECKING:
     from dawait.runtime._invocation import Start
     from dawait.runtime._registry import Registered, Registry
+    from dawait.runtime._task_ops import Workers
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -121,6 +122,8 @@ class Engine:
         self.ownership: Ownership = SoleOwnership()
         """Which invocations run here and whether this process fires timers (see
         ``use_ownership``)."""
+        self.workers: Workers | None = None
+        """Workers of other processes (the official SDKs') that run some invocations."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,7 +229,7 @@ class Engine:
             settled = await self.store.settle_promise(
                 id, event=event, value=value, now=self.clock.now()
             )
-        self._on_settled(settled)
+        self.on_settled(settled)
         return settled
 
     async def cancel(self, id: str) -> PromiseSettled:
@@ -239,7 +242,7 @@ class Engine:
             with self.faults.noting():
                 tree = await self.store.cancel_tree(id, now=self.clock.now())
             for settled in (tree.root, *tree.calls) if root is None else tree.calls:
-                self._on_settled(settled)
+                self.on_settled(settled)
             root = root or tree.root
             for child in tree.elsewhere:
                 await self.cancel(child)
@@ -297,7 +300,7 @@ class Engine:
         if not waiters:
             del self._waiters[id]
 
-    def _on_settled(self, settled: PromiseSettled) -> None:
+    def on_settled(self, settled: PromiseSettled) -> None:
         record = settled.promise
         self.timers.disarm(record.id)
         self.ownership.settled(record)
@@ -308,6 +311,8 @@ class Engine:
         actor = self._actors.get(record.id)
         if actor is not None:
             actor.root_settled(record)
+        if self.workers is not None:
+            self.workers.settled(record)
         for task in settled.resumed:
             if self.ownership.runs_here(task.id, None, None):
                 self.resume(task.id)
@@ -324,7 +329,7 @@ class Engine:
     def _settled_elsewhere(self, record: PromiseRecord) -> None:
         """Wake what waits here on a promise another node settled (its tasks resume through
         their own records)."""
-        self._on_settled(PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=()))
+        self.on_settled(PromiseSettled(promise=record, outcome=SettleOutcome.SETTLED, resumed=()))
 
     def schedules_changed(self) -> None:
         self.schedules.wakeup.set()
@@ -538,6 +543,10 @@ class Engine:
             after = tasks[-1].id
 
     # -- timers ----------------------------------------------------------------------------
+
+    def arm_timeout(self, record: PromiseRecord) -> None:
+        """A promise written past the engine (the Resonate protocol's): time it out here."""
+        self._schedule_timeout(record)
 
     def _schedule_timeout(self, record: PromiseRecord) -> None:
         if record.state.settled or record.timeout_at is None:

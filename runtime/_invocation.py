@@ -254,6 +254,10 @@ class Invocation:
         task = await engine.store.get_task(self.id)
         if task is None or task.state is TaskState.FULFILLED:
             return None
+        workers = engine.workers
+        if workers is not None and workers.takes(record):
+            workers.dispatch(record, task)  # an SDK's worker runs it
+            return None
         held = task.state is TaskState.ACQUIRED and task.pid == engine.pid
         call = read_invocation(record.param.data)
         try:

@@ -354,6 +354,11 @@ class TablesStore:
     """Whether a retention sweep deletes its due trees in one transaction (``op_sweep``);
     else one tree at a time, a few at once (etcd bounds a transaction's operations)."""
 
+    async def transact(self, op: Callable[..., R], *args: object) -> R:
+        """Run ``op(tables, *args)`` atomically: operations written over ``Tables`` outside
+        this module (the Resonate protocol's task operations, ``_task_ops.py``)."""
+        return await self._transact(op, *args)
+
     async def _transact(self, op: Callable[..., R], *args: object) -> R:
         raise NotImplementedError
 

@@ -119,7 +119,7 @@ class TimerLoop:
         for settled in expired:
             self.disarm(settled.promise.id)
             engine.metrics.event("timeouts_fired")
-            engine._on_settled(settled)
+            engine.on_settled(settled)
         # Due on the monotonic clock though not on the wall clock (it went back).
         for id in due:
             entry = self.armed.get(id)
@@ -135,7 +135,7 @@ class TimerLoop:
                 continue
             self.disarm(id)
             engine.metrics.event("timeouts_fired")
-            engine._on_settled(settled)
+            engine.on_settled(settled)
         if len(expired) == EXPIRE_BATCH:
             await asyncio.sleep(0)
             return

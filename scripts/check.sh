@@ -24,6 +24,26 @@ if [ ! -x .tools/checkov/bin/checkov ]; then
   .tools/checkov/bin/python -m pip install --quiet --upgrade pip
   .tools/checkov/bin/python -m pip install --quiet 'checkov>=3.2,<4'
 fi
+# Resonate's official Python SDK (tests/integration/resonate) needs Python >= 3.12: its own
+# venv, from the first 3.12+ interpreter found (pyenv's, or python3.12/3.13 on PATH).
+if [ ! -x .tools/resonate-py/bin/python ] || ! .tools/resonate-py/bin/python -c 'import resonate' 2>/dev/null; then
+  SDK_PYTHON="${RESONATE_PYTHON:-}"
+  for candidate in "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python python3.13 python3.12; do
+    [ -n "$SDK_PYTHON" ] && break
+    if command -v "$candidate" >/dev/null 2>&1 \
+        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+      SDK_PYTHON="$candidate"
+    fi
+  done
+  if [ -z "$SDK_PYTHON" ]; then
+    echo "check.sh: no Python >= 3.12 found for resonate-sdk (set RESONATE_PYTHON)" >&2
+    exit 2
+  fi
+  echo "== resonate-sdk 0.8.1 (Python $("$SDK_PYTHON" -c 'import sys; print(sys.version.split()[0])'))"
+  rm -rf .tools/resonate-py
+  "$SDK_PYTHON" -m venv .tools/resonate-py
+  .tools/resonate-py/bin/python -m pip install --quiet 'resonate-sdk==0.8.1'
+fi
 echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        ./scripts/typecheck.sh

@@ -34,6 +34,8 @@ FOLDERS = {
 
 CORE_MAY_IMPORT = {
     "__future__",
+    "base64",
+    "binascii",
     "collections",
     "dataclasses",
     "datetime",

@@ -1,0 +1,441 @@
+"""Resonate's protocol on a node: ``POST /`` takes the ``{kind, head, data}`` envelope the
+official SDKs send (``resonate-sdk`` 0.8.1, ``@resonatehq/sdk`` 0.11.5; protocol
+``2026-04-01``) and answers ``{kind, head: {corrId, status, version}, data}``.
+
+The HTTP status is the envelope's where the TypeScript SDK reads it as an answer (200,
+300, 404, 409, 422, 501), else 200 with the status in ``head`` (the SDK would take any
+other HTTP status for an outage and retry). Error data is a string naming what was wrong.
+Pushes go out through ``_poll.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dawait.core._errors import DawaitError, NotSettleableError, PromiseAlreadySettledError
+from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState
+from dawait.core._task import TaskRecord
+from dawait.core._wire import (
+    NO_TIMEOUT,
+    PROTOCOL_VERSION,
+    TAG_TARGET,
+    WireError,
+    field,
+    promise_wire,
+    settle_event,
+    tags_field,
+    task_wire,
+    value_field,
+)
+from dawait.node._error_codes import error_code
+from dawait.node._poll import DEFAULT_TTL, Dispatch, PollHub
+from dawait.runtime._codec import check_request_size
+from dawait.runtime._store import CreatePromise, PromiseSettled
+from dawait.runtime._store_ops import TablesStore
+from dawait.runtime._task_ops import (
+    Acquired,
+    Fenced,
+    Suspended,
+    op_heartbeat,
+    op_register_callback,
+    op_task_acquire,
+    op_task_fence_create,
+    op_task_fence_settle,
+    op_task_release,
+    op_task_suspend,
+)
+
+if TYPE_CHECKING:
+    from dawait._local import LocalBackend
+
+__all__ = ["ProtocolApi"]
+
+log = logging.getLogger("dawait.protocol")
+
+HTTP_STATUSES = frozenset({200, 300, 404, 409, 422, 501})
+"""The statuses the TypeScript SDK takes as answers (``network/http.js``)."""
+
+Data = dict[str, Any]
+Answer = tuple[int, Any]
+
+
+class ProtocolApi:
+    """The envelope endpoint and the poll endpoint of one node."""
+
+    def __init__(self, local: LocalBackend) -> None:
+        self.local = local
+        self.engine = local.engine
+        self.hub = PollHub(self.engine)
+        self.dispatch = Dispatch(self.engine, self.hub)
+        self.engine.workers = self.dispatch
+        self.kinds: dict[str, Callable[[Data], Awaitable[Answer]]] = {
+            "promise.get": self.promise_get,
+            "promise.create": self.promise_create,
+            "promise.settle": self.promise_settle,
+            "promise.register_listener": self.promise_register_listener,
+            "promise.register_callback": self.promise_register_callback,
+            "promise.search": self.promise_search,
+            "task.create": self.task_create,
+            "task.acquire": self.task_acquire,
+            "task.fence": self.task_fence,
+            "task.suspend": self.task_suspend,
+            "task.fulfill": self.task_fulfill,
+            "task.release": self.task_release,
+            "task.heartbeat": self.task_heartbeat,
+        }
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_route("POST", "/", self.envelope)
+        app.router.add_route("GET", "/poll/{group}/{pid}", self.hub.handle)
+        app.cleanup_ctx.append(self._dispatching)
+
+    async def _dispatching(self, app: web.Application) -> Any:
+        task = self.engine.spawn(self.dispatch.run(), name="dawait-protocol-dispatch")
+        yield
+        task.cancel()
+
+    # -- the envelope ----------------------------------------------------------------------
+
+    async def envelope(self, request: web.Request) -> web.Response:
+        kind, corr = "error", ""
+        try:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                raise WireError(
+                    400, "the body is not JSON: a {kind, head, data} envelope"
+                ) from None
+            if not isinstance(body, dict):
+                raise WireError(400, "the body must be a {kind, head, data} object")
+            head = body.get("head")
+            if isinstance(head, dict) and isinstance(head.get("corrId"), str):
+                corr = head["corrId"]
+            if isinstance(body.get("kind"), str):
+                kind = body["kind"]
+            handler = self.kinds.get(kind)
+            if handler is None:
+                raise WireError(400, f"unknown request kind {kind!r}")
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise WireError(400, f"{kind}: data must be an object")
+            status, out = await handler(data)
+        except WireError as exc:
+            status, out = exc.status, str(exc)
+        except DawaitError as exc:
+            row = error_code(exc)
+            status, out = (row.status if row is not None else 400), str(exc)
+        except Exception:
+            log.exception("protocol request %s failed", kind)
+            status, out = 500, f"{kind}: the node failed to handle this request"
+        return _answer(kind, corr, status, out)
+
+    # -- promises --------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return self.engine.clock.now()
+
+    async def _promise(self, id: str, what: str) -> PromiseRecord:
+        record = await self.engine.store.get_promise(id, now=self._now())
+        if record is None:
+            raise WireError(404, f"{what}: no promise with id {id!r}")
+        return record
+
+    async def promise_get(self, data: Data) -> Answer:
+        record = await self._promise(field(data, "id", str, "promise.get"), "promise.get")
+        return 200, {"promise": promise_wire(record)}
+
+    def _create_request(self, data: Data, what: str) -> CreatePromise:
+        id = field(data, "id", str, what)
+        if not id:
+            raise WireError(400, f"{what}: data.id is empty")
+        timeout_at = field(data, "timeoutAt", int, what)
+        request = CreatePromise(
+            id=id,
+            param=value_field(data, "param", what),
+            timeout_at=None if timeout_at >= NO_TIMEOUT else timeout_at,
+            tags=tags_field(data, "tags", what),
+        )
+        check_request_size(id, request.param, request.value, self.engine.max_payload)
+        return request
+
+    @staticmethod
+    def _with_task(request: CreatePromise) -> bool:
+        """A promise with a target gets a task (a timer: none; the node resolves it)."""
+        return TAG_TARGET in request.tags and request.tags.get(TAG_TIMER) != "true"
+
+    async def promise_create(self, data: Data) -> Answer:
+        request = self._create_request(data, "promise.create")
+        now = self._now()
+        if self._with_task(request):
+            created = await self.engine.store.create_invocation(
+                request, pid=None, ttl=None, now=now
+            )
+            self._run_or_push(created.promise, created.task)
+            record = created.promise
+        else:
+            record = (await self.engine.store.create_promise(request, now=now)).promise
+        self.engine.arm_timeout(record)
+        return 200, {"promise": promise_wire(record)}
+
+    def _run_or_push(self, record: PromiseRecord, task: TaskRecord | None) -> None:
+        """A new pending task: push it to a worker, or run it in this engine (a function
+        registered here, in the target's group)."""
+        if task is None:
+            return
+        if self.dispatch.takes(record):
+            self.dispatch.dispatch(record, task)
+        else:
+            self.engine.resume(record.id)
+
+    async def promise_settle(self, data: Data) -> Answer:
+        what = "promise.settle"
+        id = field(data, "id", str, what)
+        event = settle_event(data, what)
+        value = value_field(data, "value", what)
+        try:
+            record = await self.local.settle(id, event, value)
+        except PromiseAlreadySettledError:
+            record = await self._promise(id, what)  # settled before: its record, as Resonate
+        except NotSettleableError as exc:
+            raise WireError(403, f"{what}: {exc}") from None
+        return 200, {"promise": promise_wire(record)}
+
+    async def promise_register_listener(self, data: Data) -> Answer:
+        what = "promise.register_listener"
+        awaited = field(data, "awaited", str, what)
+        address = field(data, "address", str, what)
+        record = await self._promise(awaited, what)
+        if not record.state.settled:
+            self.dispatch.listen(awaited, address)
+        return 200, {"promise": promise_wire(record)}
+
+    async def promise_register_callback(self, data: Data) -> Answer:
+        what = "promise.register_callback"
+        awaited = field(data, "awaited", str, what)
+        awaiter = field(data, "awaiter", str, what)
+        record = await self._tables().transact(op_register_callback, awaited, awaiter, self._now())
+        if record is None:
+            raise WireError(404, f"{what}: no promise with id {awaited!r}")
+        return 200, {"promise": promise_wire(record)}
+
+    async def promise_search(self, data: Data) -> Answer:
+        what = "promise.search"
+        raw_state = data.get("state")
+        state = None
+        if raw_state is not None:
+            try:
+                state = PromiseState(raw_state)
+            except ValueError:
+                raise WireError(400, f"{what}: data.state {raw_state!r} is not a state") from None
+        tags = tags_field(data, "tags", what)
+        limit = data.get("limit") or 100
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise WireError(400, f"{what}: data.limit must be an integer from 1 to 1000")
+        cursor = data.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise WireError(400, f"{what}: data.cursor must be a string")
+        page = await self.engine.store.search_promises(
+            "*", state=state, limit=limit, cursor=cursor, now=self._now()
+        )
+        found = [r for r in page.promises if all(r.tags.get(k) == v for k, v in tags.items())]
+        return 200, {"promises": [promise_wire(r) for r in found], "cursor": page.cursor}
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def _tables(self) -> TablesStore:
+        store = self.engine.store
+        if not isinstance(store, TablesStore):
+            raise WireError(
+                501,
+                "the Resonate protocol's tasks run on the embedded stores (memory, "
+                "SQLite) for now: this node's store is a cluster's",
+            )
+        return store
+
+    @staticmethod
+    def _action(data: Data, kinds: tuple[str, ...], what: str) -> tuple[str, Data]:
+        action = field(data, "action", dict, what)
+        kind = action.get("kind")
+        if kind not in kinds:
+            raise WireError(400, f"{what}: data.action.kind must be {' or '.join(kinds)}")
+        inner = action.get("data")
+        if not isinstance(inner, dict):
+            raise WireError(400, f"{what}: data.action.data must be an object")
+        return kind, inner
+
+    @staticmethod
+    def _ttl(data: Data, what: str) -> int:
+        ttl = data.get("ttl", DEFAULT_TTL)
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+            raise WireError(400, f"{what}: data.ttl must be a positive number of milliseconds")
+        return ttl
+
+    async def _preload(self, record: PromiseRecord) -> list[dict[str, Any]]:
+        branch = record.branch or record.id
+        return [
+            promise_wire(r)
+            for r in await self.engine.store.branch_promises(branch)
+            if r.id != record.id
+        ]
+
+    async def task_create(self, data: Data) -> Answer:
+        what = "task.create"
+        pid = field(data, "pid", str, what)
+        ttl = self._ttl(data, what)
+        _, inner = self._action(data, ("promise.create",), what)
+        request = self._create_request(inner, what)
+        self._tables()
+        created = await self.engine.store.create_invocation(
+            request, pid=pid, ttl=ttl, now=self._now()
+        )
+        if not created.created:
+            return 409, f"{what}: promise {request.id!r} exists"
+        self.engine.arm_timeout(created.promise)
+        out: Data = {"promise": promise_wire(created.promise), "preload": []}
+        if created.task is not None:
+            self.dispatch.leased(created.task, ttl)
+            out["task"] = task_wire(created.task, ttl=ttl)
+        return 200, out
+
+    async def task_acquire(self, data: Data) -> Answer:
+        what = "task.acquire"
+        id = field(data, "id", str, what)
+        version = field(data, "version", int, what)
+        pid = field(data, "pid", str, what)
+        ttl = self._ttl(data, what)
+        got = await self._tables().transact(op_task_acquire, id, version, pid, ttl, self._now())
+        if isinstance(got, Fenced):
+            return _fenced(got, what, id, version)
+        assert isinstance(got, Acquired)
+        self.dispatch.leased(got.task, ttl)
+        return 200, {
+            "task": task_wire(got.task, ttl=ttl),
+            "promise": promise_wire(got.promise),
+            "preload": await self._preload(got.promise),
+        }
+
+    async def task_fence(self, data: Data) -> Answer:
+        what = "task.fence"
+        id = field(data, "id", str, what)
+        version = field(data, "version", int, what)
+        kind, inner = self._action(data, ("promise.create", "promise.settle"), what)
+        now = self._now()
+        if kind == "promise.create":
+            request = self._create_request(inner, f"{what} {kind}")
+            with_task = self._with_task(request)
+            got = await self._tables().transact(
+                op_task_fence_create, id, version, request, with_task, now
+            )
+            if isinstance(got, Fenced):
+                return _fenced(got, what, id, version)
+            record, task = got
+            self.engine.arm_timeout(record)
+            self._run_or_push(record, task)
+        else:
+            settled = await self._fenced_settle(id, version, inner, f"{what} {kind}")
+            if isinstance(settled, Fenced):
+                return _fenced(settled, what, id, version)
+            record = settled.promise
+        inner_answer = {
+            "kind": kind,
+            "head": {"corrId": _corr(data["action"]), "status": 200, "version": PROTOCOL_VERSION},
+            "data": {"promise": promise_wire(record)},
+        }
+        return 200, {"action": inner_answer, "preload": []}
+
+    async def _fenced_settle(
+        self, id: str, version: int, inner: Data, what: str
+    ) -> PromiseSettled | Fenced:
+        promise_id = field(inner, "id", str, what)
+        event = settle_event(inner, what)
+        value = value_field(inner, "value", what)
+        check_request_size(promise_id, value, value, self.engine.max_payload)
+        settled = await self._tables().transact(
+            op_task_fence_settle, id, version, promise_id, event, value, self._now()
+        )
+        if not isinstance(settled, Fenced):
+            self.engine.on_settled(settled)
+        return settled
+
+    async def task_suspend(self, data: Data) -> Answer:
+        what = "task.suspend"
+        id = field(data, "id", str, what)
+        version = field(data, "version", int, what)
+        actions = field(data, "actions", list, what)
+        awaited = []
+        for action in actions:
+            inner = action.get("data") if isinstance(action, dict) else None
+            if not isinstance(inner, dict) or action.get("kind") != "promise.register_callback":
+                raise WireError(400, f"{what}: each action must be a promise.register_callback")
+            awaited.append(field(inner, "awaited", str, what))
+        got = await self._tables().transact(op_task_suspend, id, version, awaited, self._now())
+        if isinstance(got, Fenced):
+            return _fenced(got, what, id, version)
+        assert isinstance(got, Suspended)
+        if got.suspended:
+            return 200, {}
+        record = await self._promise(id, what)
+        return 300, {"preload": await self._preload(record)}
+
+    async def task_fulfill(self, data: Data) -> Answer:
+        what = "task.fulfill"
+        id = field(data, "id", str, what)
+        version = field(data, "version", int, what)
+        _, inner = self._action(data, ("promise.settle",), what)
+        settled = await self._fenced_settle(id, version, inner, what)
+        if isinstance(settled, Fenced):
+            return _fenced(settled, what, id, version)
+        return 200, {"promise": promise_wire(settled.promise)}
+
+    async def task_release(self, data: Data) -> Answer:
+        what = "task.release"
+        id = field(data, "id", str, what)
+        version = field(data, "version", int, what)
+        got = await self._tables().transact(op_task_release, id, version)
+        if isinstance(got, Fenced):
+            return _fenced(got, what, id, version)
+        record = await self._promise(id, what)
+        self.dispatch.dispatch(record, got)
+        return 200, {}
+
+    async def task_heartbeat(self, data: Data) -> Answer:
+        what = "task.heartbeat"
+        pid = field(data, "pid", str, what)
+        tasks = []
+        for item in field(data, "tasks", list, what):
+            if not isinstance(item, dict):
+                raise WireError(400, f"{what}: each of data.tasks must be {{id, version}}")
+            id = field(item, "id", str, what)
+            tasks.append(
+                (id, field(item, "version", int, what), self.dispatch.ttls.get(id, DEFAULT_TTL))
+            )
+        renewed = await self._tables().transact(op_heartbeat, pid, tasks, self._now())
+        for task in renewed:
+            self.dispatch.leased(task, self.dispatch.ttls.get(task.id, DEFAULT_TTL))
+        return 200, {}
+
+
+def _corr(envelope: Any) -> str:
+    head = envelope.get("head") if isinstance(envelope, Mapping) else None
+    corr = head.get("corrId") if isinstance(head, Mapping) else None
+    return corr if isinstance(corr, str) else ""
+
+
+def _fenced(why: Fenced, what: str, id: str, version: int) -> Answer:
+    if why is Fenced.NO_TASK:
+        return 404, f"{what}: no task with id {id!r}"
+    return 409, f"{what}: task {id!r} is not held at version {version}"
+
+
+def _answer(kind: str, corr: str, status: int, data: Any) -> web.Response:
+    body = {
+        "kind": kind,
+        "head": {"corrId": corr, "status": status, "version": PROTOCOL_VERSION},
+        "data": data,
+    }
+    return web.json_response(body, status=status if status in HTTP_STATUSES else 200)

@@ -1,0 +1,182 @@
+"""The task operations of Resonate's protocol, for workers in other processes (the official
+SDKs), written over ``Tables`` like the store's own (``_store_ops.py``) and run atomically.
+
+Each is fenced by the task's ``version`` as the worker last saw it: a write from a worker
+whose task was taken by another (its lease ended, version grew) changes nothing and answers
+a conflict. dawait's version grows on every acquire (``core/_task.py``); the version a push
+names is the task's as stored, and the acquire that takes it answers the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+from dawait.core._promise import PromiseRecord, Settle, Value, expire_promise
+from dawait.core._task import TaskRecord, TaskState, acquire_task, suspend_task
+from dawait.runtime._store import CreatePromise, PromiseSettled
+from dawait.runtime._store_ops import (
+    Tables,
+    op_create_invocation,
+    op_create_promise,
+    op_settle_promise,
+)
+
+__all__ = [
+    "Acquired",
+    "Fenced",
+    "Suspended",
+    "Workers",
+    "op_heartbeat",
+    "op_register_callback",
+    "op_task_acquire",
+    "op_task_fence_create",
+    "op_task_fence_settle",
+    "op_task_release",
+    "op_task_suspend",
+]
+
+
+class Workers(Protocol):
+    """Workers in other processes that run some invocations (the official SDKs' workers,
+    connected to the node's poll endpoint): the engine hands them the tasks they run."""
+
+    def takes(self, record: PromiseRecord) -> bool:
+        """Whether invocation ``record`` runs on such a worker, not in this engine."""
+        ...
+
+    def dispatch(self, record: PromiseRecord, task: TaskRecord) -> None:
+        """Tell a worker to run ``task`` (pending, or acquired with a lease that ended)."""
+        ...
+
+    def settled(self, record: PromiseRecord) -> None:
+        """A promise settled: tell the addresses listening for it."""
+        ...
+
+
+class Fenced(enum.Enum):
+    """Why a fenced write changed nothing."""
+
+    NO_TASK = "no such task"
+    NOT_HELD = "the task is not acquired at that version"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Acquired:
+    task: TaskRecord
+    promise: PromiseRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Suspended:
+    suspended: bool
+    """False: an awaited promise has settled already (a redirect: run again now)."""
+
+
+def _held(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
+    task = t.get_task(id)
+    if task is None:
+        return Fenced.NO_TASK
+    if task.state is not TaskState.ACQUIRED or task.version != version:
+        return Fenced.NOT_HELD
+    return task
+
+
+def op_task_acquire(
+    t: Tables, id: str, version: int, pid: str, ttl: int, now: int
+) -> Acquired | Fenced:
+    """Take task ``id`` at ``version`` (pending, or acquired with its lease ended)."""
+    task = t.get_task(id)
+    if task is None:
+        return Fenced.NO_TASK
+    if task.version != version:
+        return Fenced.NOT_HELD
+    acquired = acquire_task(task, pid=pid, now=now, ttl=ttl)
+    promise = t.get_promise(id)
+    if acquired is None or promise is None:
+        return Fenced.NOT_HELD
+    t.put_task(acquired, new=False)
+    return Acquired(acquired, expire_promise(promise, now).record)
+
+
+def op_task_fence_create(
+    t: Tables, id: str, version: int, request: CreatePromise, with_task: bool, now: int
+) -> tuple[PromiseRecord, TaskRecord | None] | Fenced:
+    """Create a promise for the holder of task ``id``; ``with_task``, with a task of its own
+    (pending: the caller dispatches it). The existing record when the id is taken."""
+    held = _held(t, id, version)
+    if isinstance(held, Fenced):
+        return held
+    if not with_task:
+        return op_create_promise(t, request, now).promise, None
+    created = op_create_invocation(t, request, None, None, now)
+    return created.promise, created.task
+
+
+def op_task_fence_settle(
+    t: Tables, id: str, version: int, promise_id: str, event: Settle, value: Value, now: int
+) -> PromiseSettled | Fenced:
+    """Settle a promise for the holder of task ``id`` (its own, to fulfil it, or a step's)."""
+    held = _held(t, id, version)
+    if isinstance(held, Fenced):
+        return held
+    return op_settle_promise(t, promise_id, event, value, now)
+
+
+def op_task_suspend(
+    t: Tables, id: str, version: int, awaited: Sequence[str], now: int
+) -> Suspended | Fenced:
+    """Park task ``id`` until one of ``awaited`` settles; not if one already has."""
+    held = _held(t, id, version)
+    if isinstance(held, Fenced):
+        return held
+    for promise_id in awaited:
+        record = t.get_promise(promise_id)
+        if record is None or expire_promise(record, now).record.state.settled:
+            return Suspended(False)
+    suspended = suspend_task(held)
+    assert suspended is not None
+    for promise_id in awaited:
+        t.add_callback(promise_id, id)
+    t.put_task(suspended, new=False)
+    return Suspended(True)
+
+
+def op_task_release(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
+    """Give task ``id`` back (pending, to be dispatched again)."""
+    held = _held(t, id, version)
+    if isinstance(held, Fenced):
+        return held
+    released = dataclasses.replace(held, state=TaskState.PENDING, pid=None, expires_at=None)
+    t.put_task(released, new=False)
+    return released
+
+
+def op_heartbeat(
+    t: Tables, pid: str, tasks: Sequence[tuple[str, int, int]], now: int
+) -> list[TaskRecord]:
+    """Extend the leases ``pid`` holds on ``tasks`` (id, version, ttl) by their ttl; those it
+    no longer holds (fulfilled, or taken by another) are left as they are."""
+    extended = []
+    for id, version, ttl in tasks:
+        held = _held(t, id, version)
+        if isinstance(held, Fenced) or held.pid != pid:
+            continue
+        renewed = dataclasses.replace(held, expires_at=now + ttl)
+        t.put_task(renewed, new=False)
+        extended.append(renewed)
+    return extended
+
+
+def op_register_callback(t: Tables, awaited: str, awaiter: str, now: int) -> PromiseRecord | None:
+    """Resume task ``awaiter`` (once suspended) when ``awaited`` settles; the awaited promise
+    as it is now (None if there is none; settled: nothing registered)."""
+    record = t.get_promise(awaited)
+    if record is None:
+        return None
+    record = expire_promise(record, now).record
+    if not record.state.settled and t.get_task(awaiter) is not None:
+        t.add_callback(awaited, awaiter)
+    return record

@@ -1,0 +1,185 @@
+"""Resonate's official Python SDK (``resonate-sdk`` 0.8.1, in its own Python 3.12 venv that
+``scripts/check.sh`` makes: ``.tools/resonate-py``) runs real worker processes against a real
+``dawait serve`` node over 127.0.0.1: the node is their server (``POST /``, ``GET /poll``).
+
+What a user of the SDK sees: steps, an idempotent rerun, a durable sleep, rpc to another
+group, an external promise resolved from another process, a worker SIGKILLed mid-step
+(its workflow finishes on another worker without rerunning completed steps), retries then
+failure, 200 concurrent runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.served import REPO, TOKEN, Node, Nodes, client, wait_until
+
+SDK_PYTHON = REPO / ".tools" / "resonate-py" / "bin" / "python"
+WORKER = Path(__file__).with_name("py_worker.py")
+RUN_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def sdk() -> Path:
+    if not SDK_PYTHON.exists():
+        message = f"{SDK_PYTHON} is missing: ./scripts/check.sh installs resonate-sdk there"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SDK_PYTHON
+
+
+class Sdk:
+    """Worker and client processes of the SDK against one node; all killed at the end."""
+
+    def __init__(self, python: Path, node: Node, dir: Path) -> None:
+        self.python = python
+        self.node = node
+        self.dir = dir
+        self.effects = dir / "sdk-effects.log"
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.env = {**os.environ, "RESONATE_TOKEN": TOKEN}
+
+    def worker(self, group: str) -> subprocess.Popen[bytes]:
+        log = (self.dir / f"worker-{group}-{len(self.workers)}.err").open("wb")
+        process = subprocess.Popen(
+            [str(self.python), str(WORKER), "worker", self.node.url, group, str(self.effects)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        self.workers.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"ready"
+        return process
+
+    async def call(self, *args: str) -> dict[str, Any]:
+        """Run ``py_worker.py ARGS`` against the node: the JSON line it prints."""
+        process = await asyncio.create_subprocess_exec(
+            str(self.python),
+            str(WORKER),
+            args[0],
+            self.node.url,
+            *args[1:],
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(
+                f"py_worker.py {' '.join(args)}: no answer in {RUN_TIMEOUT} s"
+            ) from None
+        assert process.returncode == 0, err.decode(errors="replace")
+        answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return answer
+
+    async def rpc(self, group: str, id: str, function: str, *args: Any) -> dict[str, Any]:
+        return await self.call("rpc", group, id, function, json.dumps(list(args)))
+
+    def ran(self, name: str) -> list[tuple[str, int]]:
+        """(id, pid) of every run of step ``name`` so far."""
+        if not self.effects.exists():
+            return []
+        lines = [line.split() for line in self.effects.read_text().splitlines()]
+        return [(id, int(pid)) for kind, id, pid in lines if kind == name]
+
+    def stop(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def node(nodes: Nodes) -> Node:
+    return nodes.start_with("n")
+
+
+@pytest.fixture
+def sdks(sdk: Path, node: Node, tmp_path: Path) -> Iterator[Sdk]:
+    running = Sdk(sdk, node, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_steps_a_rerun_a_sleep_and_rpc_to_another_group(sdks: Sdk, node: Node) -> None:
+    sdks.worker("w")
+    sdks.worker("other")
+    assert await sdks.rpc("w", "py-steps", "steps", 3) == {"resolved": [0, 2, 4]}
+    assert [id for id, _ in sdks.ran("double")] == ["py-steps:1", "py-steps:2", "py-steps:3"]
+    # The same id again: the recorded result, no step runs again.
+    assert await sdks.rpc("w", "py-steps", "steps", 3) == {"resolved": [0, 2, 4]}
+    assert len(sdks.ran("double")) == 3
+    assert await sdks.rpc("w", "py-sleep", "sleeper", 300) == {"resolved": "slept"}
+    assert await sdks.rpc("w", "py-calls", "calls", "other", 5) == {"resolved": 15}
+    (triple,) = sdks.ran("triple")
+    assert triple[1] == sdks.workers[1].pid  # ran on the worker of group "other"
+    # dawait's own API sees the SDK's invocations and their calls.
+    async with client(node) as http:
+        view = await http.invocation("py-steps")
+        assert (view.state, view.function, view.result) == ("resolved", "steps", [0, 2, 4])
+        tree = await http.tree("py-calls")
+        assert [(c.id, c.state) for c in tree.children] == [("py-calls:1", "resolved")]
+        sleep = await http.promise("py-sleep:1")
+        assert sleep.state == "resolved"
+        assert sleep.tags.get("resonate:timer") == "true"
+
+
+async def test_an_external_promise_resolved_from_another_process(sdks: Sdk) -> None:
+    sdks.worker("w")
+    waiting = asyncio.ensure_future(sdks.rpc("w", "py-approve", "approval", "ann"))
+    await wait_until("the workflow to wait on its promise", lambda: bool(sdks.ran("waiting")))
+    ((promise_id, _),) = sdks.ran("waiting")
+    assert promise_id == "py-approve:1"
+    assert await sdks.call("resolve", promise_id, json.dumps("yes")) == {"state": "resolved"}
+    assert await waiting == {"resolved": {"who": "ann", "decision": "yes"}}
+
+
+async def test_a_worker_sigkilled_mid_step_finishes_on_another(sdks: Sdk) -> None:
+    first = sdks.worker("k")
+    run = asyncio.ensure_future(sdks.rpc("k", "py-survives", "survives", 1500))
+    await wait_until("the long step to start", lambda: bool(sdks.ran("slow")))
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = sdks.worker("k")  # the lease of the first ends (2 s): the task comes here
+    assert await run == {"resolved": [2, 1500, 4]}
+    # Completed steps are not run again; the interrupted one is (steps are at-least-once).
+    assert sdks.ran("double") == [("py-survives:1", first.pid), ("py-survives:3", second.pid)]
+    assert sdks.ran("slow") == [("py-survives:2", first.pid), ("py-survives:2", second.pid)]
+    assert sdks.ran("slow-done") == [("py-survives:2", second.pid)]
+
+
+async def test_retries_then_failure(sdks: Sdk, node: Node) -> None:
+    sdks.worker("w")
+    answer = await sdks.rpc("w", "py-fails", "retries_then_fails", 2)
+    assert answer == {"rejected": "Flaky", "message": "failed (of 2)"}
+    assert len(sdks.ran("fails")) == 3  # the first try and two retries
+    async with client(node) as http:
+        assert (await http.invocation("py-fails")).state == "rejected"
+
+
+async def test_200_concurrent_runs(sdks: Sdk, node: Node) -> None:
+    sdks.worker("w")
+    sdks.worker("w")
+    assert await sdks.call("many", "w", "py-many-", "200") == {"right": 200}
+    runs = sdks.ran("double")
+    assert len(runs) == 400
+    assert len(set(runs)) == 400
+    assert {pid for _, pid in runs} == {p.pid for p in sdks.workers}  # both took a share
