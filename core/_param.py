@@ -73,11 +73,12 @@ def call_target(param: str | None) -> tuple[str | None, int | None]:
 
 
 def read_invocation(param: str | None) -> InvocationCall | None:
-    """The call an invocation's param records; None if it is not an invocation's."""
+    """The call an invocation's param records; None if it is not an invocation's. (The
+    TypeScript SDK records no ``kwargs``: none.)"""
     call = _object(param)
     if call is None:
         return None
-    func, args, kwargs = call.get("func"), call.get("args"), call.get("kwargs")
+    func, args, kwargs = call.get("func"), call.get("args"), call.get("kwargs", {})
     if not isinstance(func, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
         return None
     return InvocationCall(

@@ -44,6 +44,17 @@ if [ ! -x .tools/resonate-py/bin/python ] || ! .tools/resonate-py/bin/python -c 
   "$SDK_PYTHON" -m venv .tools/resonate-py
   .tools/resonate-py/bin/python -m pip install --quiet 'resonate-sdk==0.8.1'
 fi
+# Resonate's official TypeScript SDK (tests/integration/resonate), with the machine's node.
+if [ ! -e .tools/resonate-ts/node_modules/@resonatehq/sdk/package.json ]; then
+  if ! command -v npm >/dev/null; then
+    echo "check.sh: npm not found: the TypeScript SDK's tests need node and npm" >&2
+    exit 2
+  fi
+  echo "== @resonatehq/sdk 0.11.5 (node $(node --version))"
+  mkdir -p .tools/resonate-ts
+  echo '{"name": "dawait-resonate-ts", "private": true, "type": "module"}' >.tools/resonate-ts/package.json
+  npm install --prefix .tools/resonate-ts --no-audit --no-fund --loglevel=error '@resonatehq/sdk@0.11.5'
+fi
 echo "== ruff check";  .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy";        ./scripts/typecheck.sh

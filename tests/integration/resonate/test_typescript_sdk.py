@@ -1,0 +1,163 @@
+"""Resonate's official TypeScript SDK (``@resonatehq/sdk`` 0.11.5, installed by
+``scripts/check.sh`` in ``.tools/resonate-ts``; node 20 with a polyfill for
+``Promise.withResolvers``) runs real worker processes against a real ``dawait serve`` node,
+beside Python SDK workers: steps, an idempotent rerun, a durable sleep, rpc between the two
+SDKs both ways, a worker SIGKILLed mid-step.
+
+The TypeScript SDK checks the shape of every answer strictly, so these also hold dawait's
+records to the shapes both SDKs accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.resonate.test_python_sdk import SDK_PYTHON, Sdk
+from tests.integration.served import REPO, TOKEN, Node, Nodes, client, wait_until
+
+SDK_MODULES = REPO / ".tools" / "resonate-ts" / "node_modules"
+WORKER = Path(__file__).with_name("ts_worker.mjs")
+RUN_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def node_js() -> str:
+    found = shutil.which("node")
+    missing = [
+        what
+        for what, there in (
+            ("node", found is not None),
+            (
+                str(SDK_MODULES / "@resonatehq" / "sdk"),
+                (SDK_MODULES / "@resonatehq" / "sdk").exists(),
+            ),
+            (str(SDK_PYTHON), SDK_PYTHON.exists()),
+        )
+        if not there
+    ]
+    if missing:
+        message = f"missing {', '.join(missing)}: ./scripts/check.sh installs the SDKs"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    assert found is not None
+    return found
+
+
+class TsSdk:
+    """TypeScript worker and client processes against one node; all killed at the end."""
+
+    def __init__(self, node_js: str, node: Node, effects: Path) -> None:
+        self.node_js = node_js
+        self.node = node
+        self.effects = effects
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.env = {**os.environ, "RESONATE_TOKEN": TOKEN, "NODE_PATH": str(SDK_MODULES)}
+
+    def worker(self, group: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [self.node_js, str(WORKER), "worker", self.node.url, group, str(self.effects)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=(self.effects.parent / f"ts-worker-{len(self.workers)}.err").open("wb"),
+            stdin=subprocess.DEVNULL,
+        )
+        self.workers.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"ready"
+        return process
+
+    async def rpc(self, group: str, id: str, function: str, *args: Any) -> dict[str, Any]:
+        process = await asyncio.create_subprocess_exec(
+            self.node_js,
+            str(WORKER),
+            "rpc",
+            self.node.url,
+            group,
+            id,
+            function,
+            json.dumps(list(args)),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"ts rpc {id} {function}: no answer in {RUN_TIMEOUT} s") from None
+        assert process.returncode == 0, err.decode(errors="replace")
+        answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return answer
+
+    def stop(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def node(nodes: Nodes) -> Node:
+    return nodes.start_with("n")
+
+
+@pytest.fixture
+def sdks(node_js: str, node: Node, tmp_path: Path) -> Iterator[tuple[TsSdk, Sdk]]:
+    py = Sdk(SDK_PYTHON, node, tmp_path)
+    ts = TsSdk(node_js, node, py.effects)  # one effects file for both
+    try:
+        yield ts, py
+    finally:
+        ts.stop()
+        py.stop()
+
+
+async def test_steps_a_rerun_a_sleep_and_rpc_across_the_two_sdks(
+    sdks: tuple[TsSdk, Sdk], node: Node
+) -> None:
+    ts, py = sdks
+    ts.worker("tsw")
+    py.worker("pyw")
+    assert await ts.rpc("tsw", "ts-steps", "steps", 3) == {"resolved": [0, 2, 4]}
+    assert [id for id, _ in py.ran("double")] == ["ts-steps:0", "ts-steps:1", "ts-steps:2"]
+    assert await ts.rpc("tsw", "ts-steps", "steps", 3) == {"resolved": [0, 2, 4]}
+    assert len(py.ran("double")) == 3  # the rerun ran nothing
+    assert await ts.rpc("tsw", "ts-sleep", "sleeper", 300) == {"resolved": "slept"}
+    # A TypeScript workflow calls a Python function, and a Python workflow a TypeScript one.
+    assert await ts.rpc("tsw", "ts-calls", "calls", "pyw", 4) == {"resolved": 12}
+    assert await py.rpc("pyw", "py-calls", "calls", "tsw", 5) == {"resolved": 15}
+    assert {id: pid for id, pid in py.ran("triple")} == {
+        "ts-calls:0": py.workers[0].pid,
+        "py-calls:1": ts.workers[0].pid,
+    }
+    async with client(node) as http:
+        view = await http.invocation("ts-steps")
+        assert (view.state, view.result) == ("resolved", [0, 2, 4])
+
+
+async def test_a_sigkilled_worker_s_workflow_finishes_on_another(
+    sdks: tuple[TsSdk, Sdk],
+) -> None:
+    ts, py = sdks
+    first = ts.worker("tsk")
+    run = asyncio.ensure_future(ts.rpc("tsk", "ts-survives", "survives", 1500))
+    await wait_until("the long step to start", lambda: bool(py.ran("slow")))
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = ts.worker("tsk")
+    assert await run == {"resolved": [2, 1500, 4]}
+    assert py.ran("double") == [("ts-survives:0", first.pid), ("ts-survives:2", second.pid)]
+    assert py.ran("slow") == [("ts-survives:1", first.pid), ("ts-survives:1", second.pid)]
