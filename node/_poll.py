@@ -31,7 +31,7 @@ import heapq
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -191,15 +191,15 @@ class Dispatch:
 
     # -- the engine's side -----------------------------------------------------------------
 
-    def takes(self, record: PromiseRecord) -> bool:
-        target = record.tags.get(TAG_TARGET)
+    def takes(self, tags: Mapping[str, str], param: str | None) -> bool:
+        target = tags.get(TAG_TARGET)
         if target is None:
             return False
         address = parse_address(target)
         if address is None:
             return False
         if address.anycast and address.group in self.engine.registry.groups():
-            name, _ = call_target(record.param.data)
+            name, _ = call_target(param)
             return name not in self.engine.registry.served([address.group])
         return True
 

@@ -187,7 +187,7 @@ class ProtocolApi:
         registered here, in the target's group)."""
         if task is None:
             return
-        if self.dispatch.takes(record):
+        if self.dispatch.takes(record.tags, record.param.data):
             self.dispatch.dispatch(record, task)
         else:
             self.engine.resume(record.id)

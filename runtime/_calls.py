@@ -47,6 +47,8 @@ class CallOptions:
     retry_policy: RetryPolicy | None = None
     non_retryable: tuple[type[BaseException], ...] | None = None
     version: int | None = None
+    target: str | None = None
+    """A group of Resonate SDK workers that ``rpc`` and ``detached`` by name call."""
 
 
 class Frame:

@@ -30,6 +30,7 @@ from dawait.core._promise import (
     expire_promise,
 )
 from dawait.core._retry import Exponential, RetryPolicy
+from dawait.core._wire import TAG_TARGET
 from dawait.runtime._calls import (
     TAG_EXTERNAL,
     Builtin,
@@ -99,12 +100,15 @@ class Context:
         retry_policy: RetryPolicy | None = None,
         non_retryable: tuple[type[BaseException], ...] | None = None,
         version: int | None = None,
+        target: str | None = None,
     ) -> Context:
         """A view of this context whose calls use these options.
 
         ``id`` names the next call's promise (give it to one call only); ``timeout`` is in
         seconds, capped by this function's own deadline; ``version`` picks the version of a
-        registered function for ``rpc`` and ``detached``.
+        registered function for ``rpc`` and ``detached``. ``target`` sends ``rpc`` and
+        ``detached`` by name to a worker of that group of Resonate's SDKs (connected to the
+        node: ``docs/resonate.md``), for a function registered there, not in this app.
         """
         opts = self._opts
         if id is not None:
@@ -119,6 +123,10 @@ class Context:
             opts = replace(opts, non_retryable=tuple(non_retryable))
         if version is not None:
             opts = replace(opts, version=version)
+        if target is not None:
+            if not isinstance(target, str) or not target:
+                raise ValueError(f"ctx.options: target must be a group name, got {target!r}")
+            opts = replace(opts, target=target)
         return Context(self._inv, self._frame, opts)
 
     # -- calls -----------------------------------------------------------------------------
@@ -415,6 +423,8 @@ class Context:
         *,
         detached: bool,
     ) -> Call[Any]:
+        if self._opts.target is not None:
+            return self._invoke_worker(target, args, kwargs, detached=detached)
         registered = self._inv.engine.registry.resolve(target, self._opts.version)
         cid = self._next_id()
         param = invocation_param(
@@ -440,6 +450,52 @@ class Context:
             return await engine.start_invocation(req, call)
 
         return self._remote(cid, registered.name, request, registered.signature.result, start=start)
+
+    def _invoke_worker(
+        self,
+        target: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        detached: bool,
+    ) -> Call[Any]:
+        """``rpc``/``detached`` of a function a Resonate SDK worker of group ``target``
+        registered: an invocation with that target, dispatched by the node."""
+        group = self._opts.target
+        engine = self._inv.engine
+        if not isinstance(target, str):
+            raise TypeError(
+                f"ctx.options(target={group!r}): name the worker's function as a string, "
+                f"not {function_name(target)}"
+            )
+        if engine.workers is None:
+            raise ValueError(
+                f"ctx.options(target={group!r}).rpc({target!r}): Resonate SDK workers "
+                "connect to a node: run this app with dawait serve"
+            )
+        cid = self._next_id()
+        encoded = encode_json({"args": list(args), "kwargs": kwargs}, what=f"{target} arguments")
+        param = invocation_param(target, self._opts.version or 1, encoded)
+        timeout = self._opts.timeout
+        parent_deadline = None if detached else self._frame.deadline
+        tags = {**self._inv.tags, TAG_TARGET: f"poll://any@{group}"}
+        if detached:
+            tags[TAG_DETACHED] = "true"
+
+        def request(now: int) -> CreatePromise:
+            return CreatePromise(
+                id=cid,
+                param=Value(data=param),
+                timeout_at=min_deadline(
+                    None if timeout is None else now + round(timeout * 1000), parent_deadline
+                ),
+                tags=tags,
+            )
+
+        async def start(req: CreatePromise) -> Any:
+            return await engine.start_invocation(req)
+
+        return self._remote(cid, target, request, ANY, start=start)
 
     def _remote(
         self,

@@ -378,7 +378,10 @@ class Engine:
         check_request_size(request.id, request.param, request.value, self.max_payload)
         if call is not None:
             function, version = call[0].name, call[0].version
-        here = self.ownership.runs_here(request.id, function, version)
+        workers = self.workers
+        here = self.ownership.runs_here(request.id, function, version) and not (
+            workers is not None and workers.takes(request.tags, request.param.data)
+        )
         request = self.retention.tag(request, call[0] if call is not None else None)
         # Shielded: once the store took the task for this process, it must also be started
         # here, even if the caller is cancelled meanwhile (else no one would run it).
@@ -395,9 +398,11 @@ class Engine:
                 request, pid=self.pid if here else None, ttl=None, now=self.clock.now()
             )
         if not here:
-            # Another node runs it (it sees the pending task); wake waiters when it settles.
+            # Another node or an SDK's worker runs it; wake waiters when it settles.
             if created.task is not None:
                 self._schedule_timeout(created.promise)
+                if self.workers is not None and self.ownership.runs_here(request.id, None, None):
+                    self.workers.dispatch(created.promise, created.task)
             return created
         self.started(created, call)
         return created

@@ -255,7 +255,7 @@ class Invocation:
         if task is None or task.state is TaskState.FULFILLED:
             return None
         workers = engine.workers
-        if workers is not None and workers.takes(record):
+        if workers is not None and workers.takes(record.tags, record.param.data):
             workers.dispatch(record, task)  # an SDK's worker runs it
             return None
         held = task.state is TaskState.ACQUIRED and task.pid == engine.pid

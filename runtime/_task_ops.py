@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from dawait.core._promise import PromiseRecord, Settle, Value, expire_promise
@@ -43,8 +43,9 @@ class Workers(Protocol):
     """Workers in other processes that run some invocations (the official SDKs' workers,
     connected to the node's poll endpoint): the engine hands them the tasks they run."""
 
-    def takes(self, record: PromiseRecord) -> bool:
-        """Whether invocation ``record`` runs on such a worker, not in this engine."""
+    def takes(self, tags: Mapping[str, str], param: str | None) -> bool:
+        """Whether the invocation with these tags and param runs on such a worker, not in
+        this engine."""
         ...
 
     def dispatch(self, record: PromiseRecord, task: TaskRecord) -> None:

@@ -128,3 +128,9 @@ def check_stock(sku: str) -> None:
 async def reserve(ctx: Context, sku: str) -> None:
     """A step that fails at once (not retried): ``dawait tree`` shows why."""
     await ctx.options(non_retryable=(LookupError,)).run(check_stock, sku)
+
+
+@app.register
+async def via_worker(ctx: Context, group: str, x: int) -> object:
+    """Calls ``triple`` on a Resonate SDK worker of ``group`` (tests/integration/resonate)."""
+    return await ctx.options(target=group).rpc("triple", x)

@@ -111,7 +111,8 @@ async def test_failed_invocation_exits_1_unknown_ids_and_bad_arguments_exit_2(
     assert no_fn.code == 2, str(no_fn)
     assert "no_such_function" in no_fn.err, str(no_fn)
     assert (
-        "registered: add, approve, blob, fail, load, nap, repeat, reserve, shout, tick" in no_fn.err
+        "registered: add, approve, blob, fail, load, nap, repeat, reserve, shout, tick, via_worker"
+        in no_fn.err
     ), str(no_fn)
     assert all("Traceback" not in ran.err for ran in results), "\n".join(map(str, results))
 

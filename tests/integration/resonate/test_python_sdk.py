@@ -183,3 +183,23 @@ async def test_200_concurrent_runs(sdks: Sdk, node: Node) -> None:
     assert len(runs) == 400
     assert len(set(runs)) == 400
     assert {pid for _, pid in runs} == {p.pid for p in sdks.workers}  # both took a share
+
+
+async def test_dawait_and_the_sdk_call_each_other(sdks: Sdk, node: Node) -> None:
+    """A dawait workflow's ctx.options(target=...).rpc runs a function a Python SDK worker
+    registered; an SDK workflow's rpc to the node's group runs a function dawait registered."""
+    sdks.worker("pyw")
+    async with client(node) as http:
+        await http.start("dw-1", "via_worker", ["pyw", 7], {})
+        result = await http.result("dw-1", wait=30)
+        assert (result.state, result.result) == ("resolved", 21)
+        tree = await http.tree("dw-1")
+        assert [(c.id, c.function, c.state) for c in tree.children] == [
+            ("dw-1:1", "triple", "resolved")
+        ]
+    ((id, pid),) = sdks.ran("triple")
+    assert (id, pid) == ("dw-1:1", sdks.workers[0].pid)
+    # The other way: served_app's `add` is registered in the node's group, "default".
+    assert await sdks.rpc("default", "py-add", "add", 2, 3) == {"resolved": 5}
+    async with client(node) as http:
+        assert (await http.tree("py-add")).children[0].function == "plus"  # dawait's own step
