@@ -7,11 +7,14 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.client import HTTPConnection
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.integration.served import TOKEN, Node, Nodes, client
 from tests.polling import eventually
@@ -249,3 +252,52 @@ async def test_pushes_go_to_the_group_a_timer_resolves_by_itself_listeners_hear(
         assert not [line for line in pushed if line.startswith("data:")]
     finally:
         stream.cancel()
+
+
+KINDS = [
+    "promise.get", "promise.create", "promise.settle", "promise.register_listener",
+    "promise.register_callback", "promise.search", "task.create", "task.acquire",
+    "task.fence", "task.suspend", "task.fulfill", "task.release", "task.heartbeat",
+]  # fmt: skip
+FIELDS = [
+    "id", "timeoutAt", "param", "value", "tags", "state", "awaited", "awaiter", "address",
+    "limit", "cursor", "pid", "ttl", "version", "action", "actions", "tasks", "data", "kind",
+]  # fmt: skip
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    started = Nodes(tmp_path_factory.mktemp("envelope-fuzz"))
+    try:
+        yield started.start_with("fuzz")
+    finally:
+        started.kill_all()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kind=st.sampled_from(KINDS),
+    data=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
+)
+def test_no_request_makes_the_node_fail(shared_node: Node, kind: str, data: dict[str, Any]) -> None:
+    """Whatever the data, an answer that names the problem: never a 500, never a crash."""
+    body = json.dumps({"kind": kind, "head": {"corrId": "c"}, "data": data}).encode()
+    port = int(shared_node.url.rsplit(":", 1)[1])
+    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/", body, {"Authorization": f"Bearer {TOKEN}"})
+        answer = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    assert answer["head"]["status"] != 500, (kind, data, answer)
+    if answer["head"]["status"] >= 400:
+        assert isinstance(answer["data"], str), answer
+        assert answer["data"], answer
+    assert shared_node.process.poll() is None
