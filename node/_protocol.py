@@ -118,6 +118,7 @@ class ProtocolApi:
             if isinstance(body.get("kind"), str):
                 kind = body["kind"]
             handler = self.kinds.get(kind)
+            self._tables()  # a cluster's store: 501 for every kind (none half-served)
             if handler is None:
                 raise WireError(400, f"unknown request kind {kind!r}")
             data = body.get("data")
@@ -289,7 +290,6 @@ class ProtocolApi:
         ttl = self._ttl(data, what)
         _, inner = self._action(data, ("promise.create",), what)
         request = self._create_request(inner, what)
-        self._tables()
         created = await self.engine.store.create_invocation(
             request, pid=pid, ttl=ttl, now=self._now()
         )

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.served import REPO, TOKEN, Node, Nodes, client, wait_until
+from tests.etcd import EtcdCluster
+from tests.integration.served import APP, REPO, TOKEN, Node, Nodes, client, wait_until
 
 SDK_PYTHON = REPO / ".tools" / "resonate-py" / "bin" / "python"
 WORKER = Path(__file__).with_name("py_worker.py")
@@ -203,3 +204,18 @@ async def test_dawait_and_the_sdk_call_each_other(sdks: Sdk, node: Node) -> None
     assert await sdks.rpc("default", "py-add", "add", 2, 3) == {"resolved": 5}
     async with client(node) as http:
         assert (await http.tree("py-add")).children[0].function == "plus"  # dawait's own step
+
+
+async def test_on_a_node_with_an_etcd_store(
+    sdk: Path, nodes: Nodes, etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    endpoint = etcd.endpoints[0].removeprefix("http://")
+    store = f"etcd://{endpoint}?namespace=sdk-{os.getpid()}"
+    node = nodes.start("e", "--app", APP, "--port", "0", "--token", TOKEN, "--store", store)
+    sdks = Sdk(sdk, node, tmp_path)
+    try:
+        sdks.worker("w")
+        assert await sdks.rpc("w", "etcd-steps", "steps", 2) == {"resolved": [0, 2]}
+        assert await sdks.rpc("w", "etcd-sleep", "sleeper", 200) == {"resolved": "slept"}
+    finally:
+        sdks.stop()
