@@ -125,7 +125,9 @@ async def worker(url: str, group: str) -> None:
 
 
 async def rpc(url: str, group: str, id: str, func: str, args: list[Any]) -> None:
-    r = Resonate(url=url, group=f"{group}-client", token=TOKEN)
+    # Listeners are re-registered every second (the SDK's default is 60 s): a node that
+    # restarted meanwhile learns them again (it keeps them in memory).
+    r = Resonate(url=url, group=f"{group}-client", token=TOKEN, subscription_refresh_secs=1)
     try:
         handle = r.options(target=group).rpc(id, func, *args)
         try:

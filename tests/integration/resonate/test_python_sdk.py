@@ -219,3 +219,26 @@ async def test_on_a_node_with_an_etcd_store(
         assert await sdks.rpc("w", "etcd-sleep", "sleeper", 200) == {"resolved": "slept"}
     finally:
         sdks.stop()
+
+
+async def test_a_node_sigkilled_under_a_running_workflow_loses_nothing(
+    sdk: Path, nodes: Nodes, tmp_path: Path
+) -> None:
+    node = nodes.start_with("n1")
+    port = node.url.rsplit(":", 1)[1]
+    sdks = Sdk(sdk, node, tmp_path)
+    try:
+        sdks.worker("w")
+        run = asyncio.ensure_future(sdks.rpc("w", "py-node-dies", "survives", 1500))
+        await wait_until("the long step to start", lambda: bool(sdks.ran("slow")))
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=10)
+        # The same store, the same address: the SDKs reconnect and carry on.
+        again = nodes.start_with("n2", "--port", port)
+        sdks.node = again
+        assert await run == {"resolved": [2, 1500, 4]}
+        assert [id for id, _ in sdks.ran("double")] == ["py-node-dies:1", "py-node-dies:3"]
+        async with client(again) as http:
+            assert (await http.invocation("py-node-dies")).state == "resolved"
+    finally:
+        sdks.stop()
