@@ -162,7 +162,7 @@ class ProtocolApi:
             tags=tags_field(data, "tags", what),
         )
         check_request_size(id, request.param, request.value, self.engine.max_payload)
-        return request
+        return self.engine.retention.tag(request)  # a root: kept as long as the app says
 
     @staticmethod
     def _with_task(request: CreatePromise) -> bool:

@@ -136,6 +136,10 @@ async def test_steps_a_rerun_a_sleep_and_rpc_to_another_group(sdks: Sdk, node: N
     async with client(node) as http:
         view = await http.invocation("py-steps")
         assert (view.state, view.function, view.result) == ("resolved", "steps", [0, 2, 4])
+        # Deleted after the app's retention (7 days by default), as dawait's own roots.
+        root, step = await http.promise("py-steps"), await http.promise("py-steps:1")
+        assert root.tags["dawait:retention"] == str(7 * 24 * 3600 * 1000)
+        assert "dawait:retention" not in step.tags
         tree = await http.tree("py-calls")
         assert [(c.id, c.state) for c in tree.children] == [("py-calls:1", "resolved")]
         sleep = await http.promise("py-sleep:1")
