@@ -86,6 +86,14 @@ class PollHub:
         self.turn: dict[str, int] = {}
         self.held: dict[str, OrderedDict[str, str]] = {}
         self.pushed = 0
+        self.closing = False
+
+    def close(self) -> None:
+        """End every poll stream now (the node stops: its SDKs reconnect elsewhere or
+        once it is back) and refuse new ones."""
+        self.closing = True
+        for stream in self.streams.values():
+            stream.ready.set()
 
     def send(self, raw: str, kind: str, data: dict[str, Any], key: str) -> bool:
         """Push message ``kind`` to address ``raw``; False if nothing can receive it (held
@@ -132,6 +140,10 @@ class PollHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         group = request.match_info["group"].lower()
         pid = request.match_info["pid"]
+        if self.closing:
+            return web.json_response(
+                {"error": "unavailable", "message": "the node is stopping"}, status=503
+            )
         self._sweep()
         stream = self.streams.get((group, pid))
         if stream is None:
@@ -163,12 +175,14 @@ class PollHub:
     async def _lines(self, stream: _Stream) -> AsyncIterator[str]:
         ends = self.clock.monotonic() + STREAM_SECONDS
         yield ": dawait\n\n"  # the headers and a first byte: the client knows it is connected
-        while (left := ends - self.clock.monotonic()) > 0:
+        while (left := ends - self.clock.monotonic()) > 0 and not self.closing:
             if not stream.queue:
                 stream.ready.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(left, KEEPALIVE_SECONDS)):
                         await stream.ready.wait()
+                if self.closing:
+                    return
                 if not stream.queue:
                     yield ":\n\n"
                     continue

@@ -141,6 +141,7 @@ async def serve(
             await stop.wait()
             log.info("stopping: no new requests; letting running steps finish")
             backend.stop_waiting()  # long-polls answer now, with the state as it is
+            api.protocol.hub.close()  # and the SDKs' poll streams end (they reconnect)
             await site.stop()
             await app.quiesce(settings.grace_period)
             await runner.cleanup()

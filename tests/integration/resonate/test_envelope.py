@@ -301,3 +301,15 @@ def test_no_request_makes_the_node_fail(shared_node: Node, kind: str, data: dict
         assert isinstance(answer["data"], str), answer
         assert answer["data"], answer
     assert shared_node.process.poll() is None
+
+
+async def test_a_stopping_node_ends_its_poll_streams(
+    http: aiohttp.ClientSession, node: Node
+) -> None:
+    """SIGTERM with an SDK listening: the stream ends and the node exits at once, not after
+    its grace period (60 s by default) waiting for a stream that never ends by itself."""
+    async with http.get(node.url + "/poll/g/p") as response:
+        assert (await response.content.readline()).startswith(b":")
+        node.terminate()
+        assert await asyncio.wait_for(response.content.read(), 10) in (b"", b"\n")
+    assert await node.exit_code(within=10) == 0
