@@ -19,7 +19,7 @@ from aiohttp import web
 
 from dawait.core._errors import DawaitError, NotSettleableError, PromiseAlreadySettledError
 from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState
-from dawait.core._task import TaskRecord
+from dawait.core._task import TaskRecord, TaskState
 from dawait.core._wire import (
     NO_TIMEOUT,
     PROTOCOL_VERSION,
@@ -44,6 +44,7 @@ from dawait.runtime._task_ops import (
     op_heartbeat,
     op_register_callback,
     op_task_acquire,
+    op_task_create_again,
     op_task_fence_create,
     op_task_fence_settle,
     op_task_release,
@@ -294,7 +295,19 @@ class ProtocolApi:
             request, pid=pid, ttl=ttl, now=self._now()
         )
         if not created.created:
-            return 409, f"{what}: promise {request.id!r} exists"
+            # As Resonate's server: a pending task is taken, a fulfilled one answered.
+            again = await self._tables().transact(
+                op_task_create_again, request.id, pid, ttl, self._now()
+            )
+            if again is None:
+                return 409, f"{what}: promise {request.id!r} exists"
+            if again.task.state is TaskState.ACQUIRED:
+                self.dispatch.leased(again.task, ttl)
+            return 200, {
+                "task": task_wire(again.task, ttl=ttl),
+                "promise": promise_wire(again.promise),
+                "preload": await self._preload(again.promise),
+            }
         self.engine.arm_timeout(created.promise)
         out: Data = {"promise": promise_wire(created.promise), "preload": []}
         if created.task is not None:
@@ -377,6 +390,8 @@ class ProtocolApi:
         if isinstance(got, Fenced):
             return _fenced(got, what, id, version)
         assert isinstance(got, Suspended)
+        if got.missing is not None:
+            return 404, f"{what}: no promise with id {got.missing!r} to await"
         if got.suspended:
             return 200, {}
         record = await self._promise(id, what)

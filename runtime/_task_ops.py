@@ -32,6 +32,7 @@ __all__ = [
     "op_heartbeat",
     "op_register_callback",
     "op_task_acquire",
+    "op_task_create_again",
     "op_task_fence_create",
     "op_task_fence_settle",
     "op_task_release",
@@ -74,6 +75,8 @@ class Acquired:
 class Suspended:
     suspended: bool
     """False: an awaited promise has settled already (a redirect: run again now)."""
+    missing: str | None = None
+    """An awaited promise that does not exist (nothing to wait for: refused)."""
 
 
 def _held(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
@@ -98,6 +101,22 @@ def op_task_acquire(
     promise = t.get_promise(id)
     if acquired is None or promise is None:
         return Fenced.NOT_HELD
+    t.put_task(acquired, new=False)
+    return Acquired(acquired, expire_promise(promise, now).record)
+
+
+def op_task_create_again(t: Tables, id: str, pid: str, ttl: int, now: int) -> Acquired | None:
+    """``task.create`` of an id that exists: its task taken by ``pid`` if pending, as it is
+    if fulfilled (the result is there); None otherwise (held or parked: listen to it)."""
+    task, promise = t.get_task(id), t.get_promise(id)
+    if task is None or promise is None:
+        return None
+    if task.state is TaskState.FULFILLED:
+        return Acquired(task, promise)
+    if task.state is not TaskState.PENDING:
+        return None
+    acquired = acquire_task(task, pid=pid, now=now, ttl=ttl)
+    assert acquired is not None
     t.put_task(acquired, new=False)
     return Acquired(acquired, expire_promise(promise, now).record)
 
@@ -133,10 +152,12 @@ def op_task_suspend(
     held = _held(t, id, version)
     if isinstance(held, Fenced):
         return held
-    for promise_id in awaited:
-        record = t.get_promise(promise_id)
-        if record is None or expire_promise(record, now).record.state.settled:
-            return Suspended(False)
+    records = [t.get_promise(promise_id) for promise_id in awaited]
+    missing = [p for p, record in zip(awaited, records, strict=True) if record is None]
+    if missing:
+        return Suspended(False, missing=missing[0])
+    if any(r is not None and expire_promise(r, now).record.state.settled for r in records):
+        return Suspended(False)
     suspended = suspend_task(held)
     assert suspended is not None
     for promise_id in awaited:

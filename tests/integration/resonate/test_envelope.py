@@ -165,13 +165,16 @@ async def test_tasks_are_fenced_by_version_and_leased(
     _, head, done = await send(http, node, "task.fulfill", {**fulfill, "version": 2})
     assert head == 200
     assert done["promise"]["state"] == "resolved"
-    # A task.create of an existing id: 409, "listen to it".
+    # A task.create of an existing id whose task has ended.
     create = {
         "pid": "p3",
         "ttl": 1000,
         "action": {"kind": "promise.create", "data": targeted("t1", "x")},
     }
-    assert (await send(http, node, "task.create", create))[1] == 409
+    _, head, answered = await send(http, node, "task.create", create)
+    assert head == 200  # as Resonate's server: a fulfilled task is answered, with its result
+    assert answered["task"]["state"] == "fulfilled"
+    assert answered["promise"]["state"] == "resolved"
 
 
 async def test_suspend_redirects_when_an_awaited_promise_has_settled(
@@ -185,6 +188,7 @@ async def test_suspend_redirects_when_an_awaited_promise_has_settled(
     _, head, created = await send(http, node, "task.create", create)
     assert head == 200
     assert created["task"]["version"] == 0
+    assert (await send(http, node, "task.create", {**create, "pid": "p2"}))[1] == 409  # held
     external = {"id": "s1:1", "timeoutAt": 4102444800000, "tags": {"resonate:external": "true"}}
     fence = {"id": "s1", "version": 0, "action": {"kind": "promise.create", "data": external}}
     assert (await send(http, node, "task.fence", fence))[1] == 200
