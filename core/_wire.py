@@ -139,7 +139,7 @@ def value_field(data: Mapping[str, Any], name: str, what: str) -> Value:
     ):
         raise WireError(400, f"{what}: data.{name}.headers must map strings to strings")
     encoded = raw.get("data")
-    if encoded is None:
+    if encoded is None or encoded == "":  # the TypeScript SDK sends "" for no data
         return Value(headers=headers or None)
     if not isinstance(encoded, str):
         raise WireError(400, f"{what}: data.{name}.data must be a base64 string")
@@ -147,8 +147,9 @@ def value_field(data: Mapping[str, Any], name: str, what: str) -> Value:
         text = base64.b64decode(encoded, validate=True).decode("utf-8")
         json.loads(text)
     except (binascii.Error, UnicodeDecodeError, ValueError):
+        shown = encoded if len(encoded) <= 40 else encoded[:40] + "..."
         raise WireError(
-            400, f"{what}: data.{name}.data must be base64 of JSON text (UTF-8)"
+            400, f"{what}: data.{name}.data must be base64 of JSON text (UTF-8), got {shown!r}"
         ) from None
     return Value(data=text, headers=headers or None)
 

@@ -43,6 +43,7 @@ def test_values_are_base64_of_json_text_on_the_wire() -> None:
     assert value == Value(data='{"a": [1]}', headers={"h": "x"})
     assert value_field({}, "v", "k") == Value()
     assert value_field({"v": None}, "v", "k") == Value()
+    assert value_field({"v": {"data": "", "headers": {}}}, "v", "k") == Value()  # TypeScript
     for bad, why in [
         ({"data": "%%%"}, "base64 of JSON"),
         ({"data": base64.b64encode(b"not json").decode()}, "base64 of JSON"),

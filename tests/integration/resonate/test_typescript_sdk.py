@@ -78,15 +78,15 @@ class TsSdk:
         return process
 
     async def rpc(self, group: str, id: str, function: str, *args: Any) -> dict[str, Any]:
+        return await self.call("rpc", group, id, function, json.dumps(list(args)))
+
+    async def call(self, mode: str, *args: str) -> dict[str, Any]:
         process = await asyncio.create_subprocess_exec(
             self.node_js,
             str(WORKER),
-            "rpc",
+            mode,
             self.node.url,
-            group,
-            id,
-            function,
-            json.dumps(list(args)),
+            *args,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -97,7 +97,7 @@ class TsSdk:
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise AssertionError(f"ts rpc {id} {function}: no answer in {RUN_TIMEOUT} s") from None
+            raise AssertionError(f"ts {mode} {args}: no answer in {RUN_TIMEOUT} s") from None
         assert process.returncode == 0, err.decode(errors="replace")
         answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         return answer
@@ -161,3 +161,21 @@ async def test_a_sigkilled_worker_s_workflow_finishes_on_another(
     assert await run == {"resolved": [2, 1500, 4]}
     assert py.ran("double") == [("ts-survives:0", first.pid), ("ts-survives:2", second.pid)]
     assert py.ran("slow") == [("ts-survives:1", first.pid), ("ts-survives:1", second.pid)]
+
+
+async def test_an_external_promise_resolved_through_dawait_and_200_runs(
+    sdks: tuple[TsSdk, Sdk], node: Node
+) -> None:
+    ts, py = sdks
+    ts.worker("tsw")
+    ts.worker("tsw")
+    waiting = asyncio.ensure_future(ts.rpc("tsw", "ts-approve", "approval", "ann"))
+    await wait_until("the workflow to wait on its promise", lambda: bool(py.ran("waiting")))
+    ((promise_id, _),) = py.ran("waiting")
+    async with client(node) as http:
+        await http.resolve(promise_id, "yes")  # dawait's own API settles the SDK's promise
+    assert await waiting == {"resolved": {"who": "ann", "decision": "yes"}}
+    assert await ts.call("many", "tsw", "ts-many-", "200") == {"right": 200}
+    runs = py.ran("double")
+    assert len(set(runs)) == len(runs) == 400
+    assert {pid for _, pid in runs} == {p.pid for p in ts.workers}

@@ -5,6 +5,7 @@
 //   node ts_worker.mjs worker URL GROUP EFFECTS     serve GROUP's functions until killed
 //   node ts_worker.mjs rpc URL GROUP ID FUNC ARGS   run FUNC(...ARGS) on a worker of GROUP,
 //                                                   print its outcome as one JSON line
+//   node ts_worker.mjs many URL GROUP PREFIX N      N runs of steps(2) at once
 //
 // Every step appends "NAME ID PID" to EFFECTS when it runs.
 import { appendFileSync } from "node:fs";
@@ -68,7 +69,13 @@ function* survives(ctx, ms) {
   return [first, middle, yield* ctx.run(double, 2)];
 }
 
-const functions = { double, steps, sleeper, calls, triple, slow, survives };
+function* approval(ctx, who) {
+  const promise = yield* ctx.promise();
+  effect("waiting", promise.id);
+  return { who, decision: yield* promise };
+}
+
+const functions = { double, steps, sleeper, calls, triple, slow, survives, approval };
 
 if (mode === "worker") {
   effects = process.argv[5];
@@ -85,6 +92,16 @@ if (mode === "worker") {
   } catch (error) {
     console.log(JSON.stringify({ rejected: error?.name ?? String(error), message: error?.message }));
   }
+  process.exit(0);
+} else if (mode === "many") {
+  const [prefix, count] = process.argv.slice(5);
+  const resonate = new Resonate({ url, group: `${group}-client`, token });
+  const runs = [];
+  for (let i = 0; i < Number(count); i++) {
+    runs.push(resonate.rpc(`${prefix}${i}`, "steps", 2, resonate.options({ target: `poll://any@${group}` })));
+  }
+  const values = await Promise.all(runs);
+  console.log(JSON.stringify({ right: values.filter((v) => JSON.stringify(v) === "[0,2]").length }));
   process.exit(0);
 } else {
   console.error(`unknown mode ${mode}`);
