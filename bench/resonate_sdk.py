@@ -2,7 +2,7 @@
 SDK's own local mode (its in-process server model, no network), in one run.
 
     .venv/bin/python bench/resonate_sdk.py [--workflows 200] [--steps 5] [--workers 2]
-        [--trials 3]
+        [--trials 3] [--cluster N]
 
 Each trial: a fresh ``dawait serve`` node (examples.app, a SQLite file in a temp dir, a free
 127.0.0.1 port), ``--workers`` SDK worker processes, and one client process that starts
@@ -10,6 +10,10 @@ Each trial: a fresh ``dawait serve`` node (examples.app, a SQLite file in a temp
 all; then the same workflows in one process on ``Resonate()`` (local mode). Prints
 workflows/s and steps/s of both (median of the trials, and each trial), the ratio, the
 node's CPU seconds per 1,000 steps (/proc/PID/stat) and its RSS after the run.
+
+``--cluster N``: the server is a cluster of N ``dawait serve --etcd`` nodes on one throwaway
+etcd member (bench/_etcd.py, ``--unsafe-no-fsync``), the workers connected to the nodes in
+turn and the client to the last one; CPU is summed over the nodes, RSS is each node's.
 
 The SDK runs in its own venv (Python >= 3.12): ``.tools/resonate-py``, made by
 ``./scripts/check.sh``. On this 2-core machine the client, workers and node share the
@@ -19,6 +23,7 @@ cores: compare the figures of one run only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,9 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: ``bench.`` imports from the repository root
+
+from bench._etcd import Etcd  # noqa: E402
+from bench._ports import free_ports  # noqa: E402
+
 SDK_PYTHON = REPO / ".tools" / "resonate-py" / "bin" / "python"
 WORKER = Path(__file__).with_name("resonate_sdk_worker.py")
 DAWAIT = Path(sys.executable).with_name("dawait")
@@ -59,23 +71,46 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def start_node(dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    out = (dir / "node.out").open("wb")
+def start_node(dir: Path, name: str, *store: str) -> tuple[subprocess.Popen[bytes], str]:
+    log = dir / f"{name}.out"
     node = subprocess.Popen(
-        [str(DAWAIT), "serve", "--app", "examples.app:app", "--port", "0",
-         "--store", f"sqlite:///{dir / 'bench.db'}", "--grace-period", "1"],
-        cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [str(DAWAIT), "serve", "--app", "examples.app:app", *store, "--grace-period", "1"],
+        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = LISTENING.search((dir / "node.out").read_text(errors="replace"))
+        found = LISTENING.search(log.read_text(errors="replace"))
         if found:
             return node, found.group(1)
         if node.poll() is not None:
-            raise SystemExit(f"the node exited: {(dir / 'node.out').read_text()}")
+            raise SystemExit(f"the node exited: {log.read_text()}")
         time.sleep(0.05)
     stop(node)
     raise SystemExit("the node did not start in 30 s")
+
+
+def start_nodes(dir: Path, cluster: int, etcd: Etcd | None) -> list[tuple[Any, str]]:
+    if etcd is None:
+        return [start_node(dir, "node", "--port", "0", "--store", f"sqlite:///{dir / 'b.db'}")]
+    namespace = f"sdk-bench-{dir.name}"
+    common = ["--etcd", ",".join(etcd.endpoints), "--namespace", namespace]
+    ports = free_ports(cluster)
+    return [
+        start_node(dir, f"n{k}", "--port", str(port), *common, "--node-id", f"n{k}")
+        for k, port in enumerate(ports)
+    ]
+
+
+def balanced(urls: list[str]) -> None:
+    """Wait until every node owns the partitions it should."""
+    deadline = time.monotonic() + 30
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.monotonic() < deadline:
+        views = [json.loads(opener.open(f"{url}/nodes", timeout=5).read()) for url in urls]
+        if all(v["balanced"] and len(v["items"]) == len(urls) for v in views):
+            return
+        time.sleep(0.1)
+    raise SystemExit("the cluster did not balance in 30 s")
 
 
 def sdk(*args: str) -> dict[str, float]:
@@ -88,28 +123,38 @@ def sdk(*args: str) -> dict[str, float]:
     return answer
 
 
-def on_dawait(workflows: int, steps: int, workers: int) -> tuple[float, float, float]:
-    """(seconds, node CPU seconds, node RSS MiB) of one trial against a fresh node."""
-    with tempfile.TemporaryDirectory(prefix="dawait-sdk-bench-") as tmp:
-        node, url = start_node(Path(tmp))
+def on_dawait(
+    workflows: int, steps: int, workers: int, cluster: int
+) -> tuple[float, float, list[float]]:
+    """(seconds, nodes' CPU seconds, each node's RSS MiB) of one trial against a fresh node
+    (or cluster)."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dawait-sdk-bench-")))
+        etcd = stack.enter_context(Etcd(tmp / "etcd")) if cluster else None
+        nodes = start_nodes(tmp, cluster, etcd)
+        urls = [url for _, url in nodes]
         running: list[subprocess.Popen[bytes]] = []
         try:
-            for _ in range(workers):
+            if cluster:
+                balanced(urls)
+            for k in range(workers):
                 process = subprocess.Popen(
-                    [str(SDK_PYTHON), str(WORKER), "worker", url, "bench"],
+                    [str(SDK_PYTHON), str(WORKER), "worker", urls[k % len(urls)], "bench"],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                 )  # fmt: skip
                 running.append(process)
                 assert process.stdout is not None
                 if process.stdout.readline().strip() != b"ready":
                     raise SystemExit("an SDK worker did not start")
-            before = cpu_seconds(node.pid)
-            seconds = sdk("client", url, "bench", "wf-", str(workflows), str(steps))["seconds"]
-            return seconds, cpu_seconds(node.pid) - before, rss_mib(node.pid)
+            before = sum(cpu_seconds(node.pid) for node, _ in nodes)
+            answer = sdk("client", urls[-1], "bench", "wf-", str(workflows), str(steps))
+            used = sum(cpu_seconds(node.pid) for node, _ in nodes) - before
+            return answer["seconds"], used, [rss_mib(node.pid) for node, _ in nodes]
         finally:
             for process in running:
                 stop(process)
-            stop(node)
+            for node, _ in nodes:
+                stop(node)
 
 
 def main() -> None:
@@ -118,26 +163,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--cluster", type=int, default=0, help="nodes of an etcd cluster")
     args = parser.parse_args()
     if not SDK_PYTHON.exists():
         raise SystemExit(f"{SDK_PYTHON} is missing: run ./scripts/check.sh (it makes that venv)")
     n, s = args.workflows, args.steps
     dawait, local, cpu, rss = [], [], [], []
     for _ in range(args.trials):
-        seconds, node_cpu, node_rss = on_dawait(n, s, args.workers)
+        seconds, node_cpu, node_rss = on_dawait(n, s, args.workers, args.cluster)
         dawait.append(seconds)
         cpu.append(node_cpu)
         rss.append(node_rss)
         local.append(sdk("local", str(n), str(s))["seconds"])
     d, lo = statistics.median(dawait), statistics.median(local)
-    print(f"{n} workflows x {s} steps, {args.workers} SDK workers, {args.trials} trials")
+    server = f"a {args.cluster}-node etcd cluster" if args.cluster else "one SQLite node"
+    print(f"{n} workflows x {s} steps, {args.workers} SDK workers, {server}, {args.trials} trials")
     for name, med, runs in (("dawait node", d, dawait), ("SDK local mode", lo, local)):
         trials = ", ".join(f"{n / t:.0f}" for t in runs)
         print(f"  {name:15} {n / med:8.0f} workflows/s {n * s / med:9.0f} steps/s"
               f"   (workflows/s per trial: {trials})")  # fmt: skip
     print(f"  ratio dawait / local: {lo / d:.2f} (workflows/s)")
-    print(f"  node CPU: {1000 * statistics.median(cpu) / (n * s):.3f} s per 1,000 steps; "
-          f"node RSS after the run: {statistics.median(rss):.0f} MiB")  # fmt: skip
+    last = ", ".join(f"{r:.0f}" for r in rss[-1])
+    print(f"  node CPU (summed over nodes): {1000 * statistics.median(cpu) / (n * s):.3f} s "
+          f"per 1,000 steps; RSS after the last run: {last} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

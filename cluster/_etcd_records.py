@@ -148,6 +148,10 @@ class Keys:
     def member(self, node_id: str) -> str:
         return f"{self.prefix}n/{node_id}"
 
+    def polls(self, node_id: str) -> str:
+        """The groups whose Resonate poll streams node ``node_id`` holds (under its lease)."""
+        return f"{self.prefix}q/{node_id}"
+
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
@@ -241,3 +245,5 @@ class ClusterView:
     members: dict[str, Member] = field(default_factory=dict)
     leader: str | None = None
     """The leading node's id."""
+    polls: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Node id -> the groups of the Resonate SDK workers polling it (``Keys.polls``)."""

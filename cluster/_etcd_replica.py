@@ -97,6 +97,11 @@ def apply_change(
             view.members[_rest] = Member.decode(value)
         if listener is not None:
             listener.members_changed()
+    elif kind == "q":
+        if value is None:
+            view.polls.pop(_rest, None)
+        else:
+            view.polls[_rest] = frozenset(json.loads(value))
     elif kind == "leader":
         view.leader = None if value is None else json.loads(value)["node_id"]
         if listener is not None:

@@ -97,6 +97,8 @@ class ClusterNode:
         """Set while this node is a member: it fires the timers of its partitions."""
         self.owned: dict[Partition, PartitionStore] = {}
         self.peering = Peering(self)
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
+        """Peer calls the node layer answers (the Resonate protocol's)."""
         self.clock_watch = ClockWatch(self, max_offset)
         """This node's measured clock offset from its peers (it stands aside past the bound)."""
         self.joint = Joint(ns.etcd)
@@ -300,8 +302,14 @@ class ClusterNode:
         return set(self.owned) == self.desired()
 
     def partition_of_invocation(self, request: CreatePromise) -> Partition:
+        """An invocation's partition: its function's group's; the free family's when an
+        SDK's worker runs it (any node may own it: none runs its code)."""
+        index = partition_index(request.id, self.count)
+        workers = self.engine.workers
+        if workers is not None and workers.takes(request.tags, request.param.data):
+            return Partition(FREE, index)
         function, _version = call_target(request.param.data)
-        return Partition(self.group_of(function), partition_index(request.id, self.count))
+        return Partition(self.group_of(function), index)
 
     def open_partitions(self) -> list[PartitionStore]:
         return [s for s in self.owned.values() if s.is_open and s.membership.broken is None]

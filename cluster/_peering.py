@@ -195,6 +195,9 @@ class Peering:
             if call == "notify":
                 engine.promise_changed(None, record_from_json(body["promise"]))
                 return {}
+            handler = self.node.calls.get(call)
+            if handler is not None:
+                return await handler(body)
         finally:
             ACTING_FOR.reset(token)
         raise ValueError(f"unknown peer call {call!r}")

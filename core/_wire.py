@@ -59,6 +59,10 @@ class Address:
     group: str
     pid: str | None = None
 
+    def __str__(self) -> str:
+        tail = "" if self.pid is None else f"/{self.pid}"
+        return f"poll://{'any' if self.anycast else 'uni'}@{self.group}{tail}"
+
 
 def parse_address(raw: str) -> Address | None:
     """The poll address ``raw`` names; None for any other (an address dawait cannot reach)."""

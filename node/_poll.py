@@ -16,6 +16,9 @@ events) and the dispatch of tasks to the SDKs' workers, with their leases.
   it ends (the worker stopped heartbeating); a worker that took it at an older version is
   refused its writes. A timer's task is never pushed: the node resolves the timer at its
   deadline, which fulfils the task (the SDKs acquire a timer's task only to drop it).
+  A node that finds a task acquired when it restarts or takes its partition gives the lease
+  at least ``DEFAULT_TTL`` from then: the worker's heartbeats had nowhere to go meanwhile
+  (else every failover would run the workflows under way twice).
 - **Listeners** (``promise.register_listener``) are kept in memory: the SDKs register them
   again every 60 s while they wait, so a restarted node learns them again.
 
@@ -31,9 +34,9 @@ import heapq
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -59,6 +62,17 @@ MAX_HELD = 10_000
 MAX_STREAMS = 1_000
 REPUSH_MS = 30_000
 DEFAULT_TTL = 60_000
+
+
+class Relay(Protocol):
+    def forward(self, address: Address, line: str, key: str) -> bool:
+        """Send a message to the nodes holding streams of its group; False if none does."""
+        ...
+
+    def forward_to(self, node_id: str, address: Address, line: str, key: str) -> bool:
+        """Send a message to node ``node_id`` (the SDK sent its request there); False if
+        that is this node."""
+        ...
 
 
 @dataclass(eq=False)
@@ -87,6 +101,8 @@ class PollHub:
         self.held: dict[str, OrderedDict[str, str]] = {}
         self.pushed = 0
         self.closing = False
+        self.relay: Relay | None = None
+        """In a cluster: where messages for streams of other nodes go."""
 
     def close(self) -> None:
         """End every poll stream now (the node stops: its SDKs reconnect elsewhere or
@@ -95,26 +111,52 @@ class PollHub:
         for stream in self.streams.values():
             stream.ready.set()
 
-    def send(self, raw: str, kind: str, data: dict[str, Any], key: str) -> bool:
-        """Push message ``kind`` to address ``raw``; False if nothing can receive it (held
-        for a later connection when it is an anycast; ``key`` names it there)."""
+    def send(
+        self, raw: str, kind: str, data: dict[str, Any], key: str, via: str | None = None
+    ) -> bool:
+        """Push message ``kind`` to address ``raw`` (through node ``via``, in a cluster);
+        False if nothing can receive it yet (``key`` names it while it waits)."""
         address = parse_address(raw)
         if address is None:
             log.warning("cannot push %s for %s to %r: not a poll:// address", kind, key, raw)
             return False
         line = json.dumps({"kind": kind, "head": {}, "data": data}, separators=(",", ":"))
+        relay = self.relay
+        if via is not None and relay is not None and relay.forward_to(via, address, line, key):
+            return True
+        return self.deliver(address, line, key)
+
+    def deliver(self, address: Address, line: str, key: str, *, relay: bool = True) -> bool:
+        """``send`` of an encoded message: to a stream here, else (``relay``) to the nodes
+        holding streams of its group, else it waits here: an anycast for a process of its
+        group, a unicast ``LINGER_SECONDS`` for its process (which may be connecting)."""
         stream = self._route(address)
         if stream is None:
+            if relay and self.relay is not None and self.relay.forward(address, line, key):
+                return True
             if address.anycast:
-                held = self.held.setdefault(address.group, OrderedDict())
-                held[key] = line
-                held.move_to_end(key)
-                if len(held) > MAX_HELD:
-                    held.popitem(last=False)
+                self.hold(address.group, key, line)
+            elif address.pid is not None and len(self.streams) < MAX_STREAMS:
+                stream = self.streams[(address.group, address.pid)] = _Stream(
+                    address.group, address.pid, left_at=self.clock.monotonic()
+                )
+                stream.put(line)
             return False
         stream.put(line)
         self.pushed += 1
         return True
+
+    def hold(self, group: str, key: str, line: str) -> None:
+        held = self.held.setdefault(group, OrderedDict())
+        held[key] = line
+        held.move_to_end(key)
+        if len(held) > MAX_HELD:
+            held.popitem(last=False)
+
+    def groups(self) -> set[str]:
+        """The groups of the streams here (connected, or lingering for a reconnection)."""
+        self.sweep()
+        return {group for group, _ in self.streams}
 
     def _route(self, address: Address) -> _Stream | None:
         if address.pid is not None:
@@ -130,7 +172,7 @@ class PollHub:
         self.turn[address.group] = turn + 1
         return live[turn % len(live)]
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
         now = self.clock.monotonic()
         for key, stream in list(self.streams.items()):
             gone = not stream.connected and stream.left_at is not None
@@ -144,7 +186,7 @@ class PollHub:
             return web.json_response(
                 {"error": "unavailable", "message": "the node is stopping"}, status=503
             )
-        self._sweep()
+        self.sweep()
         stream = self.streams.get((group, pid))
         if stream is None:
             if len(self.streams) >= MAX_STREAMS:
@@ -196,12 +238,22 @@ class Dispatch:
     def __init__(self, engine: Engine, hub: PollHub) -> None:
         self.engine = engine
         self.hub = hub
-        self.listeners: dict[str, set[str]] = {}
+        self.listeners: dict[str, dict[str, str | None]] = {}
+        """Promise id -> the addresses to unblock when it settles, each with the node the
+        listener came through (in a cluster; None: this one)."""
         self.ttls: dict[str, int] = {}
         """The lease each leased task was taken with (a heartbeat renews it by as much)."""
+        self.grace: dict[str, int] = {}
+        """Task id -> when the lease of a task found acquired ends at the earliest (see
+        ``dispatch``)."""
+        self.pushed: dict[str, int] = {}
+        """Task id -> the version pushed (a look again is due): pushed once until then."""
         self._due: list[tuple[int, str, int]] = []
         """(when to look again, task id, version): a push to repeat, or a lease to check."""
         self._wake = asyncio.Event()
+        self.serves: Callable[[str, str], bool] = self._serves_here
+        """Whether dawait runs function ``name`` in ``group``: this node does (in a cluster,
+        any node: each must place an invocation alike)."""
 
     # -- the engine's side -----------------------------------------------------------------
 
@@ -212,22 +264,35 @@ class Dispatch:
         address = parse_address(target)
         if address is None:
             return False
-        if address.anycast and address.group in self.engine.registry.groups():
-            name, _ = call_target(param)
-            return name not in self.engine.registry.served([address.group])
-        return True
+        if not address.anycast:
+            return True
+        name, _ = call_target(param)
+        return name is None or not self.serves(address.group, name)
+
+    def _serves_here(self, group: str, name: str) -> bool:
+        return name in self.engine.registry.served([group])
 
     def dispatch(self, record: PromiseRecord, task: TaskRecord) -> None:
-        if record.is_timer or task.state is TaskState.FULFILLED:
+        if record.is_timer or task.state in (TaskState.FULFILLED, TaskState.SUSPENDED):
             return
-        if task.state is TaskState.SUSPENDED:
+        if self.pushed.get(task.id) == task.version:
+            return  # pushed already; pushed again if still pending when it is looked at
+        if task.state is TaskState.ACQUIRED:
+            # A worker holds it, or did: this node has just taken its partition or restarted,
+            # and the worker's heartbeats had nowhere to go meanwhile. Its lease counts anew.
+            until = max(task.expires_at or 0, self.engine.clock.now() + DEFAULT_TTL)
+            self.grace[task.id] = until
+            self.check_at(until, task.id, task.version)
             return
         self.push(record, task)
 
     def settled(self, record: PromiseRecord) -> None:
         self.ttls.pop(record.id, None)
-        for address in sorted(self.listeners.pop(record.id, ())):
-            self.hub.send(address, "unblock", {"promise": promise_wire(record)}, record.id)
+        self.pushed.pop(record.id, None)
+        self.grace.pop(record.id, None)
+        for address, via in sorted(self.listeners.pop(record.id, {}).items()):
+            data = {"promise": promise_wire(record)}
+            self.hub.send(address, "unblock", data, record.id, via)
 
     # -- pushes and leases -----------------------------------------------------------------
 
@@ -236,17 +301,20 @@ class Dispatch:
         if target is None:
             return
         data = {"task": {"id": task.id, "version": task.version}}
+        self.pushed[task.id] = task.version
         self.hub.send(target, "execute", data, task.id)
         self.check_at(self.engine.clock.now() + REPUSH_MS, task.id, task.version)
 
     def leased(self, task: TaskRecord, ttl: int) -> None:
         """``task`` was taken (or its lease renewed): look again when its lease ends."""
         self.ttls[task.id] = ttl
+        self.pushed.pop(task.id, None)
+        self.grace.pop(task.id, None)
         if task.expires_at is not None:
             self.check_at(task.expires_at, task.id, task.version)
 
-    def listen(self, promise_id: str, address: str) -> None:
-        self.listeners.setdefault(promise_id, set()).add(address)
+    def listen(self, promise_id: str, address: str, via: str | None = None) -> None:
+        self.listeners.setdefault(promise_id, {})[address] = via
 
     def check_at(self, when: int, id: str, version: int) -> None:
         if not self._due or when < self._due[0][0]:
@@ -269,6 +337,15 @@ class Dispatch:
             await self.engine.sleep_until(deadline, self._wake)
 
     async def _look_again(self, id: str, version: int, now: int) -> None:
+        if self.pushed.get(id) == version:
+            del self.pushed[id]
+        grace = self.grace.get(id, 0)
+        if grace <= now:
+            self.grace.pop(id, None)
+        if not self.engine.ownership.still_owns(id):
+            self.ttls.pop(id, None)
+            self.grace.pop(id, None)
+            return  # its partition moved: its new owner dispatches it
         store = self.engine.store
         task = await store.get_task(id)
         if task is None or task.version != version:
@@ -277,9 +354,10 @@ class Dispatch:
             task.state is TaskState.ACQUIRED
             and task.expires_at is not None
             and task.expires_at <= now
+            and grace <= now
         ):
             record = await store.get_promise(id)
             if record is not None and not record.state.settled:
                 self.push(record, task)
         elif task.state is TaskState.ACQUIRED and task.expires_at is not None:
-            self.check_at(task.expires_at, id, version)  # renewed by heartbeats
+            self.check_at(max(task.expires_at, grace), id, version)  # renewed by heartbeats

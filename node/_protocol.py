@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -47,12 +47,14 @@ from dawait.runtime._task_ops import (
     op_task_create_again,
     op_task_fence_create,
     op_task_fence_settle,
+    op_task_held,
     op_task_release,
     op_task_suspend,
 )
 
 if TYPE_CHECKING:
     from dawait._local import LocalBackend
+    from dawait.node._cluster_protocol import ClusterProtocol
 
 __all__ = ["ProtocolApi"]
 
@@ -61,6 +63,7 @@ log = logging.getLogger("dawait.protocol")
 HTTP_STATUSES = frozenset({200, 300, 404, 409, 422, 501})
 """The statuses the TypeScript SDK takes as answers (``network/http.js``)."""
 
+R = TypeVar("R")
 Data = dict[str, Any]
 Answer = tuple[int, Any]
 
@@ -74,6 +77,12 @@ class ProtocolApi:
         self.hub = PollHub(self.engine)
         self.dispatch = Dispatch(self.engine, self.hub)
         self.engine.workers = self.dispatch
+        self.cluster: ClusterProtocol | None = None
+        """In a partitioned cluster: requests sent to their partitions' owners."""
+        if local.cluster is not None:
+            from dawait.node._cluster_protocol import ClusterProtocol
+
+            self.cluster = ClusterProtocol(self, local.cluster)
         self.kinds: dict[str, Callable[[Data], Awaitable[Answer]]] = {
             "promise.get": self.promise_get,
             "promise.create": self.promise_create,
@@ -96,9 +105,12 @@ class ProtocolApi:
         app.cleanup_ctx.append(self._dispatching)
 
     async def _dispatching(self, app: web.Application) -> Any:
-        task = self.engine.spawn(self.dispatch.run(), name="dawait-protocol-dispatch")
+        tasks = [self.engine.spawn(self.dispatch.run(), name="dawait-protocol-dispatch")]
+        if self.cluster is not None:
+            tasks.append(self.engine.spawn(self.cluster.publish(), name="dawait-protocol-polls"))
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     # -- the envelope ----------------------------------------------------------------------
 
@@ -118,23 +130,32 @@ class ProtocolApi:
                 corr = head["corrId"]
             if isinstance(body.get("kind"), str):
                 kind = body["kind"]
-            handler = self.kinds.get(kind)
-            self._tables()  # a cluster's store: 501 for every kind (none half-served)
-            if handler is None:
+            if kind not in self.kinds:
                 raise WireError(400, f"unknown request kind {kind!r}")
             data = body.get("data")
             if not isinstance(data, dict):
                 raise WireError(400, f"{kind}: data must be an object")
-            status, out = await handler(data)
+            if self.cluster is not None:
+                status, out = await self.cluster.handle(kind, data)
+            else:
+                status, out = await self.answer(kind, data)
         except WireError as exc:
             status, out = exc.status, str(exc)
         except DawaitError as exc:
-            row = error_code(exc)
-            status, out = (row.status if row is not None else 400), str(exc)
+            status, out = _refused(exc)
         except Exception:
             log.exception("protocol request %s failed", kind)
             status, out = 500, f"{kind}: the node failed to handle this request"
         return _answer(kind, corr, status, out)
+
+    async def answer(self, kind: str, data: Data) -> Answer:
+        """Request ``kind`` answered here: its status and data (errors as their status)."""
+        try:
+            return await self.kinds[kind](data)
+        except WireError as exc:
+            return exc.status, str(exc)
+        except DawaitError as exc:
+            return _refused(exc)
 
     # -- promises --------------------------------------------------------------------------
 
@@ -151,7 +172,7 @@ class ProtocolApi:
         record = await self._promise(field(data, "id", str, "promise.get"), "promise.get")
         return 200, {"promise": promise_wire(record)}
 
-    def _create_request(self, data: Data, what: str) -> CreatePromise:
+    def create_request(self, data: Data, what: str) -> CreatePromise:
         id = field(data, "id", str, what)
         if not id:
             raise WireError(400, f"{what}: data.id is empty")
@@ -166,18 +187,19 @@ class ProtocolApi:
         return self.engine.retention.tag(request)  # a root: kept as long as the app says
 
     @staticmethod
-    def _with_task(request: CreatePromise) -> bool:
+    def with_task(request: CreatePromise) -> bool:
         """A promise with a target gets a task (a timer: none; the node resolves it)."""
         return TAG_TARGET in request.tags and request.tags.get(TAG_TIMER) != "true"
 
     async def promise_create(self, data: Data) -> Answer:
-        request = self._create_request(data, "promise.create")
+        request = self.create_request(data, "promise.create")
         now = self._now()
-        if self._with_task(request):
+        if self.with_task(request):
             created = await self.engine.store.create_invocation(
                 request, pid=None, ttl=None, now=now
             )
-            self._run_or_push(created.promise, created.task)
+            if self.cluster is None:  # a cluster's router runs or dispatches it
+                self._run_or_push(created.promise, created.task)
             record = created.promise
         else:
             record = (await self.engine.store.create_promise(request, now=now)).promise
@@ -213,14 +235,18 @@ class ProtocolApi:
         address = field(data, "address", str, what)
         record = await self._promise(awaited, what)
         if not record.state.settled:
-            self.dispatch.listen(awaited, address)
+            via = None if self.cluster is None else self.cluster.via()
+            self.dispatch.listen(awaited, address, via)
         return 200, {"promise": promise_wire(record)}
 
     async def promise_register_callback(self, data: Data) -> Answer:
         what = "promise.register_callback"
         awaited = field(data, "awaited", str, what)
         awaiter = field(data, "awaiter", str, what)
-        record = await self._tables().transact(op_register_callback, awaited, awaiter, self._now())
+        if self.cluster is not None:
+            record = await self.cluster.register_callback(awaited, awaiter, self._now())
+        else:
+            record = await self.run(awaited, op_register_callback, awaited, awaiter, self._now())
         if record is None:
             raise WireError(404, f"{what}: no promise with id {awaited!r}")
         return 200, {"promise": promise_wire(record)}
@@ -249,15 +275,15 @@ class ProtocolApi:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def _tables(self) -> TablesStore:
+    async def run(self, id: str, op: Callable[..., R], *args: object) -> R:
+        """Run store operation ``op(tables, *args)`` about ``id`` atomically: in the store
+        (one node's), or on the partition answered for (a cluster's)."""
+        if self.cluster is not None:
+            return await self.cluster.run(id, op, *args)
         store = self.engine.store
         if not isinstance(store, TablesStore):
-            raise WireError(
-                501,
-                "the Resonate protocol's tasks run on the embedded stores (memory, "
-                "SQLite) for now: this node's store is a cluster's",
-            )
-        return store
+            raise WireError(501, "the Resonate protocol needs a store with tables")
+        return await store.transact(op, *args)
 
     @staticmethod
     def _action(data: Data, kinds: tuple[str, ...], what: str) -> tuple[str, Data]:
@@ -290,14 +316,14 @@ class ProtocolApi:
         pid = field(data, "pid", str, what)
         ttl = self._ttl(data, what)
         _, inner = self._action(data, ("promise.create",), what)
-        request = self._create_request(inner, what)
+        request = self.create_request(inner, what)
         created = await self.engine.store.create_invocation(
             request, pid=pid, ttl=ttl, now=self._now()
         )
         if not created.created:
             # As Resonate's server: a pending task is taken, a fulfilled one answered.
-            again = await self._tables().transact(
-                op_task_create_again, request.id, pid, ttl, self._now()
+            again = await self.run(
+                request.id, op_task_create_again, request.id, pid, ttl, self._now()
             )
             if again is None:
                 return 409, f"{what}: promise {request.id!r} exists"
@@ -321,7 +347,7 @@ class ProtocolApi:
         version = field(data, "version", int, what)
         pid = field(data, "pid", str, what)
         ttl = self._ttl(data, what)
-        got = await self._tables().transact(op_task_acquire, id, version, pid, ttl, self._now())
+        got = await self.run(id, op_task_acquire, id, version, pid, ttl, self._now())
         if isinstance(got, Fenced):
             return _fenced(got, what, id, version)
         assert isinstance(got, Acquired)
@@ -339,11 +365,12 @@ class ProtocolApi:
         kind, inner = self._action(data, ("promise.create", "promise.settle"), what)
         now = self._now()
         if kind == "promise.create":
-            request = self._create_request(inner, f"{what} {kind}")
-            with_task = self._with_task(request)
-            got = await self._tables().transact(
-                op_task_fence_create, id, version, request, with_task, now
-            )
+            request = self.create_request(inner, f"{what} {kind}")
+            with_task = self.with_task(request)
+            if self.cluster is not None:
+                got = await self.cluster.fence_create(id, version, request, with_task, now)
+            else:
+                got = await self.run(id, op_task_fence_create, id, version, request, with_task, now)
             if isinstance(got, Fenced):
                 return _fenced(got, what, id, version)
             record, task = got
@@ -368,10 +395,17 @@ class ProtocolApi:
         event = settle_event(inner, what)
         value = value_field(inner, "value", what)
         check_request_size(promise_id, value, value, self.engine.max_payload)
-        settled = await self._tables().transact(
-            op_task_fence_settle, id, version, promise_id, event, value, self._now()
+        if self.cluster is not None and promise_id not in self.cluster.store().replica.promises:
+            held = await self.run(id, op_task_held, id, version)  # another partition's promise
+            if isinstance(held, Fenced):
+                return held
+            return await self.engine.settle(promise_id, event, value)
+        settled = await self.run(
+            id, op_task_fence_settle, id, version, promise_id, event, value, self._now()
         )
         if not isinstance(settled, Fenced):
+            if self.cluster is not None:
+                self.cluster.settled_here()
             self.engine.on_settled(settled)
         return settled
 
@@ -386,7 +420,10 @@ class ProtocolApi:
             if not isinstance(inner, dict) or action.get("kind") != "promise.register_callback":
                 raise WireError(400, f"{what}: each action must be a promise.register_callback")
             awaited.append(field(inner, "awaited", str, what))
-        got = await self._tables().transact(op_task_suspend, id, version, awaited, self._now())
+        if self.cluster is not None:
+            got = await self.cluster.suspend(id, version, awaited, self._now())
+        else:
+            got = await self.run(id, op_task_suspend, id, version, awaited, self._now())
         if isinstance(got, Fenced):
             return _fenced(got, what, id, version)
         assert isinstance(got, Suspended)
@@ -411,7 +448,7 @@ class ProtocolApi:
         what = "task.release"
         id = field(data, "id", str, what)
         version = field(data, "version", int, what)
-        got = await self._tables().transact(op_task_release, id, version)
+        got = await self.run(id, op_task_release, id, version)
         if isinstance(got, Fenced):
             return _fenced(got, what, id, version)
         record = await self._promise(id, what)
@@ -429,7 +466,9 @@ class ProtocolApi:
             tasks.append(
                 (id, field(item, "version", int, what), self.dispatch.ttls.get(id, DEFAULT_TTL))
             )
-        renewed = await self._tables().transact(op_heartbeat, pid, tasks, self._now())
+        if not tasks:
+            return 200, {}
+        renewed = await self.run(tasks[0][0], op_heartbeat, pid, tasks, self._now())
         for task in renewed:
             self.dispatch.leased(task, self.dispatch.ttls.get(task.id, DEFAULT_TTL))
         return 200, {}
@@ -439,6 +478,11 @@ def _corr(envelope: Any) -> str:
     head = envelope.get("head") if isinstance(envelope, Mapping) else None
     corr = head.get("corrId") if isinstance(head, Mapping) else None
     return corr if isinstance(corr, str) else ""
+
+
+def _refused(exc: DawaitError) -> Answer:
+    row = error_code(exc)
+    return (row.status if row is not None else 400), str(exc)
 
 
 def _fenced(why: Fenced, what: str, id: str, version: int) -> Answer:

@@ -35,6 +35,7 @@ __all__ = [
     "op_task_create_again",
     "op_task_fence_create",
     "op_task_fence_settle",
+    "op_task_held",
     "op_task_release",
     "op_task_suspend",
 ]
@@ -79,7 +80,8 @@ class Suspended:
     """An awaited promise that does not exist (nothing to wait for: refused)."""
 
 
-def _held(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
+def op_task_held(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
+    """Task ``id`` if it is held at ``version`` (a fence checked on its own)."""
     task = t.get_task(id)
     if task is None:
         return Fenced.NO_TASK
@@ -126,7 +128,7 @@ def op_task_fence_create(
 ) -> tuple[PromiseRecord, TaskRecord | None] | Fenced:
     """Create a promise for the holder of task ``id``; ``with_task``, with a task of its own
     (pending: the caller dispatches it). The existing record when the id is taken."""
-    held = _held(t, id, version)
+    held = op_task_held(t, id, version)
     if isinstance(held, Fenced):
         return held
     if not with_task:
@@ -139,7 +141,7 @@ def op_task_fence_settle(
     t: Tables, id: str, version: int, promise_id: str, event: Settle, value: Value, now: int
 ) -> PromiseSettled | Fenced:
     """Settle a promise for the holder of task ``id`` (its own, to fulfil it, or a step's)."""
-    held = _held(t, id, version)
+    held = op_task_held(t, id, version)
     if isinstance(held, Fenced):
         return held
     return op_settle_promise(t, promise_id, event, value, now)
@@ -149,7 +151,7 @@ def op_task_suspend(
     t: Tables, id: str, version: int, awaited: Sequence[str], now: int
 ) -> Suspended | Fenced:
     """Park task ``id`` until one of ``awaited`` settles; not if one already has."""
-    held = _held(t, id, version)
+    held = op_task_held(t, id, version)
     if isinstance(held, Fenced):
         return held
     records = [t.get_promise(promise_id) for promise_id in awaited]
@@ -168,7 +170,7 @@ def op_task_suspend(
 
 def op_task_release(t: Tables, id: str, version: int) -> TaskRecord | Fenced:
     """Give task ``id`` back (pending, to be dispatched again)."""
-    held = _held(t, id, version)
+    held = op_task_held(t, id, version)
     if isinstance(held, Fenced):
         return held
     released = dataclasses.replace(held, state=TaskState.PENDING, pid=None, expires_at=None)
@@ -183,7 +185,7 @@ def op_heartbeat(
     no longer holds (fulfilled, or taken by another) are left as they are."""
     extended = []
     for id, version, ttl in tasks:
-        held = _held(t, id, version)
+        held = op_task_held(t, id, version)
         if isinstance(held, Fenced) or held.pid != pid:
             continue
         renewed = dataclasses.replace(held, expires_at=now + ttl)

@@ -34,10 +34,16 @@ class Cluster:
 
 
 def serve_args(
-    etcd: EtcdCluster, namespace: str, node_id: str, port: int, groups: str, ttl: int = TTL
+    etcd: EtcdCluster,
+    namespace: str,
+    node_id: str,
+    port: int,
+    groups: str,
+    ttl: int = TTL,
+    app: str = APP,
 ) -> list[str]:
     return [
-        "--app", APP, "--etcd", ",".join(etcd.endpoints), "--namespace", namespace,
+        "--app", app, "--etcd", ",".join(etcd.endpoints), "--namespace", namespace,
         "--node-id", node_id, "--port", str(port), "--lease-ttl", str(ttl),
         "--groups", groups, "--token", TOKEN, "--grace-period", "3",
     ]  # fmt: skip
@@ -45,14 +51,14 @@ def serve_args(
 
 @contextlib.asynccontextmanager
 async def start_cluster(
-    nodes: Nodes, etcd: EtcdCluster, groups: list[str], ttl: int = TTL, *extra: str
+    nodes: Nodes, etcd: EtcdCluster, groups: list[str], ttl: int = TTL, *extra: str, app: str = APP
 ) -> AsyncIterator[Cluster]:
-    """One node per entry of ``groups`` (serving those groups), each given ``extra`` options
-    too; their clients open."""
+    """One node per entry of ``groups`` (serving those groups) of ``app``, each given
+    ``extra`` options too; their clients open."""
     namespace = f"cluster{next(namespaces)}-{os.getpid()}"
     ports = free_ports(len(groups))
     members = [
-        nodes.spawn(f"n{k}", *serve_args(etcd, namespace, f"n{k}", port, group, ttl), *extra)
+        nodes.spawn(f"n{k}", *serve_args(etcd, namespace, f"n{k}", port, group, ttl, app), *extra)
         for k, (port, group) in enumerate(zip(ports, groups, strict=True))
     ]
     for node in members:

@@ -43,7 +43,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.resonate.test_python_sdk import SDK_PYTHON
+from tests.integration.resonate.conftest import SDK_PYTHON
 from tests.integration.served import TOKEN, Node, Nodes
 
 ORACLE = Path(__file__).with_name("oracle.py")

@@ -22,21 +22,10 @@ from typing import Any
 import pytest
 
 from tests.etcd import EtcdCluster
-from tests.integration.served import APP, REPO, TOKEN, Node, Nodes, client, wait_until
+from tests.integration.served import APP, TOKEN, Node, Nodes, client, wait_until
 
-SDK_PYTHON = REPO / ".tools" / "resonate-py" / "bin" / "python"
 WORKER = Path(__file__).with_name("py_worker.py")
 RUN_TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def sdk() -> Path:
-    if not SDK_PYTHON.exists():
-        message = f"{SDK_PYTHON} is missing: ./scripts/check.sh installs resonate-sdk there"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return SDK_PYTHON
 
 
 class Sdk:
@@ -50,10 +39,12 @@ class Sdk:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.env = {**os.environ, "RESONATE_TOKEN": TOKEN}
 
-    def worker(self, group: str) -> subprocess.Popen[bytes]:
+    def worker(self, group: str, url: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker of ``group`` connected to the node (or to ``url``)."""
         log = (self.dir / f"worker-{group}-{len(self.workers)}.err").open("wb")
+        url = url or self.node.url
         process = subprocess.Popen(
-            [str(self.python), str(WORKER), "worker", self.node.url, group, str(self.effects)],
+            [str(self.python), str(WORKER), "worker", url, group, str(self.effects)],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.resonate.test_python_sdk import SDK_PYTHON, Sdk
+from tests.integration.resonate.conftest import SDK_PYTHON
+from tests.integration.resonate.test_python_sdk import Sdk
 from tests.integration.served import REPO, TOKEN, Node, Nodes, client, wait_until
 
 SDK_MODULES = REPO / ".tools" / "resonate-ts" / "node_modules"
