@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cronsim import CronSim, CronSimError
 
-__all__ = ["Cron", "ScheduleFiring", "ScheduleRecord", "due_firing", "slot_invocation_id"]
+__all__ = [
+    "Cron",
+    "ScheduleFiring",
+    "SchedulePromise",
+    "ScheduleRecord",
+    "due_firing",
+    "slot_invocation_id",
+]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SECOND = dt.timedelta(seconds=1)
@@ -42,6 +50,35 @@ class ScheduleRecord:
     last_run_at: int | None = None
     """The slot that fired last, if any."""
     created_at: int
+    promise: str | None = None
+    """A schedule of Resonate's protocol (``schedule.create`` from an SDK): each firing's
+    promise as JSON ``{"id": template, "timeout": ms, "tags": {...}}`` (``args`` is then its
+    whole param); None for dawait's own."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePromise:
+    """What each firing of a schedule of Resonate's protocol creates: the promise's id (a
+    template: ``{{.id}}`` is the schedule's id, ``{{.timestamp}}`` the slot's epoch ms), its
+    timeout (ms from the firing; 0: none) and tags (its target among them)."""
+
+    id: str
+    timeout: int
+    tags: dict[str, str]
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"id": self.id, "timeout": self.timeout, "tags": self.tags}, separators=(",", ":")
+        )
+
+    @classmethod
+    def decode(cls, raw: str) -> SchedulePromise:
+        d = json.loads(raw)
+        return cls(id=d["id"], timeout=d.get("timeout", 0), tags=d.get("tags") or {})
+
+    def promise_id(self, schedule_id: str, slot: int) -> str:
+        """The id of the promise the slot at ``slot`` (epoch ms) creates."""
+        return self.id.replace("{{.id}}", schedule_id).replace("{{.timestamp}}", str(slot))
 
 
 SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(ScheduleRecord))
@@ -53,7 +90,10 @@ def schedule_row(record: ScheduleRecord) -> tuple[Any, ...]:
 
 
 def schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
-    return ScheduleRecord(**dict(zip(SCHEDULE_FIELDS, row, strict=True)))
+    """The record of ``row``; a row written before a field was added lacks it (default)."""
+    if len(row) > len(SCHEDULE_FIELDS):
+        raise ValueError(f"a schedule row has {len(row)} fields, more than {SCHEDULE_FIELDS}")
+    return ScheduleRecord(**dict(zip(SCHEDULE_FIELDS, row, strict=False)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

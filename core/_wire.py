@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dawait.core._param import invocation_param
 from dawait.core._promise import PromiseRecord, PromiseState, Settle, Value
+from dawait.core._schedule import SchedulePromise, ScheduleRecord
 from dawait.core._task import TaskRecord
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "field",
     "parse_address",
     "promise_wire",
+    "schedule_wire",
     "settle_event",
     "tags_field",
     "task_wire",
@@ -114,6 +117,32 @@ def task_wire(task: TaskRecord, *, ttl: int | None = None) -> dict[str, Any]:
         out["pid"] = task.pid
     if ttl is not None:
         out["ttl"] = ttl
+    return out
+
+
+def schedule_wire(record: ScheduleRecord) -> dict[str, Any]:
+    """A schedule as the SDKs read it (``ScheduleRecord``; the TypeScript SDK needs
+    ``nextRunAt``). A dawait schedule shows the promise each slot starts."""
+    if record.promise is not None:
+        spec = SchedulePromise.decode(record.promise)
+        param, timeout, tags = record.args, spec.timeout, spec.tags
+        template = spec.id
+    else:
+        param = invocation_param(record.func, record.version, record.args)
+        timeout, tags = 0, {}
+        template = f"{record.id}.{{{{.timestamp}}}}"  # as slot_invocation_id makes them
+    out: dict[str, Any] = {
+        "id": record.id,
+        "cron": record.cron,
+        "promiseId": template,
+        "promiseTimeout": timeout,
+        "promiseParam": value_wire(Value(data=param)),
+        "promiseTags": tags,
+        "createdAt": record.created_at,
+        "nextRunAt": record.next_run_at or 0,
+    }
+    if record.last_run_at is not None:
+        out["lastRunAt"] = record.last_run_at
     return out
 
 

@@ -10,6 +10,8 @@ Pushes go out through ``_poll.py``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,8 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from dawait.core._errors import DawaitError, NotSettleableError, PromiseAlreadySettledError
-from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState
+from dawait.core._errors import (
+    DawaitError,
+    NotSettleableError,
+    PayloadTooLargeError,
+    PromiseAlreadySettledError,
+)
+from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState, Settle, Value
 from dawait.core._task import TaskRecord, TaskState
 from dawait.core._wire import (
     NO_TIMEOUT,
@@ -34,7 +41,8 @@ from dawait.core._wire import (
 )
 from dawait.node._error_codes import error_code
 from dawait.node._poll import DEFAULT_TTL, Dispatch, PollHub
-from dawait.runtime._codec import check_request_size
+from dawait.node._protocol_schedules import SCHEDULE_KINDS
+from dawait.runtime._codec import check_request_size, encode_error
 from dawait.runtime._store import CreatePromise, PromiseSettled
 from dawait.runtime._store_ops import TablesStore
 from dawait.runtime._task_ops import (
@@ -98,6 +106,8 @@ class ProtocolApi:
             "task.release": self.task_release,
             "task.heartbeat": self.task_heartbeat,
         }
+        for kind, handler in SCHEDULE_KINDS.items():
+            self.kinds[kind] = functools.partial(handler, self)
 
     def install(self, app: web.Application) -> None:
         app.router.add_route("POST", "/", self.envelope)
@@ -172,7 +182,10 @@ class ProtocolApi:
         record = await self._promise(field(data, "id", str, "promise.get"), "promise.get")
         return 200, {"promise": promise_wire(record)}
 
-    def create_request(self, data: Data, what: str) -> CreatePromise:
+    def create_request(self, data: Data, what: str, *, fenced: bool = False) -> CreatePromise:
+        """The promise ``data`` asks for. Its param over the payload limit is refused
+        (``PayloadTooLargeError``); ``fenced`` (a worker's call), the promise is made
+        rejected with that error instead: the SDKs would send the same call again forever."""
         id = field(data, "id", str, what)
         if not id:
             raise WireError(400, f"{what}: data.id is empty")
@@ -183,7 +196,14 @@ class ProtocolApi:
             timeout_at=None if timeout_at >= NO_TIMEOUT else timeout_at,
             tags=tags_field(data, "tags", what),
         )
-        check_request_size(id, request.param, request.value, self.engine.max_payload)
+        try:
+            check_request_size(id, request.param, request.value, self.engine.max_payload)
+        except PayloadTooLargeError as exc:
+            if not fenced:
+                raise
+            request = dataclasses.replace(
+                request, param=Value(), state=PromiseState.REJECTED, value=_failure(exc)
+            )
         return self.engine.retention.tag(request)  # a root: kept as long as the app says
 
     @staticmethod
@@ -365,8 +385,8 @@ class ProtocolApi:
         kind, inner = self._action(data, ("promise.create", "promise.settle"), what)
         now = self._now()
         if kind == "promise.create":
-            request = self.create_request(inner, f"{what} {kind}")
-            with_task = self.with_task(request)
+            request = self.create_request(inner, f"{what} {kind}", fenced=True)
+            with_task = self.with_task(request) and not request.state.settled
             if self.cluster is not None:
                 got = await self.cluster.fence_create(id, version, request, with_task, now)
             else:
@@ -394,7 +414,10 @@ class ProtocolApi:
         promise_id = field(inner, "id", str, what)
         event = settle_event(inner, what)
         value = value_field(inner, "value", what)
-        check_request_size(promise_id, value, value, self.engine.max_payload)
+        try:
+            check_request_size(promise_id, Value(), value, self.engine.max_payload)
+        except PayloadTooLargeError as exc:  # failed, naming why: else sent again forever
+            event, value = Settle.REJECT, _failure(exc)
         if self.cluster is not None and promise_id not in self.cluster.store().replica.promises:
             held = await self.run(id, op_task_held, id, version)  # another partition's promise
             if isinstance(held, Fenced):
@@ -478,6 +501,12 @@ def _corr(envelope: Any) -> str:
     head = envelope.get("head") if isinstance(envelope, Mapping) else None
     corr = head.get("corrId") if isinstance(head, Mapping) else None
     return corr if isinstance(corr, str) else ""
+
+
+def _failure(exc: Exception) -> Value:
+    """An error as a rejected promise's value: dawait's ``{type, message}``, which each SDK
+    raises as its own generic error."""
+    return Value(data=encode_error(exc))
 
 
 def _refused(exc: DawaitError) -> Answer:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from dawait.core._errors import UnknownFunctionError
 from dawait.core._param import invocation_param
 from dawait.core._promise import Value
-from dawait.core._schedule import ScheduleFiring, ScheduleRecord, due_firing
+from dawait.core._schedule import ScheduleFiring, SchedulePromise, ScheduleRecord, due_firing
 from dawait.runtime._store import CreatePromise
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class ScheduleLoop:
         read. A crash before the operation commits fires the same slot again on restart.
         """
         engine = self.engine
+        if record.promise is not None:
+            await self._fire_promise(record, firing, SchedulePromise.decode(record.promise))
+            return
         version, timeout = record.version, None
         try:
             registered = engine.registry.get(record.func)
@@ -92,3 +95,38 @@ class ScheduleLoop:
             engine.metrics.event("schedules_fired")
             if here:
                 engine.started(created)
+
+    async def _fire_promise(
+        self, record: ScheduleRecord, firing: ScheduleFiring, spec: SchedulePromise
+    ) -> None:
+        """Fire a schedule of Resonate's protocol: the promise its SDK asked for (a target:
+        dispatched to a worker, by this node or by the owner of its partition)."""
+        engine = self.engine
+        now = engine.clock.now()
+        request = CreatePromise(
+            id=spec.promise_id(record.id, firing.slot),
+            param=Value(data=record.args),
+            timeout_at=now + spec.timeout if spec.timeout > 0 else None,
+            tags=spec.tags,
+        )
+        created = await engine.store.fire_schedule(
+            record.id,
+            expected=record.next_run_at,
+            invocation=engine.retention.tag(request),
+            next_run_at=firing.next_run_at,
+            last_run_at=firing.slot,
+            pid=None,
+            ttl=None,
+            now=now,
+        )
+        if created is None:
+            return
+        engine.metrics.event("schedules_fired")
+        engine.arm_timeout(created.promise)
+        workers, task = engine.workers, created.task
+        if task is None or not engine.ownership.runs_here(created.promise.id, None, None):
+            return  # its partition's owner dispatches it
+        if workers is not None and workers.takes(request.tags, request.param.data):
+            workers.dispatch(created.promise, task)
+        else:
+            engine.resume(created.promise.id)  # a function registered here

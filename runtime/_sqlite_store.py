@@ -427,10 +427,11 @@ class SQLiteStore(TablesStore):
                 raise StoreError(f"{self!r}: cannot switch {self.path} to WAL (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")
             if version < SCHEMA_VERSION:
-                upgrades = (
-                    "".join(UPGRADES.get(v, "") for v in range(version + 1, SCHEMA_VERSION + 1))
-                    if version
-                    else ""
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                upgrades = "".join(
+                    statement
+                    for v, (table, statement) in UPGRADES.items()
+                    if version < v and table in tables
                 )
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {upgrades} {SCHEMA} "

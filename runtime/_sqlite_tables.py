@@ -21,14 +21,18 @@ from dawait.core._task import TaskRecord, task_from_row, task_row
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "UPGRADES", "SQLiteTables"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: promises, tasks, callbacks. 2: schedules (a version 1 file gains the table on open).
 3: ``promises.delete_at``, the retention deadline, indexed (``UPGRADES``). 4: promises
-indexed by creation time (listings are newest first)."""
+indexed by creation time (listings are newest first). 5: ``schedules.promise``, the
+promise a Resonate SDK's schedule fires."""
 
-UPGRADES = {3: "ALTER TABLE promises ADD COLUMN delete_at INTEGER;"}
-"""Statements that bring a file of the version before each to it (run before ``SCHEMA``,
-only on files that have tables already)."""
+UPGRADES = {
+    3: ("promises", "ALTER TABLE promises ADD COLUMN delete_at INTEGER;"),
+    5: ("schedules", "ALTER TABLE schedules ADD COLUMN promise TEXT;"),
+}
+"""Version -> (a table, the statement that brings it from the version before): run before
+``SCHEMA`` on an older file that has that table (else ``SCHEMA`` creates it whole)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS promises (
@@ -73,7 +77,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     args        TEXT NOT NULL,
     next_run_at INTEGER,
     last_run_at INTEGER,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    promise     TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run_at)
     WHERE next_run_at IS NOT NULL;
@@ -90,6 +95,7 @@ _INSERT_PROMISE = (
 )
 
 _SCHEDULE_COLUMNS = ", ".join(SCHEDULE_FIELDS)
+_SCHEDULE_MARKS = ",".join("?" * len(SCHEDULE_FIELDS))
 
 _CALLS_BELOW = (
     "WITH RECURSIVE below AS (SELECT id, branch, param_data FROM promises WHERE branch = ? "
@@ -339,7 +345,7 @@ class SQLiteTables:
     def put_schedule(self, record: ScheduleRecord, *, new: bool) -> None:
         if new:
             self.conn.execute(
-                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({_SCHEDULE_MARKS})",
                 schedule_row(record),
             )
         else:

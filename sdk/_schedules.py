@@ -41,13 +41,15 @@ class ScheduleInfo:
 
     @classmethod
     def of(cls, record: ScheduleRecord) -> ScheduleInfo:
-        call = json.loads(record.args)
+        call = json.loads(record.args)  # an SDK's schedule: the whole param its SDK sent
+        call = call if isinstance(call, dict) else {}
+        args, kwargs = call.get("args"), call.get("kwargs")
         return cls(
             id=record.id,
             cron=record.cron,
             function=record.func,
-            args=call["args"],
-            kwargs=call["kwargs"],
+            args=args if isinstance(args, list) else [],
+            kwargs=kwargs if isinstance(kwargs, dict) else {},
             next_run_at=utc(record.next_run_at),
             last_run_at=utc(record.last_run_at),
             created_at=utc(record.created_at) or dt.datetime.fromtimestamp(0, dt.UTC),

@@ -7,6 +7,9 @@ dawait node: run by tests/integration/resonate/test_python_sdk.py with the SDK's
                                                         # print its outcome as one JSON line
     python py_worker.py many URL GROUP PREFIX N         # N runs of steps(2) at once
     python py_worker.py resolve URL ID VALUE            # resolve promise ID with VALUE (JSON)
+    python py_worker.py schedule URL GROUP ID CRON FUNC # create schedule ID (FUNC on GROUP)
+    python py_worker.py schedule-get URL ID             # print it (its wire record), or 404
+    python py_worker.py schedule-delete URL ID          # delete it
 
 Every step writes "NAME ID PID" to EFFECTS when it runs (to count executions).
 """
@@ -77,6 +80,24 @@ async def survives(ctx: Context, ms: int) -> list[int]:
     return [first, middle, await ctx.run(double, 2)]
 
 
+def make_text(ctx: Context, n: int) -> str:
+    return "x" * n
+
+
+async def too_big(ctx: Context, n: int) -> str:
+    """A step whose result is over the node's payload limit: the step fails, naming why."""
+    try:
+        return await ctx.run(make_text, n)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def tick(ctx: Context) -> str:
+    """What a schedule runs."""
+    effect("tick", ctx.info.id)
+    return "tick"
+
+
 class Flaky(Exception):
     pass
 
@@ -105,6 +126,8 @@ FUNCTIONS = [
     survives,
     always_fails,
     retries_then_fails,
+    tick,
+    too_big,
 ]
 
 
@@ -162,6 +185,30 @@ async def resolve(url: str, id: str, value: Any) -> None:
         await r.stop()
 
 
+async def schedules(url: str, mode: str, args: list[str]) -> None:
+    from resonate.error import ServerError
+
+    r = Resonate(url=url, group="scheduler", token=TOKEN)
+    try:
+        if mode == "schedule":
+            group, id, cron, func = args
+            await r.options(target=group).schedule(id, cron, func)
+            print(json.dumps({"created": id}), flush=True)
+        elif mode == "schedule-get":
+            try:
+                record = await r.schedules.get(args[0])
+            except ServerError as exc:
+                print(json.dumps({"error": str(exc)}), flush=True)
+                return
+            print(json.dumps({"id": record.id, "cron": record.cron, "promiseId": record.promise_id,
+                              "promiseTags": record.promise_tags}), flush=True)  # fmt: skip
+        else:
+            await r.schedules.delete(args[0])
+            print(json.dumps({"deleted": args[0]}), flush=True)
+    finally:
+        await r.stop()
+
+
 def main() -> None:
     global EFFECTS
     mode, url = sys.argv[1], sys.argv[2]
@@ -174,6 +221,8 @@ def main() -> None:
         asyncio.run(many(url, sys.argv[3], sys.argv[4], int(sys.argv[5])))
     elif mode == "resolve":
         asyncio.run(resolve(url, sys.argv[3], json.loads(sys.argv[4])))
+    elif mode.startswith("schedule"):
+        asyncio.run(schedules(url, mode, sys.argv[3:]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

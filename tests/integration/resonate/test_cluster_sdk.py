@@ -144,3 +144,16 @@ async def test_200_concurrent_runs(sdks: Sdk, cluster: Cluster) -> None:
     assert len(runs) == 400
     assert len(set(runs)) == 400
     assert {pid for _, pid in runs} == {p.pid for p in sdks.workers}
+
+
+async def test_a_schedule_fires_on_the_cluster(sdks: Sdk, cluster: Cluster) -> None:
+    n0, _n1, _n2 = cluster.members
+    sdks.worker("w", n0.url)
+    created = await sdks.call("schedule", "w", "cl-every", "* * * * * *", "tick")
+    assert created == {"created": "cl-every"}
+    await wait_until("three firings", lambda: len(sdks.ran("tick")) >= 3)
+    ids = [id for id, _ in sdks.ran("tick")]
+    assert len(set(ids)) == len(ids)  # one promise per slot, whichever node owns it
+    assert (await cluster.clients[1].invocation(ids[0])).state == "resolved"
+    assert await sdks.call("schedule-delete", "cl-every") == {"deleted": "cl-every"}
+    assert "404" in (await sdks.call("schedule-get", "cl-every"))["error"]

@@ -125,6 +125,48 @@ async def test_an_invocations_result_cannot_be_forged(
     assert "settled by the engine that runs it" in data
 
 
+async def test_schedules_their_errors_and_the_record_both_sdks_accept(
+    http: aiohttp.ClientSession, node: Node
+) -> None:
+    schedule = {
+        "id": "every", "cron": "0 * * * *", "promiseId": "{{.id}}-{{.timestamp}}",
+        "promiseTimeout": 60_000, "promiseParam": {"data": b64({"func": "f", "args": []})},
+        "promiseTags": {"resonate:target": "poll://any@w"},
+    }  # fmt: skip
+    _, head, data = await send(http, node, "schedule.create", {**schedule, "promiseTags": {}})
+    assert (head, data) == (400, "schedule.create: promiseTags must include a resonate:target tag")
+    _, head, data = await send(http, node, "schedule.create", {**schedule, "cron": "61 * * * *"})
+    assert head == 400
+    assert data.startswith("schedule.create: cron expression '61 * * * *'")
+    _, head, data = await send(
+        http, node, "schedule.create", {**schedule, "promiseId": "a:{{.id}}"}
+    )
+    assert head == 400
+    assert "promiseId 'a:{{.id}}' makes ids that cannot be" in data
+    status, head, created = await send(http, node, "schedule.create", schedule)
+    assert (status, head) == (200, 200)
+    record = created["schedule"]
+    assert {k: record[k] for k in schedule} == schedule
+    assert record["nextRunAt"] % 3_600_000 == 0  # the next whole hour
+    assert isinstance(record["createdAt"], int)
+    assert "lastRunAt" not in record  # the TypeScript SDK takes it absent or a number
+    _, head, again = await send(http, node, "schedule.create", {**schedule, "cron": "* * * * *"})
+    assert (head, again["schedule"]["cron"]) == (200, "0 * * * *")  # the existing one
+    _, head, got = await send(http, node, "schedule.get", {"id": "every"})
+    assert (head, got) == (200, {"schedule": record})
+    _, head, found = await send(
+        http, node, "schedule.search", {"tags": {"resonate:target": "poll://any@w"}}
+    )
+    assert (head, [s["id"] for s in found["schedules"]]) == (200, ["every"])
+    _, head, found = await send(http, node, "schedule.search", {"tags": {"resonate:target": "x"}})
+    assert found["schedules"] == []
+    assert (await send(http, node, "schedule.delete", {"id": "every"}))[1:] == (200, {})
+    status, head, data = await send(http, node, "schedule.delete", {"id": "every"})
+    assert (status, head, data) == (404, 404, "schedule.delete: no schedule with id 'every'")
+    status, head, data = await send(http, node, "schedule.get", {"id": "every"})
+    assert (status, head) == (404, 404)
+
+
 async def test_tasks_are_fenced_by_version_and_leased(
     http: aiohttp.ClientSession, node: Node
 ) -> None:
@@ -262,10 +304,12 @@ KINDS = [
     "promise.get", "promise.create", "promise.settle", "promise.register_listener",
     "promise.register_callback", "promise.search", "task.create", "task.acquire",
     "task.fence", "task.suspend", "task.fulfill", "task.release", "task.heartbeat",
+    "schedule.create", "schedule.get", "schedule.delete", "schedule.search",
 ]  # fmt: skip
 FIELDS = [
     "id", "timeoutAt", "param", "value", "tags", "state", "awaited", "awaiter", "address",
     "limit", "cursor", "pid", "ttl", "version", "action", "actions", "tasks", "data", "kind",
+    "cron", "promiseId", "promiseTimeout", "promiseParam", "promiseTags",
 ]  # fmt: skip
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -201,6 +201,47 @@ async def test_dawait_and_the_sdk_call_each_other(sdks: Sdk, node: Node) -> None
         assert (await http.tree("py-add")).children[0].function == "plus"  # dawait's own step
 
 
+async def test_a_schedule_fires_on_a_worker_until_deleted(sdks: Sdk, node: Node) -> None:
+    sdks.worker("w")
+    cron = "* * * * * *"  # every second
+    assert await sdks.call("schedule", "w", "py-every", cron, "tick") == {"created": "py-every"}
+    got = await sdks.call("schedule-get", "py-every")
+    assert got == {
+        "id": "py-every",
+        "cron": cron,
+        "promiseId": "{{.id}}-{{.timestamp}}",
+        "promiseTags": {"resonate:target": "poll://any@w"},
+    }
+    await wait_until("two firings", lambda: len(sdks.ran("tick")) >= 2)
+    ids = [id for id, _ in sdks.ran("tick")]
+    assert all(id.startswith("py-every-") for id in ids)
+    assert len(set(ids)) == len(ids)  # one promise per slot
+    async with client(node) as http:
+        assert (await http.schedule("py-every")).function == "tick"  # a dawait schedule
+        assert (await http.invocation(ids[0])).state == "resolved"
+    assert await sdks.call("schedule-delete", "py-every") == {"deleted": "py-every"}
+    fired = len(sdks.ran("tick"))
+    await asyncio.sleep(2.5)
+    assert len(sdks.ran("tick")) <= fired + 1  # one slot may have been under way
+    assert "404" in (await sdks.call("schedule-get", "py-every"))["error"]
+
+
+async def test_a_result_over_the_payload_limit_fails_its_step(
+    sdk: Path, nodes: Nodes, tmp_path: Path
+) -> None:
+    node = nodes.start_with("small", "--max-payload", "64KiB")
+    sdks = Sdk(sdk, node, tmp_path)
+    try:
+        sdks.worker("w")
+        answer = await sdks.rpc("w", "py-big", "too_big", 100_000)
+        assert "the value of promise py-big:1" in answer["resolved"], answer
+        assert "over the store's payload limit of 65,536 bytes" in answer["resolved"], answer
+        async with client(node) as http:
+            assert (await http.promise("py-big:1")).state == "rejected"
+    finally:
+        sdks.stop()
+
+
 async def test_on_a_node_with_an_etcd_store(
     sdk: Path, nodes: Nodes, etcd: EtcdCluster, tmp_path: Path
 ) -> None:

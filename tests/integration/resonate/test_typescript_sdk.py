@@ -180,3 +180,14 @@ async def test_an_external_promise_resolved_through_dawait_and_200_runs(
     runs = py.ran("double")
     assert len(set(runs)) == len(runs) == 400
     assert {pid for _, pid in runs} == {p.pid for p in ts.workers}
+
+
+async def test_retries_then_failure(sdks: tuple[TsSdk, Sdk], node: Node) -> None:
+    ts, py = sdks
+    ts.worker("tsw")
+    answer = await ts.rpc("tsw", "ts-fails", "retriesThenFails", 2)
+    assert answer == {"rejected": "Error", "message": "failed (of 2)"}
+    assert len(py.ran("fails")) == 3  # the first try and two retries
+    async with client(node) as http:
+        view = await http.invocation("ts-fails")
+        assert view.state == "rejected"

@@ -21,7 +21,7 @@ if (!Promise.withResolvers) {
 }
 
 const require = createRequire(process.env.NODE_PATH + "/");
-const { Resonate } = await import(require.resolve("@resonatehq/sdk"));
+const { Resonate, Constant } = await import(require.resolve("@resonatehq/sdk"));
 
 const [mode, url, group] = process.argv.slice(2);
 const token = process.env.RESONATE_TOKEN;
@@ -75,7 +75,19 @@ function* approval(ctx, who) {
   return { who, decision: yield* promise };
 }
 
-const functions = { double, steps, sleeper, calls, triple, slow, survives, approval };
+function alwaysFails(ctx, tries) {
+  effect("fails", ctx.id);
+  throw new Error(`failed (of ${tries})`);
+}
+
+function* retriesThenFails(ctx, tries) {
+  const retryPolicy = new Constant({ delay: 50, maxRetries: tries });
+  return yield* ctx.run(alwaysFails, tries, ctx.options({ retryPolicy }));
+}
+
+const functions = {
+  double, steps, sleeper, calls, triple, slow, survives, approval, retriesThenFails,
+};
 
 if (mode === "worker") {
   effects = process.argv[5];

@@ -21,6 +21,19 @@ async def test_create_schedule_and_get_it(store: Store) -> None:
     assert await store.get_schedule("other") is None
 
 
+async def test_a_schedule_of_resonates_protocol_keeps_its_promise(store: Store) -> None:
+    record = a_schedule(
+        "sdk", args='{"func":"f","args":[],"kwargs":{},"version":1}',
+        promise='{"id":"{{.id}}-{{.timestamp}}","timeout":60000,"tags":{"resonate:target":"poll://any@w"}}',
+    )  # fmt: skip
+
+    await store.create_schedule(record)
+
+    assert await store.get_schedule("sdk") == record
+    (found,) = (await store.search_schedules("sdk*")).schedules
+    assert found.promise == record.promise
+
+
 async def test_create_schedule_again_returns_the_existing_one_unchanged(store: Store) -> None:
     first = a_schedule()
     await store.create_schedule(first)

@@ -437,8 +437,30 @@ async def test_a_version_1_file_gains_schedules_retention_and_listing_in_place(
         await upgraded.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "promises_created" in indexes
     finally:
         conn.close()
+
+
+async def test_a_version_4_file_gains_the_promise_of_sdk_schedules(db: Path) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+    await store.create_schedule(a_schedule())
+    await store.close()
+    conn = sqlite3.connect(db)  # as dawait with schema version 4 left it
+    try:
+        conn.execute("ALTER TABLE schedules DROP COLUMN promise")
+        conn.execute("PRAGMA user_version = 4")
+    finally:
+        conn.close()
+    upgraded = SQLiteStore(db)
+    await upgraded.open()
+    try:
+        assert await upgraded.get_schedule("s") == a_schedule()  # kept, no promise
+        sdk = a_schedule("r", promise='{"id":"{{.id}}-{{.timestamp}}"}')
+        await upgraded.create_schedule(sdk)
+        assert await upgraded.get_schedule("r") == sdk
+    finally:
+        await upgraded.close()
