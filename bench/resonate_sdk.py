@@ -2,7 +2,7 @@
 SDK's own local mode (its in-process server model, no network), in one run.
 
     .venv/bin/python bench/resonate_sdk.py [--workflows 200] [--steps 5] [--workers 2]
-        [--trials 3] [--cluster N]
+        [--trials 3] [--cluster N] [--rounds R]
 
 Each trial: a fresh ``dawait serve`` node (examples.app, a SQLite file in a temp dir, a free
 127.0.0.1 port), ``--workers`` SDK worker processes, and one client process that starts
@@ -14,6 +14,8 @@ node's CPU seconds per 1,000 steps (/proc/PID/stat) and its RSS after the run.
 ``--cluster N``: the server is a cluster of N ``dawait serve --etcd`` nodes on one throwaway
 etcd member (bench/_etcd.py, ``--unsafe-no-fsync``), the workers connected to the nodes in
 turn and the client to the last one; CPU is summed over the nodes, RSS is each node's.
+``--rounds R``: each trial runs the workload R times against the same server, and RSS is
+printed after each round (what history costs a node: it should stay flat).
 
 The SDK runs in its own venv (Python >= 3.12): ``.tools/resonate-py``, made by
 ``./scripts/check.sh``. On this 2-core machine the client, workers and node share the
@@ -124,10 +126,10 @@ def sdk(*args: str) -> dict[str, float]:
 
 
 def on_dawait(
-    workflows: int, steps: int, workers: int, cluster: int
-) -> tuple[float, float, list[float]]:
-    """(seconds, nodes' CPU seconds, each node's RSS MiB) of one trial against a fresh node
-    (or cluster)."""
+    workflows: int, steps: int, workers: int, cluster: int, rounds: int = 1
+) -> tuple[float, float, list[list[float]]]:
+    """(seconds of a round, median; nodes' CPU seconds per round, median; each node's RSS
+    MiB after each round) of one trial against a fresh node (or cluster)."""
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dawait-sdk-bench-")))
         etcd = stack.enter_context(Etcd(tmp / "etcd")) if cluster else None
@@ -146,10 +148,15 @@ def on_dawait(
                 assert process.stdout is not None
                 if process.stdout.readline().strip() != b"ready":
                     raise SystemExit("an SDK worker did not start")
-            before = sum(cpu_seconds(node.pid) for node, _ in nodes)
-            answer = sdk("client", urls[-1], "bench", "wf-", str(workflows), str(steps))
-            used = sum(cpu_seconds(node.pid) for node, _ in nodes) - before
-            return answer["seconds"], used, [rss_mib(node.pid) for node, _ in nodes]
+            seconds, used, rss = [], [], []
+            for r in range(rounds):
+                before = sum(cpu_seconds(node.pid) for node, _ in nodes)
+                prefix = f"wf{r}-"
+                answer = sdk("client", urls[-1], "bench", prefix, str(workflows), str(steps))
+                used.append(sum(cpu_seconds(node.pid) for node, _ in nodes) - before)
+                seconds.append(answer["seconds"])
+                rss.append([rss_mib(node.pid) for node, _ in nodes])
+            return statistics.median(seconds), statistics.median(used), rss
         finally:
             for process in running:
                 stop(process)
@@ -164,13 +171,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--cluster", type=int, default=0, help="nodes of an etcd cluster")
+    parser.add_argument("--rounds", type=int, default=1, help="workloads per trial")
     args = parser.parse_args()
     if not SDK_PYTHON.exists():
         raise SystemExit(f"{SDK_PYTHON} is missing: run ./scripts/check.sh (it makes that venv)")
     n, s = args.workflows, args.steps
     dawait, local, cpu, rss = [], [], [], []
     for _ in range(args.trials):
-        seconds, node_cpu, node_rss = on_dawait(n, s, args.workers, args.cluster)
+        seconds, node_cpu, node_rss = on_dawait(n, s, args.workers, args.cluster, args.rounds)
         dawait.append(seconds)
         cpu.append(node_cpu)
         rss.append(node_rss)
@@ -183,9 +191,16 @@ def main() -> None:
         print(f"  {name:15} {n / med:8.0f} workflows/s {n * s / med:9.0f} steps/s"
               f"   (workflows/s per trial: {trials})")  # fmt: skip
     print(f"  ratio dawait / local: {lo / d:.2f} (workflows/s)")
-    last = ", ".join(f"{r:.0f}" for r in rss[-1])
     print(f"  node CPU (summed over nodes): {1000 * statistics.median(cpu) / (n * s):.3f} s "
-          f"per 1,000 steps; RSS after the last run: {last} MiB")  # fmt: skip
+          f"per 1,000 steps (median round)")  # fmt: skip
+    for k, after in enumerate(rss[-1]):
+        sizes = ", ".join(f"{r:.0f}" for r in after)
+        print(f"  RSS MiB of each node after round {k + 1} ({(k + 1) * n} finished): {sizes}")
+    if len(rss[-1]) > 1:
+        first, last, later = rss[-1][0], rss[-1][-1], n * (len(rss[-1]) - 1)
+        growth = [1000 * (b - a) / later for a, b in zip(first, last, strict=True)]
+        print("  RSS growth per 1,000 finished invocations after round 1: "
+              + ", ".join(f"{g:.2f}" for g in growth) + " MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

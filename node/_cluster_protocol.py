@@ -314,7 +314,8 @@ class ClusterProtocol:
             holders = [holders[self.turn % len(holders)]]
         for node_id in holders:
             member = self.node.ns.view.members[node_id]
-            body = {"address": str(address), "line": line, "key": key}
+            # A unicast goes to each: only the one holding that process's stream keeps it.
+            body = {"address": str(address), "line": line, "key": key, "park": address.anycast}
             self.node.spawn(self._push(member.address, body), f"dawait-push:{key}")
         return True
 
@@ -322,7 +323,7 @@ class ClusterProtocol:
         member = self.node.ns.view.members.get(node_id)
         if node_id == self.node.node_id or member is None:
             return False
-        body = {"address": str(address), "line": line, "key": key}
+        body = {"address": str(address), "line": line, "key": key, "park": True}
         self.node.spawn(self._push(member.address, body), f"dawait-push:{key}")
         return True
 
@@ -337,7 +338,11 @@ class ClusterProtocol:
         address = parse_address(body["address"])
         if address is None:
             raise ValueError(f"push: {body['address']!r} is not a poll address")
-        return {"delivered": self.api.hub.deliver(address, body["line"], body["key"], relay=False)}
+        park = bool(body.get("park", True))
+        hub = self.api.hub
+        return {
+            "delivered": hub.deliver(address, body["line"], body["key"], relay=False, park=park)
+        }
 
     async def publish(self) -> None:
         """Keep this node's poll groups published (and send on what is held for a group

@@ -126,17 +126,19 @@ class PollHub:
             return True
         return self.deliver(address, line, key)
 
-    def deliver(self, address: Address, line: str, key: str, *, relay: bool = True) -> bool:
+    def deliver(
+        self, address: Address, line: str, key: str, *, relay: bool = True, park: bool = True
+    ) -> bool:
         """``send`` of an encoded message: to a stream here, else (``relay``) to the nodes
         holding streams of its group, else it waits here: an anycast for a process of its
-        group, a unicast ``LINGER_SECONDS`` for its process (which may be connecting)."""
+        group, a unicast (``park``) ``LINGER_SECONDS`` for its process (connecting, maybe)."""
         stream = self._route(address)
         if stream is None:
             if relay and self.relay is not None and self.relay.forward(address, line, key):
                 return True
             if address.anycast:
                 self.hold(address.group, key, line)
-            elif address.pid is not None and len(self.streams) < MAX_STREAMS:
+            elif park and address.pid is not None and len(self.streams) < MAX_STREAMS:
                 stream = self.streams[(address.group, address.pid)] = _Stream(
                     address.group, address.pid, left_at=self.clock.monotonic()
                 )

@@ -18,6 +18,7 @@ from dawait.core._partitions import FREE, partition_index
 from tests.etcd import EtcdCluster
 from tests.integration.clustering import Cluster, live_nodes, start_cluster
 from tests.integration.resonate.test_python_sdk import Sdk
+from tests.integration.resonate.test_typescript_sdk import TsSdk
 from tests.integration.served import APP, Nodes, wait_until
 from tests.polling import eventually
 
@@ -157,3 +158,23 @@ async def test_a_schedule_fires_on_the_cluster(sdks: Sdk, cluster: Cluster) -> N
     assert (await cluster.clients[1].invocation(ids[0])).state == "resolved"
     assert await sdks.call("schedule-delete", "cl-every") == {"deleted": "cl-every"}
     assert "404" in (await sdks.call("schedule-get", "cl-every"))["error"]
+
+
+async def test_typescript_and_python_workers_on_different_nodes(
+    sdks: Sdk, cluster: Cluster, node_js: str
+) -> None:
+    n0, n1, n2 = cluster.members
+    sdks.worker("pyw", n0.url)
+    ts = TsSdk(node_js, n1, sdks.effects)
+    try:
+        ts.worker("tsw")
+        ts.node = n2  # its clients talk to another node
+        assert await ts.rpc("tsw", "cl-ts-steps", "steps", 3) == {"resolved": [0, 2, 4]}
+        assert await ts.rpc("tsw", "cl-ts-calls", "calls", "pyw", 4) == {"resolved": 12}
+        assert await sdks.rpc("pyw", "cl-py-calls", "calls", "tsw", 5) == {"resolved": 15}
+        assert {id: pid for id, pid in sdks.ran("triple")} == {
+            "cl-ts-calls:0": sdks.workers[0].pid,
+            "cl-py-calls:1": ts.workers[0].pid,
+        }
+    finally:
+        ts.stop()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -22,37 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.resonate.conftest import SDK_PYTHON
+from tests.integration.resonate.conftest import SDK_MODULES, SDK_PYTHON
 from tests.integration.resonate.test_python_sdk import Sdk
-from tests.integration.served import REPO, TOKEN, Node, Nodes, client, wait_until
+from tests.integration.served import TOKEN, Node, Nodes, client, wait_until
 
-SDK_MODULES = REPO / ".tools" / "resonate-ts" / "node_modules"
 WORKER = Path(__file__).with_name("ts_worker.mjs")
 RUN_TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def node_js() -> str:
-    found = shutil.which("node")
-    missing = [
-        what
-        for what, there in (
-            ("node", found is not None),
-            (
-                str(SDK_MODULES / "@resonatehq" / "sdk"),
-                (SDK_MODULES / "@resonatehq" / "sdk").exists(),
-            ),
-            (str(SDK_PYTHON), SDK_PYTHON.exists()),
-        )
-        if not there
-    ]
-    if missing:
-        message = f"missing {', '.join(missing)}: ./scripts/check.sh installs the SDKs"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    assert found is not None
-    return found
 
 
 class TsSdk:
