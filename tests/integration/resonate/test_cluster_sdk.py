@@ -16,7 +16,7 @@ import pytest
 
 from dawait.core._partitions import FREE, partition_index
 from tests.etcd import EtcdCluster
-from tests.integration.clustering import Cluster, live_nodes, start_cluster
+from tests.integration.clustering import Cluster, live_nodes, serve_args, start_cluster
 from tests.integration.resonate.test_python_sdk import Sdk
 from tests.integration.resonate.test_typescript_sdk import TsSdk
 from tests.integration.served import APP, Nodes, wait_until
@@ -119,6 +119,26 @@ async def test_the_owner_sigkilled_mid_step_loses_nothing(sdks: Sdk, cluster: Cl
     assert await owner_of(cluster, id) in ("n0", "n2")
     view = await cluster.clients[2].invocation(id)
     assert view.state == "resolved"
+
+
+async def test_the_node_the_worker_talks_to_sigkilled_and_restarted_loses_nothing(
+    sdks: Sdk, cluster: Cluster, etcd: EtcdCluster
+) -> None:
+    n0, _n1, _n2 = cluster.members
+    worker = sdks.worker("k", n0.url)
+    id = await id_owned_by(cluster, "cl-own-node-dies-", "n0")  # its node and its owner
+    run = asyncio.ensure_future(sdks.rpc("k", id, "survives", 3000))
+    await wait_until("the long step to start", lambda: bool(sdks.ran("slow")))
+    n0.process.send_signal(signal.SIGKILL)
+    n0.process.wait(timeout=10)
+    port = int(n0.url.rsplit(":", 1)[1])  # the same node id and address: the SDK reconnects
+    args = serve_args(etcd, cluster.namespace, "n0", port, "default", app=APP)
+    again = cluster.nodes.spawn("n0-again", *args)
+    cluster.nodes.wait_listening(again)
+    assert await run == {"resolved": [2, 3000, 4]}
+    assert [i for i, _ in sdks.ran("double")] == [f"{id}:1", f"{id}:3"]
+    assert sdks.ran("slow-done") == [(f"{id}:2", worker.pid)]  # its lease held throughout
+    assert (await cluster.clients[1].invocation(id)).state == "resolved"
 
 
 async def test_a_worker_sigkilled_finishes_on_a_worker_of_another_node(
