@@ -78,6 +78,8 @@ class SQLiteStore(TablesStore):
         self._syncer: concurrent.futures.ThreadPoolExecutor | None = None
         self._wal_fd: int | None = None
         self._batch: list[Done] = []
+        self._writers: set[asyncio.Future[Any]] = set()
+        """The operations of ``_batch`` that wrote (the others may run again alone)."""
         self._commit_scheduled = False
         self._changes_at_begin = 0
         self._committed_seq = 0
@@ -258,6 +260,8 @@ class SQLiteStore(TablesStore):
         changes = conn.total_changes
         done = run_op(tables, op, args, future, lambda exc: _store_error(self, exc))
         self._batch.append(done)
+        if conn.total_changes != changes:
+            self._writers.add(future)
         if not done[1] and conn.total_changes != changes:
             self._undo_failed()
         if not self._commit_scheduled:
@@ -292,6 +296,7 @@ class SQLiteStore(TablesStore):
         self._commit_scheduled = False
         conn = self._conn
         batch, self._batch = self._batch, []
+        writers, self._writers = self._writers, set()
         assert conn is not None
         started = _CLOCK.monotonic()
         wrote = conn.in_transaction and conn.total_changes != self._changes_at_begin
@@ -309,10 +314,17 @@ class SQLiteStore(TablesStore):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 error = _store_error(self, exc)
-                fail(batch, error)
+                # Reads fail with no neighbour's write (a full disk refuses the commit):
+                # they run again on their own, seeing nothing of what was rolled back.
+                reads = [d for d in batch if d[1] and d[0] not in writers]
+                fail([d for d in batch if not (d[1] and d[0] not in writers)], error)
                 batch, wrote = [], False
                 if isinstance(exc, sqlite3.OperationalError) and "I/O error" in str(exc):
                     self._break(error)  # what SQLite wrote is in doubt: read the file anew
+                    fail(reads, error)
+                for future, _ok, _result, op, args in reads:
+                    if not future.done():
+                        self._run(op, args, future)
         if wrote:
             if self.health.write_error is not None:
                 self.health.wrote()
