@@ -28,6 +28,7 @@ __all__ = [
     "Address",
     "WireError",
     "field",
+    "page_fields",
     "parse_address",
     "promise_wire",
     "schedule_wire",
@@ -203,6 +204,17 @@ _SETTLE = {
     PromiseState.REJECTED.value: Settle.REJECT,
     PromiseState.REJECTED_CANCELED.value: Settle.CANCEL,
 }
+
+
+def page_fields(data: Mapping[str, Any], what: str) -> tuple[int, str | None]:
+    """A search's ``limit`` (1 to 1000; 100 when absent) and ``cursor``."""
+    limit = data.get("limit") or 100
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise WireError(400, f"{what}: data.limit must be an integer from 1 to 1000")
+    cursor = data.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise WireError(400, f"{what}: data.cursor must be a string")
+    return limit, cursor
 
 
 def settle_event(data: Mapping[str, Any], what: str) -> Settle:

@@ -33,6 +33,7 @@ from dawait.core._wire import (
     TAG_TARGET,
     WireError,
     field,
+    page_fields,
     promise_wire,
     settle_event,
     tags_field,
@@ -281,12 +282,7 @@ class ProtocolApi:
             except ValueError:
                 raise WireError(400, f"{what}: data.state {raw_state!r} is not a state") from None
         tags = tags_field(data, "tags", what)
-        limit = data.get("limit") or 100
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise WireError(400, f"{what}: data.limit must be an integer from 1 to 1000")
-        cursor = data.get("cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise WireError(400, f"{what}: data.cursor must be a string")
+        limit, cursor = page_fields(data, what)
         page = await self.engine.store.search_promises(
             "*", state=state, limit=limit, cursor=cursor, now=self._now()
         )

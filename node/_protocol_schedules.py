@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from dawait.core._ids import check_invocation_id, check_schedule_id
 from dawait.core._param import call_target
 from dawait.core._schedule import Cron, SchedulePromise, ScheduleRecord
-from dawait.core._wire import TAG_TARGET, WireError, field, schedule_wire, tags_field, value_field
+from dawait.core._wire import (
+    TAG_TARGET,
+    WireError,
+    field,
+    page_fields,
+    schedule_wire,
+    tags_field,
+    value_field,
+)
 
 if TYPE_CHECKING:
     from dawait.node._protocol import Answer, Data, ProtocolApi
@@ -81,12 +89,7 @@ async def schedule_search(api: ProtocolApi, data: Data) -> Answer:
     """Schedules by id, those whose promise tags hold ``tags``."""
     what = "schedule.search"
     tags = tags_field(data, "tags", what)
-    limit = data.get("limit") or 100
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-        raise WireError(400, f"{what}: data.limit must be an integer from 1 to 1000")
-    cursor = data.get("cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise WireError(400, f"{what}: data.cursor must be a string")
+    limit, cursor = page_fields(data, what)
     page = await api.engine.search_schedules("*", limit=limit, cursor=cursor)
     found = [schedule_wire(r) for r in page.schedules]
     found = [s for s in found if all(s["promiseTags"].get(k) == v for k, v in tags.items())]
