@@ -32,15 +32,16 @@ from dawait.cluster._partition_store import PartitionStore, op_await
 from dawait.core._errors import StoreError
 from dawait.core._ids import root_of
 from dawait.core._partitions import FREE, Partition, partition_index
-from dawait.core._promise import PromiseRecord
+from dawait.core._promise import PromiseRecord, Settle, Value
 from dawait.core._task import TaskRecord
 from dawait.core._wire import Address, WireError, parse_address
-from dawait.runtime._store import CreatePromise
+from dawait.runtime._store import CreatePromise, PromiseSettled
 from dawait.runtime._task_ops import (
     Fenced,
     Suspended,
     op_register_callback,
     op_task_fence_create,
+    op_task_fence_settle,
     op_task_held,
     op_task_suspend,
 )
@@ -111,12 +112,7 @@ class ClusterProtocol:
         if isinstance(where, _Missing):
             what = "task" if kind in TASK_KINDS else "promise"
             return 404, f"{kind}: no {what} with id {data.get(BY_PROMISE.get(kind, 'id'))!r}"
-        store = await self.node.owned_or_none(where)
-        if store is not None:
-            status, out = await self._here(store, kind, data)
-        else:
-            answer = await self._ask(where, kind, data)
-            status, out = answer["status"], answer["data"]
+        status, out = await self.handle_in(where, kind, data)
         if status == 404:
             self.where.pop(str(data.get(BY_PROMISE.get(kind, "id"))), None)
         return status, out
@@ -211,6 +207,8 @@ class ClusterProtocol:
         return 200, {}
 
     async def handle_in(self, partition: Partition, kind: str, data: Data) -> Answer:
+        """Request ``kind`` answered on ``partition``: here if this node owns it, else by
+        its owner."""
         store = await self.node.owned_or_none(partition)
         if store is not None:
             return await self._here(store, kind, data)
@@ -229,9 +227,24 @@ class ClusterProtocol:
         """Run ``op`` about ``id`` on the partition answered for."""
         return await self.store().run_for(id, op, *args)
 
-    def settled_here(self) -> None:
-        """A settle ran on the partition: deliver what its outbox holds for others."""
-        self.node.peering.deliver_soon(self.store())
+    async def fence_settle(
+        self, id: str, version: int, promise_id: str, event: Settle, value: Value, now: int
+    ) -> PromiseSettled | Fenced:
+        """``op_task_fence_settle``; a promise of another partition is settled by its
+        owner, once the fence held here. The engine hears of it either way."""
+        home = self.store()
+        if promise_id not in home.replica.promises:  # the task's tree is all in memory
+            held = await home.run_for(id, op_task_held, id, version)
+            if isinstance(held, Fenced):
+                return held
+            return await self.node.engine.settle(promise_id, event, value)
+        settled = await home.run_for(
+            id, op_task_fence_settle, id, version, promise_id, event, value, now
+        )
+        if not isinstance(settled, Fenced):
+            self.node.peering.deliver_soon(home)  # what its outbox holds for others
+            self.node.engine.on_settled(settled)
+        return settled
 
     async def fence_create(
         self, id: str, version: int, request: CreatePromise, with_task: bool, now: int

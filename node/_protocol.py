@@ -26,7 +26,7 @@ from dawait.core._errors import (
     PromiseAlreadySettledError,
 )
 from dawait.core._promise import TAG_TIMER, PromiseRecord, PromiseState, Settle, Value
-from dawait.core._task import TaskRecord, TaskState
+from dawait.core._task import TaskState
 from dawait.core._wire import (
     NO_TIMEOUT,
     PROTOCOL_VERSION,
@@ -56,9 +56,9 @@ from dawait.runtime._task_ops import (
     op_task_create_again,
     op_task_fence_create,
     op_task_fence_settle,
-    op_task_held,
     op_task_release,
     op_task_suspend,
+    run_or_dispatch,
 )
 
 if TYPE_CHECKING:
@@ -220,22 +220,12 @@ class ProtocolApi:
                 request, pid=None, ttl=None, now=now
             )
             if self.cluster is None:  # a cluster's router runs or dispatches it
-                self._run_or_push(created.promise, created.task)
+                run_or_dispatch(self.engine, created.promise, created.task)
             record = created.promise
         else:
             record = (await self.engine.store.create_promise(request, now=now)).promise
         self.engine.arm_timeout(record)
         return 200, {"promise": promise_wire(record)}
-
-    def _run_or_push(self, record: PromiseRecord, task: TaskRecord | None) -> None:
-        """A new pending task: push it to a worker, or run it in this engine (a function
-        registered here, in the target's group)."""
-        if task is None:
-            return
-        if self.dispatch.takes(record.tags, record.param.data):
-            self.dispatch.dispatch(record, task)
-        else:
-            self.engine.resume(record.id)
 
     async def promise_settle(self, data: Data) -> Answer:
         what = "promise.settle"
@@ -391,7 +381,7 @@ class ProtocolApi:
                 return _fenced(got, what, id, version)
             record, task = got
             self.engine.arm_timeout(record)
-            self._run_or_push(record, task)
+            run_or_dispatch(self.engine, record, task)
         else:
             settled = await self._fenced_settle(id, version, inner, f"{what} {kind}")
             if isinstance(settled, Fenced):
@@ -414,17 +404,13 @@ class ProtocolApi:
             check_request_size(promise_id, Value(), value, self.engine.max_payload)
         except PayloadTooLargeError as exc:  # failed, naming why: else sent again forever
             event, value = Settle.REJECT, _failure(exc)
-        if self.cluster is not None and promise_id not in self.cluster.store().replica.promises:
-            held = await self.run(id, op_task_held, id, version)  # another partition's promise
-            if isinstance(held, Fenced):
-                return held
-            return await self.engine.settle(promise_id, event, value)
+        now = self._now()
+        if self.cluster is not None:
+            return await self.cluster.fence_settle(id, version, promise_id, event, value, now)
         settled = await self.run(
-            id, op_task_fence_settle, id, version, promise_id, event, value, self._now()
+            id, op_task_fence_settle, id, version, promise_id, event, value, now
         )
         if not isinstance(settled, Fenced):
-            if self.cluster is not None:
-                self.cluster.settled_here()
             self.engine.on_settled(settled)
         return settled
 

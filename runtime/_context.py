@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
@@ -431,18 +431,7 @@ class Context:
             registered.name, registered.version, registered.signature.encode_args(args, kwargs)
         )
         timeout = self._opts.timeout if self._opts.timeout is not None else registered.timeout
-        parent_deadline = None if detached else self._frame.deadline
-
-        def request(now: int) -> CreatePromise:
-            return CreatePromise(
-                id=cid,
-                param=Value(data=param),
-                timeout_at=min_deadline(
-                    None if timeout is None else now + round(timeout * 1000), parent_deadline
-                ),
-                tags={**self._inv.tags, TAG_DETACHED: "true"} if detached else self._inv.tags,
-            )
-
+        request = self._call_request(cid, param, timeout, self._inv.tags, detached=detached)
         engine = self._inv.engine
 
         async def start(req: CreatePromise) -> Any:
@@ -450,6 +439,32 @@ class Context:
             return await engine.start_invocation(req, call)
 
         return self._remote(cid, registered.name, request, registered.signature.result, start=start)
+
+    def _call_request(
+        self,
+        cid: str,
+        param: str,
+        timeout: float | None,
+        tags: Mapping[str, str],
+        *,
+        detached: bool,
+    ) -> Callable[[int], CreatePromise]:
+        """The promise of an ``rpc`` or ``detached`` call, made at ``now``: its timeout capped
+        by this function's deadline unless detached (which then says so in its tags)."""
+        parent_deadline = None if detached else self._frame.deadline
+        if detached:
+            tags = {**tags, TAG_DETACHED: "true"}
+
+        def request(now: int) -> CreatePromise:
+            deadline = None if timeout is None else now + round(timeout * 1000)
+            return CreatePromise(
+                id=cid,
+                param=Value(data=param),
+                timeout_at=min_deadline(deadline, parent_deadline),
+                tags=tags,
+            )
+
+        return request
 
     def _invoke_worker(
         self,
@@ -476,21 +491,8 @@ class Context:
         cid = self._next_id()
         encoded = encode_json({"args": list(args), "kwargs": kwargs}, what=f"{target} arguments")
         param = invocation_param(target, self._opts.version or 1, encoded)
-        timeout = self._opts.timeout
-        parent_deadline = None if detached else self._frame.deadline
         tags = {**self._inv.tags, TAG_TARGET: f"poll://any@{group}"}
-        if detached:
-            tags[TAG_DETACHED] = "true"
-
-        def request(now: int) -> CreatePromise:
-            return CreatePromise(
-                id=cid,
-                param=Value(data=param),
-                timeout_at=min_deadline(
-                    None if timeout is None else now + round(timeout * 1000), parent_deadline
-                ),
-                tags=tags,
-            )
+        request = self._call_request(cid, param, self._opts.timeout, tags, detached=detached)
 
         async def start(req: CreatePromise) -> Any:
             return await engine.start_invocation(req)

@@ -13,6 +13,7 @@ from dawait.core._param import invocation_param
 from dawait.core._promise import Value
 from dawait.core._schedule import ScheduleFiring, SchedulePromise, ScheduleRecord, due_firing
 from dawait.runtime._store import CreatePromise
+from dawait.runtime._task_ops import run_or_dispatch
 
 if TYPE_CHECKING:
     from dawait.runtime._engine import Engine
@@ -56,9 +57,36 @@ class ScheduleLoop:
         read. A crash before the operation commits fires the same slot again on restart.
         """
         engine = self.engine
-        if record.promise is not None:
-            await self._fire_promise(record, firing, SchedulePromise.decode(record.promise))
+        now = engine.clock.now()
+        if record.promise is None:
+            request, here = self._invocation(record, firing, now)
+        else:
+            request, here = _sdk_promise(record, firing, now), False
+        created = await engine.store.fire_schedule(
+            record.id,
+            expected=record.next_run_at,
+            invocation=engine.retention.tag(request),
+            next_run_at=firing.next_run_at,
+            last_run_at=firing.slot,
+            pid=engine.pid if here else None,  # else pending: the node it places on runs it
+            ttl=None,
+            now=now,
+        )
+        if created is None:
             return
+        engine.metrics.event("schedules_fired")
+        if here:
+            engine.started(created)
+        elif record.promise is not None:  # made past the engine: time it out, hand it on
+            engine.arm_timeout(created.promise)
+            run_or_dispatch(engine, created.promise, created.task)
+
+    def _invocation(
+        self, record: ScheduleRecord, firing: ScheduleFiring, now: int
+    ) -> tuple[CreatePromise, bool]:
+        """A dawait schedule's slot: the invocation of its function's newest version, and
+        whether it runs here."""
+        engine = self.engine
         version, timeout = record.version, None
         try:
             registered = engine.registry.get(record.func)
@@ -73,60 +101,22 @@ class ScheduleLoop:
             )
         else:
             version, timeout = registered.version, registered.timeout
-        now = engine.clock.now()
-        here = engine.ownership.runs_here(firing.invocation_id, record.func, version)
-        created = await engine.store.fire_schedule(
-            record.id,
-            expected=record.next_run_at,
-            invocation=engine.retention.tag(
-                CreatePromise(
-                    id=firing.invocation_id,
-                    param=Value(data=invocation_param(record.func, version, record.args)),
-                    timeout_at=None if timeout is None else now + round(timeout * 1000),
-                )
-            ),
-            next_run_at=firing.next_run_at,
-            last_run_at=firing.slot,
-            pid=engine.pid if here else None,  # else pending: the node it places on runs it
-            ttl=None,
-            now=now,
-        )
-        if created is not None:
-            engine.metrics.event("schedules_fired")
-            if here:
-                engine.started(created)
-
-    async def _fire_promise(
-        self, record: ScheduleRecord, firing: ScheduleFiring, spec: SchedulePromise
-    ) -> None:
-        """Fire a schedule of Resonate's protocol: the promise its SDK asked for (a target:
-        dispatched to a worker, by this node or by the owner of its partition)."""
-        engine = self.engine
-        now = engine.clock.now()
         request = CreatePromise(
-            id=spec.promise_id(record.id, firing.slot),
-            param=Value(data=record.args),
-            timeout_at=now + spec.timeout if spec.timeout > 0 else None,
-            tags=spec.tags,
+            id=firing.invocation_id,
+            param=Value(data=invocation_param(record.func, version, record.args)),
+            timeout_at=None if timeout is None else now + round(timeout * 1000),
         )
-        created = await engine.store.fire_schedule(
-            record.id,
-            expected=record.next_run_at,
-            invocation=engine.retention.tag(request),
-            next_run_at=firing.next_run_at,
-            last_run_at=firing.slot,
-            pid=None,
-            ttl=None,
-            now=now,
-        )
-        if created is None:
-            return
-        engine.metrics.event("schedules_fired")
-        engine.arm_timeout(created.promise)
-        workers, task = engine.workers, created.task
-        if task is None or not engine.ownership.runs_here(created.promise.id, None, None):
-            return  # its partition's owner dispatches it
-        if workers is not None and workers.takes(request.tags, request.param.data):
-            workers.dispatch(created.promise, task)
-        else:
-            engine.resume(created.promise.id)  # a function registered here
+        return request, engine.ownership.runs_here(firing.invocation_id, record.func, version)
+
+
+def _sdk_promise(record: ScheduleRecord, firing: ScheduleFiring, now: int) -> CreatePromise:
+    """A schedule of Resonate's protocol's slot: the promise its SDK asked for (a target:
+    dispatched to a worker of it)."""
+    assert record.promise is not None
+    spec = SchedulePromise.decode(record.promise)
+    return CreatePromise(
+        id=spec.promise_id(record.id, firing.slot),
+        param=Value(data=record.args),
+        timeout_at=now + spec.timeout if spec.timeout > 0 else None,
+        tags=spec.tags,
+    )

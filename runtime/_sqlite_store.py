@@ -314,17 +314,17 @@ class SQLiteStore(TablesStore):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 error = _store_error(self, exc)
-                # Reads fail with no neighbour's write (a full disk refuses the commit):
-                # they run again on their own, seeing nothing of what was rolled back.
+                # Reads need not fail with their neighbours' writes (a full disk refuses the
+                # commit): they run again on their own, seeing nothing that was rolled back.
                 reads = [d for d in batch if d[1] and d[0] not in writers]
-                fail([d for d in batch if not (d[1] and d[0] not in writers)], error)
-                batch, wrote = [], False
                 if isinstance(exc, sqlite3.OperationalError) and "I/O error" in str(exc):
                     self._break(error)  # what SQLite wrote is in doubt: read the file anew
-                    fail(reads, error)
+                    reads = []
+                rerun = {d[0] for d in reads}
+                fail([d for d in batch if d[0] not in rerun], error)
+                batch, wrote = [], False
                 for future, _ok, _result, op, args in reads:
-                    if not future.done():
-                        self._run(op, args, future)
+                    self._run(op, args, future)
         if wrote:
             if self.health.write_error is not None:
                 self.health.wrote()

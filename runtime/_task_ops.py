@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dawait.core._promise import PromiseRecord, Settle, Value, expire_promise
 from dawait.core._task import TaskRecord, TaskState, acquire_task, suspend_task
@@ -23,6 +23,9 @@ from dawait.runtime._store_ops import (
     op_create_promise,
     op_settle_promise,
 )
+
+if TYPE_CHECKING:
+    from dawait.runtime._engine import Engine
 
 __all__ = [
     "Acquired",
@@ -38,6 +41,7 @@ __all__ = [
     "op_task_held",
     "op_task_release",
     "op_task_suspend",
+    "run_or_dispatch",
 ]
 
 
@@ -57,6 +61,19 @@ class Workers(Protocol):
     def settled(self, record: PromiseRecord) -> None:
         """A promise settled: tell the addresses listening for it."""
         ...
+
+
+def run_or_dispatch(engine: Engine, record: PromiseRecord, task: TaskRecord | None) -> None:
+    """A pending task made past ``start_invocation`` (by Resonate's protocol, or an SDK's
+    schedule firing): pushed to a worker of its target, or run by ``engine`` (a function
+    registered here); left to the owner of its partition when that is another node."""
+    if task is None or not engine.ownership.runs_here(record.id, None, None):
+        return
+    workers = engine.workers
+    if workers is not None and workers.takes(record.tags, record.param.data):
+        workers.dispatch(record, task)
+    else:
+        engine.resume(record.id)
 
 
 class Fenced(enum.Enum):

@@ -21,7 +21,7 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One node for the CLI tests (each uses its own ids)."""
+    """One node for a module's tests (each uses its own ids): the CLI's, the envelope fuzz."""
     started = Nodes(tmp_path_factory.mktemp("shared"))
     try:
         yield started.start_with("shared")

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from http.client import HTTPConnection
 from typing import Any
 
@@ -320,24 +320,15 @@ json_values = st.recursive(
 )
 
 
-@pytest.fixture(scope="module")
-def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    started = Nodes(tmp_path_factory.mktemp("envelope-fuzz"))
-    try:
-        yield started.start_with("fuzz")
-    finally:
-        started.kill_all()
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     kind=st.sampled_from(KINDS),
     data=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
 )
-def test_no_request_makes_the_node_fail(shared_node: Node, kind: str, data: dict[str, Any]) -> None:
+def test_no_request_makes_the_node_fail(shared: Node, kind: str, data: dict[str, Any]) -> None:
     """Whatever the data, an answer that names the problem: never a 500, never a crash."""
     body = json.dumps({"kind": kind, "head": {"corrId": "c"}, "data": data}).encode()
-    port = int(shared_node.url.rsplit(":", 1)[1])
+    port = int(shared.url.rsplit(":", 1)[1])
     connection = HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("POST", "/", body, {"Authorization": f"Bearer {TOKEN}"})
@@ -348,7 +339,7 @@ def test_no_request_makes_the_node_fail(shared_node: Node, kind: str, data: dict
     if answer["head"]["status"] >= 400:
         assert isinstance(answer["data"], str), answer
         assert answer["data"], answer
-    assert shared_node.process.poll() is None
+    assert shared.process.poll() is None
 
 
 async def test_a_stopping_node_ends_its_poll_streams(

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from tests.etcd import EtcdCluster
+from tests.integration.resonate.conftest import answer_of
 from tests.integration.served import APP, TOKEN, Node, Nodes, client, wait_until
 
 WORKER = Path(__file__).with_name("py_worker.py")
-RUN_TIMEOUT = 60.0
 
 
 class Sdk:
@@ -57,28 +57,8 @@ class Sdk:
 
     async def call(self, *args: str) -> dict[str, Any]:
         """Run ``py_worker.py ARGS`` against the node: the JSON line it prints."""
-        process = await asyncio.create_subprocess_exec(
-            str(self.python),
-            str(WORKER),
-            args[0],
-            self.node.url,
-            *args[1:],
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise AssertionError(
-                f"py_worker.py {' '.join(args)}: no answer in {RUN_TIMEOUT} s"
-            ) from None
-        assert process.returncode == 0, err.decode(errors="replace")
-        answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-        return answer
+        argv = [str(self.python), str(WORKER), args[0], self.node.url, *args[1:]]
+        return await answer_of(argv, self.env)
 
     async def rpc(self, group: str, id: str, function: str, *args: Any) -> dict[str, Any]:
         return await self.call("rpc", group, id, function, json.dumps(list(args)))

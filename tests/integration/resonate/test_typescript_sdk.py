@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.resonate.conftest import SDK_MODULES, SDK_PYTHON
+from tests.integration.resonate.conftest import SDK_MODULES, SDK_PYTHON, answer_of
 from tests.integration.resonate.test_python_sdk import Sdk
 from tests.integration.served import TOKEN, Node, Nodes, client, wait_until
 
 WORKER = Path(__file__).with_name("ts_worker.mjs")
-RUN_TIMEOUT = 60.0
 
 
 class TsSdk:
@@ -56,26 +55,9 @@ class TsSdk:
         return await self.call("rpc", group, id, function, json.dumps(list(args)))
 
     async def call(self, mode: str, *args: str) -> dict[str, Any]:
-        process = await asyncio.create_subprocess_exec(
-            self.node_js,
-            str(WORKER),
-            mode,
-            self.node.url,
-            *args,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise AssertionError(f"ts {mode} {args}: no answer in {RUN_TIMEOUT} s") from None
-        assert process.returncode == 0, err.decode(errors="replace")
-        answer: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-        return answer
+        """Run ``ts_worker.mjs MODE URL ARGS``: the JSON line it prints."""
+        argv = [self.node_js, str(WORKER), mode, self.node.url, *args]
+        return await answer_of(argv, self.env)
 
     def stop(self) -> None:
         for process in self.workers:
